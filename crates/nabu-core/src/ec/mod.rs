@@ -1,0 +1,1 @@
+//! Erasure coding (placeholder module; the codec lands in the next commit).

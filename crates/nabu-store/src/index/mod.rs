@@ -1,0 +1,1 @@
+//! The Robin Hood index (lands in the next commit).

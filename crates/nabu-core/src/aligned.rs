@@ -64,7 +64,11 @@ impl AlignedBuf {
     /// # Panics
     /// If `len` exceeds the capacity (a bug in the caller).
     pub fn set_len(&mut self, len: usize) {
-        assert!(len <= self.capacity, "len {len} > capacity {}", self.capacity);
+        assert!(
+            len <= self.capacity,
+            "len {len} > capacity {}",
+            self.capacity
+        );
         self.len = len;
     }
 

@@ -92,6 +92,10 @@ pub struct Ring {
     zone_sizes: Vec<u32>,
     /// How many members own virtual nodes.
     weighted_members: usize,
+    /// For each value of a point's top [`BUCKET_BITS`] bits, the index of the first point at
+    /// or above that bucket's start: turns the binary search over `150 × N` points (17 cache
+    /// misses at 1000 nodes) into one table read and a search over a couple of points.
+    buckets: Vec<u32>,
     /// How many zones have a member that owns virtual nodes.
     weighted_zones: usize,
 }
@@ -146,11 +150,16 @@ impl Ring {
         }
         let weighted_members = members.iter().filter(|m| m.weight > 0).count();
         let weighted_zones = zone_sizes.iter().filter(|&&size| size > 0).count();
+        let points: Vec<u64> = vnodes.iter().map(|&(point, _)| point).collect();
+        let buckets = (0..1u64 << BUCKET_BITS)
+            .map(|bucket| points.partition_point(|&p| p < bucket << (64 - BUCKET_BITS)) as u32)
+            .collect();
         Ok(Self {
+            buckets,
             weighted_members,
             weighted_zones,
             epoch,
-            points: vnodes.iter().map(|&(point, _)| point).collect(),
+            points,
             owners: vnodes.iter().map(|&(_, owner)| owner).collect(),
             members,
             zone_of_member,
@@ -221,7 +230,21 @@ impl Ring {
         if self.points.is_empty() || width == 0 {
             return;
         }
-        let start = self.points.partition_point(|&p| p < point);
+        let start = self.first_point_at_or_after(point);
+        if self.weighted_zones == 1 {
+            // One zone (a local cluster): the first `width` distinct nodes, one walk.
+            let count = self.points.len();
+            for step in 0..count {
+                let id = self.members[self.owners[(start + step) % count] as usize].id;
+                if !nodes.contains(&id) {
+                    nodes.push(id);
+                    if nodes.len() == width {
+                        break;
+                    }
+                }
+            }
+            return;
+        }
         // The zone of each node chosen so far, parallel to `nodes` (on the stack: placement
         // is on every request's path).
         let mut zones = [0u32; crate::policy::STRIPE_WIDTH_MAX];
@@ -259,6 +282,23 @@ impl Ring {
         }
     }
 }
+
+impl Ring {
+    /// The index of the first point at or after `point` (`points.len()` wraps to 0 in the
+    /// walk's modulo).
+    fn first_point_at_or_after(&self, point: u64) -> usize {
+        let bucket = (point >> (64 - BUCKET_BITS)) as usize;
+        let low = self.buckets[bucket] as usize;
+        let high = match self.buckets.get(bucket + 1) {
+            Some(&next) => next as usize,
+            None => self.points.len(),
+        };
+        low + self.points[low..high].partition_point(|&p| p < point)
+    }
+}
+
+/// Bits of a point that index [`Ring`]'s bucket table (2^16 entries, 256 KiB).
+const BUCKET_BITS: u32 = 16;
 
 /// The ring point of virtual node `vnode` of node `id`: BLAKE3 of a fixed domain tag, the id
 /// and the vnode number. Part of the placement contract: changing it moves all data.

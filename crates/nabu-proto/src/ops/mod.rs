@@ -1,0 +1,297 @@
+//! Ops and their metadata.
+//!
+//! Each op has a request metadata type and a response metadata type, each with an exact,
+//! canonical encoding (fixed-width little-endian integers, `u16`-length-prefixed byte strings
+//! with a bound per field, bools that are 0 or 1, no trailing bytes), so
+//! `decode(encode(x)) == x` and every accepted byte string re-encodes to itself. Bodies (shard
+//! bytes, key-record and manifest bytes) are never in the metadata: they follow it in the frame
+//! and in DATA frames, and the metadata declares their total length up front
+//! ([`Meta::body_bytes`]) so the receiver can refuse or reserve before the first body byte.
+
+mod connection;
+mod metadata;
+mod shard;
+
+use std::fmt;
+
+pub use connection::{
+    CLIENT_NAME_BYTES_MAX, HelloReply, HelloRequest, NodeState, NodeStatus, NodeStatusReply, Ping,
+    PingReply, Plane,
+};
+pub use metadata::{
+    CONTINUATION_BYTES_MAX, KEY_BYTES_MAX, LIST_LIMIT_MAX, ListEntry, MetaDelete, MetaDeleteReply,
+    MetaGet, MetaGetReply, MetaList, MetaListReply, MetaPut, MetaPutReply, MetaTable,
+    NAMESPACE_BYTES_MAX, decode_list_entries, encode_list_entries,
+};
+pub use shard::{
+    ByteRange, PutOutcome, ShardDelete, ShardDeleteReply, ShardGet, ShardGetReply, ShardInfo,
+    ShardLayout, ShardPut, ShardPutReply, ShardStat, ShardStatReply,
+};
+
+use crate::error::ProtoError;
+use crate::header::FrameKind;
+
+/// An operation (u16 on the wire). The high byte groups them: `0x00` connection, `0x01` shards,
+/// `0x02` key records and manifests. Code 0 is never an op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u16)]
+pub enum Op {
+    /// Authenticate and learn the node: must be the first request on a connection.
+    Hello = 0x0001,
+    /// Round trip, nothing else.
+    Ping = 0x0002,
+    /// The node's state, ring epoch and space.
+    NodeStatus = 0x0003,
+    /// Store one shard of a stripe.
+    ShardPut = 0x0101,
+    /// Read one shard (or a byte range of it); the reply names the shard's index.
+    ShardGet = 0x0102,
+    /// Drop this node's shard of a stripe.
+    ShardDelete = 0x0103,
+    /// Describe this node's shard of a stripe without reading it.
+    ShardStat = 0x0104,
+    /// Write a key record or manifest (last writer wins by HLC timestamp).
+    MetaPut = 0x0201,
+    /// Read a key record or manifest.
+    MetaGet = 0x0202,
+    /// Delete a key record or manifest (writes a tombstone).
+    MetaDelete = 0x0203,
+    /// List key records or manifests by prefix, a page at a time.
+    MetaList = 0x0204,
+}
+
+impl Op {
+    /// Every op, in code order.
+    pub const ALL: [Op; 11] = [
+        Op::Hello,
+        Op::Ping,
+        Op::NodeStatus,
+        Op::ShardPut,
+        Op::ShardGet,
+        Op::ShardDelete,
+        Op::ShardStat,
+        Op::MetaPut,
+        Op::MetaGet,
+        Op::MetaDelete,
+        Op::MetaList,
+    ];
+
+    /// The op with this code, or [`ProtoError::UnknownOp`] (which the receiver answers with an
+    /// ERROR frame, code UNKNOWN_OP, and keeps the connection).
+    pub fn from_code(code: u16) -> Result<Op, ProtoError> {
+        Op::ALL
+            .into_iter()
+            .find(|op| op.code() == code)
+            .ok_or(ProtoError::UnknownOp { op: code })
+    }
+
+    /// The wire code.
+    pub const fn code(self) -> u16 {
+        self as u16
+    }
+
+    /// The name the protocol document uses (`SHARD_GET`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Hello => "HELLO",
+            Op::Ping => "PING",
+            Op::NodeStatus => "NODE_STATUS",
+            Op::ShardPut => "SHARD_PUT",
+            Op::ShardGet => "SHARD_GET",
+            Op::ShardDelete => "SHARD_DELETE",
+            Op::ShardStat => "SHARD_STAT",
+            Op::MetaPut => "META_PUT",
+            Op::MetaGet => "META_GET",
+            Op::MetaDelete => "META_DELETE",
+            Op::MetaList => "META_LIST",
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The metadata of one op in one direction.
+pub trait Meta: Sized {
+    /// The op this metadata belongs to.
+    const OP: Op;
+    /// [`FrameKind::Request`] or [`FrameKind::Response`].
+    const KIND: FrameKind;
+
+    /// Appends the encoding to `out`; fails (writing nothing useful) if a field is over its
+    /// bound or inconsistent.
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), ProtoError>;
+
+    /// Decodes exactly `bytes`; any bytes left over are an error.
+    fn decode(bytes: &[u8]) -> Result<Self, ProtoError>;
+
+    /// The total body length this metadata declares for its request or response (the sum of
+    /// the body bytes of its first frame and all its DATA frames). Zero for bodiless ops.
+    fn body_bytes(&self) -> u64 {
+        0
+    }
+
+    /// The encoding in a new vector.
+    fn to_vec(&self) -> Result<Vec<u8>, ProtoError> {
+        let mut out = Vec::new();
+        self.encode(&mut out)?;
+        Ok(out)
+    }
+}
+
+/// Declares the `Request` and `Response` enums: one variant per op, decoding by op code.
+macro_rules! op_enums {
+    ($($op:ident => $request:ident, $response:ident;)*) => {
+        /// Any request's metadata, decoded by op code (what a server dispatches on).
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum Request {
+            $(#[doc = concat!("`", stringify!($op), "`")] $op($request),)*
+        }
+
+        /// Any response's metadata, decoded by op code (what a client matches on).
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum Response {
+            $(#[doc = concat!("`", stringify!($op), "`")] $op($response),)*
+        }
+
+        impl Request {
+            /// Decodes request metadata for the op with this code.
+            pub fn decode(op_code: u16, meta: &[u8]) -> Result<Self, ProtoError> {
+                Ok(match Op::from_code(op_code)? {
+                    $(Op::$op => Self::$op($request::decode(meta)?),)*
+                })
+            }
+
+            /// The op.
+            pub fn op(&self) -> Op {
+                match self {
+                    $(Self::$op(_) => Op::$op,)*
+                }
+            }
+
+            /// The body length the request declares.
+            pub fn body_bytes(&self) -> u64 {
+                match self {
+                    $(Self::$op(meta) => meta.body_bytes(),)*
+                }
+            }
+
+            /// Appends the encoded metadata to `out`.
+            pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), ProtoError> {
+                match self {
+                    $(Self::$op(meta) => meta.encode(out),)*
+                }
+            }
+        }
+
+        impl Response {
+            /// Decodes response metadata for the op with this code.
+            pub fn decode(op_code: u16, meta: &[u8]) -> Result<Self, ProtoError> {
+                Ok(match Op::from_code(op_code)? {
+                    $(Op::$op => Self::$op($response::decode(meta)?),)*
+                })
+            }
+
+            /// The op.
+            pub fn op(&self) -> Op {
+                match self {
+                    $(Self::$op(_) => Op::$op,)*
+                }
+            }
+
+            /// The body length the response declares.
+            pub fn body_bytes(&self) -> u64 {
+                match self {
+                    $(Self::$op(meta) => meta.body_bytes(),)*
+                }
+            }
+
+            /// Appends the encoded metadata to `out`.
+            pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), ProtoError> {
+                match self {
+                    $(Self::$op(meta) => meta.encode(out),)*
+                }
+            }
+        }
+    };
+}
+
+op_enums! {
+    Hello => HelloRequest, HelloReply;
+    Ping => Ping, PingReply;
+    NodeStatus => NodeStatus, NodeStatusReply;
+    ShardPut => ShardPut, ShardPutReply;
+    ShardGet => ShardGet, ShardGetReply;
+    ShardDelete => ShardDelete, ShardDeleteReply;
+    ShardStat => ShardStat, ShardStatReply;
+    MetaPut => MetaPut, MetaPutReply;
+    MetaGet => MetaGet, MetaGetReply;
+    MetaDelete => MetaDelete, MetaDeleteReply;
+    MetaList => MetaList, MetaListReply;
+}
+
+/// Implements [`Meta`] for a type with inherent `encode_fields`/`decode_fields` methods.
+macro_rules! impl_meta {
+    ($type:ty, $op:ident, $kind:ident $(, body = |$this:ident| $body:expr)?) => {
+        impl $crate::ops::Meta for $type {
+            const OP: $crate::ops::Op = $crate::ops::Op::$op;
+            const KIND: $crate::header::FrameKind = $crate::header::FrameKind::$kind;
+
+            fn encode(&self, out: &mut Vec<u8>) -> Result<(), ProtoError> {
+                let start = out.len();
+                let result = self.encode_fields(&mut $crate::wire::Writer::new(out));
+                if result.is_err() {
+                    out.truncate(start);
+                }
+                result
+            }
+
+            fn decode(bytes: &[u8]) -> Result<Self, ProtoError> {
+                let mut reader = $crate::wire::Reader::new(bytes);
+                let value = Self::decode_fields(&mut reader)?;
+                reader.finish()?;
+                Ok(value)
+            }
+
+            $(fn body_bytes(&self) -> u64 {
+                let $this = self;
+                $body
+            })?
+        }
+    };
+}
+pub(crate) use impl_meta;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn op_codes_are_unique_and_round_trip() {
+        for op in Op::ALL {
+            assert_eq!(Op::from_code(op.code()), Ok(op));
+            assert_ne!(op.code(), 0);
+        }
+        let mut codes: Vec<u16> = Op::ALL.iter().map(|op| op.code()).collect();
+        codes.dedup();
+        assert_eq!(codes.len(), Op::ALL.len());
+        assert!(codes.is_sorted());
+        for unknown in [0, 4, 0x0100, 0x0105, 0x0300, 0xffff] {
+            assert_eq!(
+                Op::from_code(unknown),
+                Err(ProtoError::UnknownOp { op: unknown })
+            );
+            assert_eq!(
+                Request::decode(unknown, &[]),
+                Err(ProtoError::UnknownOp { op: unknown })
+            );
+            assert_eq!(
+                Response::decode(unknown, &[]),
+                Err(ProtoError::UnknownOp { op: unknown })
+            );
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Sample metadata for every op and direction, shared by the integration tests.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use nabu_core::ec::CodecId;
+use nabu_core::id::StripeId;
+use nabu_core::ring::NodeId;
+use nabu_proto::ClusterToken;
+use nabu_proto::ops::*;
+use nabu_proto::{Request, Response};
+
+/// The token of the protocol document's worked example: bytes 0x00..=0x1f.
+pub fn example_token() -> ClusterToken {
+    let bytes: Vec<u8> = (0u8..32).collect();
+    ClusterToken::new(&bytes).expect("32 bytes is a valid token")
+}
+
+/// The HELLO of the protocol document's worked example.
+pub fn example_hello() -> HelloRequest {
+    HelloRequest {
+        plane: Plane::Data,
+        features: 0,
+        token: example_token(),
+        client_name: "example".to_owned(),
+    }
+}
+
+pub fn stripe_id() -> StripeId {
+    StripeId::of(b"a stripe")
+}
+
+pub fn erasure_shard() -> ShardInfo {
+    ShardInfo {
+        layout: ShardLayout::Erasure {
+            codec: CodecId::RS_CAUCHY_GF256,
+            data_shards: 4,
+            parity_shards: 2,
+            index: 5,
+        },
+        stripe_bytes: 4 << 20,
+        shard_bytes: 1 << 20,
+        shard_crc: 0xdead_beef,
+    }
+}
+
+pub fn whole_shard() -> ShardInfo {
+    ShardInfo {
+        layout: ShardLayout::Whole,
+        stripe_bytes: 12_345,
+        shard_bytes: 12_345,
+        shard_crc: 7,
+    }
+}
+
+/// At least one request of every op, with fields at their edges (empty, longest, largest).
+pub fn requests() -> Vec<Request> {
+    vec![
+        Request::Hello(example_hello()),
+        Request::Hello(HelloRequest {
+            plane: Plane::Peer,
+            features: u64::MAX,
+            token: ClusterToken::new(&[0xee; 256]).expect("256 bytes"),
+            client_name: "n".repeat(128),
+        }),
+        Request::Ping(Ping),
+        Request::NodeStatus(NodeStatus),
+        Request::ShardPut(ShardPut {
+            stripe_id: stripe_id(),
+            shard: erasure_shard(),
+        }),
+        Request::ShardPut(ShardPut {
+            stripe_id: stripe_id(),
+            shard: whole_shard(),
+        }),
+        Request::ShardGet(ShardGet {
+            stripe_id: stripe_id(),
+            range: None,
+        }),
+        Request::ShardGet(ShardGet {
+            stripe_id: stripe_id(),
+            range: Some(ByteRange {
+                offset: 4096,
+                bytes: 8192,
+            }),
+        }),
+        Request::ShardDelete(ShardDelete {
+            stripe_id: stripe_id(),
+        }),
+        Request::ShardStat(ShardStat {
+            stripe_id: stripe_id(),
+        }),
+        Request::MetaPut(MetaPut {
+            table: MetaTable::KeyRecords,
+            namespace: "weights".to_owned(),
+            key: b"llama-3-8b/model-00001.safetensors".to_vec(),
+            hlc_timestamp: 0x0001_8f00_0000_0001,
+            value_bytes: 150,
+        }),
+        Request::MetaGet(MetaGet {
+            table: MetaTable::Manifests,
+            namespace: "n".repeat(NAMESPACE_BYTES_MAX),
+            key: vec![0xff; KEY_BYTES_MAX],
+        }),
+        Request::MetaDelete(MetaDelete {
+            table: MetaTable::KeyRecords,
+            namespace: "kv".to_owned(),
+            key: vec![0],
+            hlc_timestamp: u64::MAX,
+        }),
+        Request::MetaList(MetaList {
+            table: MetaTable::KeyRecords,
+            namespace: "weights".to_owned(),
+            prefix: Vec::new(),
+            continuation: Vec::new(),
+            limit: 1,
+            include_deleted: false,
+        }),
+        Request::MetaList(MetaList {
+            table: MetaTable::Manifests,
+            namespace: "ckpt".to_owned(),
+            prefix: b"run-7/".to_vec(),
+            continuation: vec![1; CONTINUATION_BYTES_MAX],
+            limit: LIST_LIMIT_MAX,
+            include_deleted: true,
+        }),
+    ]
+}
+
+/// At least one response of every op.
+pub fn responses() -> Vec<Response> {
+    vec![
+        Response::Hello(HelloReply {
+            node_id: NodeId(3),
+            ring_epoch: 42,
+            features: 0,
+            meta_bytes_max: u16::MAX,
+            frame_body_bytes_max: 4 << 20,
+            request_body_bytes_max: 64 << 20,
+            inflight_max: 128,
+        }),
+        Response::Ping(PingReply),
+        Response::NodeStatus(NodeStatusReply {
+            node_id: NodeId(u32::MAX),
+            state: NodeState::Draining,
+            ring_epoch: 9,
+            uptime_s: 3600,
+            shards: 1_000_000,
+            bytes_used: 1 << 40,
+            bytes_capacity: 4 << 40,
+            requests_inflight: 17,
+            connections: 5,
+        }),
+        Response::ShardPut(ShardPutReply {
+            outcome: PutOutcome::Stored,
+        }),
+        Response::ShardPut(ShardPutReply {
+            outcome: PutOutcome::AlreadyHeld,
+        }),
+        Response::ShardGet(ShardGetReply {
+            shard: erasure_shard(),
+            offset: 0,
+            body_bytes: 1 << 20,
+        }),
+        Response::ShardGet(ShardGetReply {
+            shard: whole_shard(),
+            offset: 345,
+            body_bytes: 12_000,
+        }),
+        Response::ShardDelete(ShardDeleteReply { existed: true }),
+        Response::ShardStat(ShardStatReply {
+            shard: whole_shard(),
+        }),
+        Response::MetaPut(MetaPutReply { applied: false }),
+        Response::MetaGet(MetaGetReply {
+            hlc_timestamp: 5,
+            deleted: false,
+            value_bytes: 150,
+        }),
+        Response::MetaGet(MetaGetReply {
+            hlc_timestamp: 6,
+            deleted: true,
+            value_bytes: 0,
+        }),
+        Response::MetaDelete(MetaDeleteReply { applied: true }),
+        Response::MetaList(MetaListReply {
+            entries: 2,
+            continuation: b"weights/z".to_vec(),
+            body_bytes: 45,
+        }),
+        Response::MetaList(MetaListReply {
+            entries: 0,
+            continuation: Vec::new(),
+            body_bytes: 0,
+        }),
+    ]
+}
+
+/// Encodes a request's metadata.
+pub fn encode_request(request: &Request) -> Vec<u8> {
+    let mut out = Vec::new();
+    request.encode(&mut out).expect("sample requests encode");
+    out
+}
+
+/// Encodes a response's metadata.
+pub fn encode_response(response: &Response) -> Vec<u8> {
+    let mut out = Vec::new();
+    response.encode(&mut out).expect("sample responses encode");
+    out
+}

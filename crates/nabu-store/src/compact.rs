@@ -228,8 +228,9 @@ fn drop_tombstones(dir: &DataDir, tombstones: &[(u128, Location)]) -> u64 {
     let mut index = dir.index_mut();
     let mut dropped = 0;
     for &(key_hash, location) in tombstones {
-        if index.get(key_hash) == Some(location.pack()) {
-            index.remove(key_hash);
+        // A failed removal (only possible for a file-backed index that cannot mark itself
+        // dirty) keeps the tombstone, which is always safe.
+        if index.get(key_hash) == Some(location.pack()) && index.remove(key_hash).is_ok() {
             dir.counters.replace(Some(location), None);
             dropped += 1;
         }

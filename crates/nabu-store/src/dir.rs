@@ -13,7 +13,7 @@ use nabu_core::AlignedBuf;
 
 use crate::disk::{Disk, DiskFile, IoMode};
 use crate::error::StoreError;
-use crate::keyindex::KeyIndex;
+use crate::index::RobinHoodIndex as KeyIndex;
 use crate::location::Location;
 use crate::segment::{self, BLOCK_BYTES, FormatError, RECORD_HEADER_BYTES, RecordKind};
 

@@ -4,7 +4,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::keyindex::IndexError;
+use crate::index::IndexError;
 
 /// Everything a [`crate::Store`] call can fail with.
 #[derive(Debug, thiserror::Error)]

@@ -17,7 +17,7 @@ pub mod disk;
 mod error;
 pub mod fault;
 pub mod index;
-mod keyindex;
+
 mod location;
 mod recovery;
 mod scan;
@@ -30,7 +30,7 @@ pub use config::{GROUP_COMMIT_RECORDS_LIMIT, StoreConfig};
 pub use disk::{DirectIo, Disk, DiskFile, IoMode, OpenOptions, RealDisk};
 pub use error::StoreError;
 pub use fault::FaultDisk;
-pub use keyindex::IndexError;
+pub use index::IndexError;
 pub use recovery::{CorruptRegion, RecoveryReport};
 pub use segment::{FORMAT_VERSION, KEY_BYTES_MAX, PAYLOAD_BYTES_MAX};
 pub use store::{DirState, DirStats, Store, StoreStats};

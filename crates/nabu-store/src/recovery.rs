@@ -21,7 +21,7 @@ use nabu_core::AlignedBuf;
 use crate::dir::{Segment, segment_path};
 use crate::disk::{Disk, DiskFile, IoMode, OpenOptions};
 use crate::error::StoreError;
-use crate::keyindex::KeyIndex;
+use crate::index::RobinHoodIndex as KeyIndex;
 use crate::location::{Location, SEQUENCE_MAX};
 use crate::scan::{ScannedRecord, scan_segment};
 use crate::segment::{self, BLOCK_BYTES, FILE_HEADER_BYTES, FORMAT_VERSION, FormatError};

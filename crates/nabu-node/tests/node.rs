@@ -1,0 +1,1187 @@
+//! Whole nodes in-process on port 0, driven over real sockets with raw protocol frames: the
+//! handshake, shard and metadata ops, hostile input on every listener, on-disk corruption,
+//! heartbeats and the management plane.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use nabu_core::id::StripeId;
+use nabu_node::{
+    ClusterView, ListenerAddrs, Listeners, MemberConfig, MemberState, NodeBuilder, NodeConfig,
+};
+use nabu_proto::ops::{
+    ByteRange, HelloRequest, MetaDelete, MetaDeleteReply, MetaGet, MetaGetReply, MetaList,
+    MetaListReply, MetaPut, MetaPutReply, MetaTable, NodeStatus, NodeStatusReply, Ping, Plane,
+    PutOutcome, ShardDelete, ShardDeleteReply, ShardGet, ShardGetReply, ShardInfo, ShardLayout,
+    ShardPut, ShardPutReply, ShardStat, ShardStatReply, decode_list_entries,
+};
+use nabu_proto::{
+    ClusterToken, ErrorCode, Flags, Frame, FrameDecoder, FrameKind, Limits, Meta, Op,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep, timeout};
+
+const TOKEN_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+/// How long any single wait in these tests may take before the test fails.
+const WAIT: Duration = Duration::from_secs(10);
+
+fn token() -> ClusterToken {
+    ClusterToken::from_hex(TOKEN_HEX).unwrap()
+}
+
+// ---- a node under test ----
+
+struct TestNode {
+    addrs: ListenerAddrs,
+    data_dir: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestNode {
+    async fn start(configure: impl FnOnce(&mut NodeConfig)) -> TestNode {
+        let listeners = Listeners::bind_loopback().await.unwrap();
+        Self::start_on(listeners, 1, configure).await
+    }
+
+    async fn start_on(
+        listeners: Listeners,
+        id: u32,
+        configure: impl FnOnce(&mut NodeConfig),
+    ) -> TestNode {
+        Self::start_with(listeners, id, configure, None).await
+    }
+
+    async fn start_with(
+        listeners: Listeners,
+        id: u32,
+        configure: impl FnOnce(&mut NodeConfig),
+        disk: Option<Arc<dyn nabu_store::Disk>>,
+    ) -> TestNode {
+        let dir = tempfile::tempdir().unwrap();
+        let addrs = listeners.addrs().unwrap();
+        let data_dir = dir.path().join("data");
+        let mut config = NodeConfig::new(id, &data_dir, TOKEN_HEX);
+        (config.data_addr, config.peer_addr, config.http_addr) =
+            (addrs.data, addrs.peer, addrs.http);
+        configure(&mut config);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let mut builder = NodeBuilder::new(config);
+        if let Some(disk) = disk {
+            builder = builder.disk(disk);
+        }
+        let task = tokio::spawn(builder.run(listeners, async {
+            let _ = stopped.await;
+        }));
+        let node = TestNode {
+            addrs,
+            data_dir,
+            stop: Some(stop),
+            task: Some(task),
+            _dir: dir,
+        };
+        node.wait_ready().await;
+        node
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok((200, _)) = http_get(self.addrs.http, "/readyz").await {
+                return;
+            }
+            assert!(Instant::now() < deadline, "node never became ready");
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn client(&self) -> Client {
+        let mut client = Client::connect(self.addrs.data).await;
+        client
+            .hello(Plane::Data, &token())
+            .await
+            .expect("HELLO accepted");
+        client
+    }
+
+    async fn stop(&mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let task = self.task.take().unwrap();
+        timeout(WAIT, task)
+            .await
+            .expect("node stops in time")
+            .unwrap()
+            .unwrap();
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        let (status, text) = http_get(self.addrs.http, "/metrics").await.unwrap();
+        assert_eq!(status, 200);
+        check_prometheus_text(&text);
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing"))
+    }
+
+    async fn cluster(&self) -> ClusterView {
+        let (status, body) = http_get(self.addrs.http, "/api/v1/cluster").await.unwrap();
+        assert_eq!(status, 200);
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Whether the node still serves: a fresh connection PINGs it.
+    async fn assert_alive(&self) {
+        let mut client = self.client().await;
+        let (reply, _) = client.call(&Ping, Bytes::new()).await;
+        assert_eq!(reply.header().kind(), FrameKind::Response);
+        assert_eq!(http_get(self.addrs.http, "/healthz").await.unwrap().0, 200);
+    }
+}
+
+// ---- a raw protocol client ----
+
+struct Client {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+    buffer: BytesMut,
+    next_id: u64,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Client {
+        Client {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            decoder: FrameDecoder::new(Limits::default()),
+            buffer: BytesMut::new(),
+            next_id: 1,
+        }
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    async fn hello(&mut self, plane: Plane, token: &ClusterToken) -> Result<(), ErrorCode> {
+        let hello = HelloRequest {
+            plane,
+            features: 0,
+            token: token.clone(),
+            client_name: "test".into(),
+        };
+        let id = self.id();
+        self.send(&Frame::from_meta(id, &hello, Bytes::new(), false).unwrap())
+            .await;
+        let reply = self.recv().await.expect("a reply to HELLO");
+        match reply.header().kind() {
+            FrameKind::Response => Ok(()),
+            _ => Err(reply.decode_error().unwrap().code),
+        }
+    }
+
+    async fn send(&mut self, frame: &Frame) {
+        self.send_raw(&frame.to_vec()).await;
+    }
+
+    async fn send_raw(&mut self, bytes: &[u8]) {
+        // The node may have closed already; the test checks what it answered.
+        let _ = self.stream.write_all(bytes).await;
+    }
+
+    /// The next frame, or `None` once the node closed the connection.
+    async fn recv(&mut self) -> Option<Frame> {
+        timeout(WAIT, async {
+            loop {
+                if let Some(frame) = self.decoder.decode(&mut self.buffer).unwrap() {
+                    return Some(frame);
+                }
+                match self.stream.read_buf(&mut self.buffer).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .expect("the node answers in time")
+    }
+
+    /// Sends a request (its body cut into frames of `frame_bytes`) without waiting.
+    async fn start<M: Meta>(&mut self, meta: &M, body: Bytes, frame_bytes: usize) -> u64 {
+        let id = self.id();
+        let pieces: Vec<Bytes> = if body.is_empty() {
+            vec![Bytes::new()]
+        } else {
+            body.chunks(frame_bytes)
+                .map(Bytes::copy_from_slice)
+                .collect()
+        };
+        let last = pieces.len() - 1;
+        for (index, piece) in pieces.into_iter().enumerate() {
+            let frame = if index == 0 {
+                Frame::from_meta(id, meta, piece, index < last).unwrap()
+            } else {
+                Frame::data(M::OP, id, piece, index < last).unwrap()
+            };
+            self.send(&frame).await;
+        }
+        id
+    }
+
+    /// The reply to `id`: its first frame (RESPONSE or ERROR) and its whole body.
+    async fn reply(&mut self, id: u64) -> (Frame, Bytes) {
+        let first = self.recv().await.expect("a reply");
+        assert_eq!(first.header().request_id(), id);
+        let mut body = BytesMut::from(&first.body()[..]);
+        let mut more = first.header().more();
+        while more {
+            let next = self.recv().await.expect("the rest of the body");
+            assert_eq!(next.header().kind(), FrameKind::Data);
+            body.extend_from_slice(next.body());
+            more = next.header().more();
+        }
+        (first, body.freeze())
+    }
+
+    async fn call<M: Meta>(&mut self, meta: &M, body: Bytes) -> (Frame, Bytes) {
+        let id = self.start(meta, body, 4 << 20).await;
+        self.reply(id).await
+    }
+
+    async fn ok<M: Meta, R: Meta>(&mut self, meta: &M, body: Bytes) -> (R, Bytes) {
+        let (frame, body) = self.call(meta, body).await;
+        if frame.header().kind() == FrameKind::Error {
+            panic!("{} failed: {}", M::OP, frame.decode_error().unwrap());
+        }
+        (frame.decode_meta::<R>().unwrap(), body)
+    }
+
+    async fn error<M: Meta>(&mut self, meta: &M, body: Bytes) -> ErrorCode {
+        let (frame, _) = self.call(meta, body).await;
+        assert_eq!(
+            frame.header().kind(),
+            FrameKind::Error,
+            "{} should fail",
+            M::OP
+        );
+        frame.decode_error().unwrap().code
+    }
+
+    /// Reads until the node closes; returns the ERROR codes it sent on the way.
+    async fn closed_with(&mut self) -> Vec<ErrorCode> {
+        let mut codes = Vec::new();
+        while let Some(frame) = self.recv().await {
+            if let Ok(error) = frame.decode_error() {
+                codes.push(error.code);
+            }
+        }
+        codes
+    }
+}
+
+fn whole_shard(bytes: &[u8]) -> ShardInfo {
+    ShardInfo {
+        layout: ShardLayout::Whole,
+        stripe_bytes: bytes.len() as u64,
+        shard_bytes: bytes.len() as u64,
+        shard_crc: crc32c::crc32c(bytes),
+    }
+}
+
+fn erasure_shard(bytes: &[u8], index: u8) -> ShardInfo {
+    ShardInfo {
+        layout: ShardLayout::Erasure {
+            codec: nabu_core::ec::CodecId(1),
+            data_shards: 4,
+            parity_shards: 2,
+            index,
+        },
+        stripe_bytes: bytes.len() as u64 * 4,
+        shard_bytes: bytes.len() as u64,
+        shard_crc: crc32c::crc32c(bytes),
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> Bytes {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
+        .collect()
+}
+
+async fn put_shard(
+    client: &mut Client,
+    stripe_id: StripeId,
+    shard: ShardInfo,
+    bytes: Bytes,
+) -> PutOutcome {
+    let (reply, _) = client
+        .ok::<_, ShardPutReply>(&ShardPut { stripe_id, shard }, bytes)
+        .await;
+    reply.outcome
+}
+
+// ---- HTTP ----
+
+async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http_raw(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+}
+
+async fn http_raw(addr: SocketAddr, request: &[u8]) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.write_all(request).await?;
+    let mut response = Vec::new();
+    timeout(WAIT, stream.read_to_end(&mut response)).await??;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Checks the Prometheus text format: every sample line is `name{labels} value` with a
+/// `# TYPE` line for its family before it.
+fn check_prometheus_text(text: &str) {
+    let mut typed = std::collections::HashSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(["counter", "gauge"].contains(&kind), "{line}");
+            typed.insert(name.to_owned());
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad name in {line:?}"
+        );
+        if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
+            assert!(
+                labels.starts_with('{') && labels.ends_with('}'),
+                "bad labels in {line:?}"
+            );
+            for pair in labels[1..labels.len() - 1].split(',') {
+                let (key, quoted) = pair.split_once('=').unwrap();
+                assert!(
+                    !key.is_empty() && quoted.starts_with('"') && quoted.ends_with('"'),
+                    "{line:?}"
+                );
+            }
+        }
+        assert!(typed.contains(name), "sample before its # TYPE: {line:?}");
+    }
+}
+
+// ---- the handshake ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_token_is_unauthenticated_and_closed() {
+    let node = TestNode::start(|_| {}).await;
+    let wrong = ClusterToken::new(&[9; 32]).unwrap();
+    for (addr, plane) in [
+        (node.addrs.data, Plane::Data),
+        (node.addrs.peer, Plane::Peer),
+    ] {
+        let mut client = Client::connect(addr).await;
+        assert_eq!(
+            client.hello(plane, &wrong).await,
+            Err(ErrorCode::UNAUTHENTICATED)
+        );
+        assert!(client.recv().await.is_none(), "closed after the refusal");
+    }
+    // The right token on the wrong plane is refused too.
+    let mut client = Client::connect(node.addrs.peer).await;
+    assert_eq!(
+        client.hello(Plane::Data, &token()).await,
+        Err(ErrorCode::UNAUTHENTICATED)
+    );
+    assert!(
+        node.metric("nabu_unauthenticated_total{plane=\"data\"}")
+            .await
+            >= 1.0
+    );
+    node.assert_alive().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_before_hello_is_refused() {
+    let node = TestNode::start(|_| {}).await;
+    let mut client = Client::connect(node.addrs.data).await;
+    let get = ShardGet {
+        stripe_id: StripeId::of(b"x"),
+        range: None,
+    };
+    client
+        .send(&Frame::from_meta(1, &get, Bytes::new(), false).unwrap())
+        .await;
+    assert_eq!(client.closed_with().await, [ErrorCode::UNAUTHENTICATED]);
+    // A second HELLO on an authenticated connection fails that request only.
+    let mut client = node.client().await;
+    let hello = HelloRequest {
+        plane: Plane::Data,
+        features: 0,
+        token: token(),
+        client_name: "again".into(),
+    };
+    assert_eq!(
+        client.error(&hello, Bytes::new()).await,
+        ErrorCode::BAD_REQUEST
+    );
+    client
+        .ok::<_, nabu_proto::ops::PingReply>(&Ping, Bytes::new())
+        .await;
+}
+
+// ---- shards ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_put_get_stat_delete_round_trip_with_ranges_and_a_multi_frame_body() {
+    let node = TestNode::start(|_| {}).await;
+    let mut client = node.client().await;
+    let small = pattern(1000, 1);
+    let big = pattern(9 << 20, 2);
+    let (small_id, big_id) = (StripeId::of(&small), StripeId::of(&big));
+    assert_eq!(
+        put_shard(&mut client, small_id, whole_shard(&small), small.clone()).await,
+        PutOutcome::Stored
+    );
+    // 9 MiB goes as a REQUEST frame and two DATA frames of at most 4 MiB.
+    assert_eq!(
+        put_shard(&mut client, big_id, erasure_shard(&big, 3), big.clone()).await,
+        PutOutcome::Stored
+    );
+
+    let (reply, body) = client
+        .ok::<_, ShardGetReply>(
+            &ShardGet {
+                stripe_id: big_id,
+                range: None,
+            },
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(
+        reply.shard,
+        erasure_shard(&big, 3),
+        "the reader learns the index"
+    );
+    assert_eq!((reply.offset, reply.body_bytes), (0, big.len() as u64));
+    assert!(body == big, "9 MiB read back intact over several frames");
+
+    let range = Some(ByteRange {
+        offset: 100,
+        bytes: 50,
+    });
+    let (reply, body) = client
+        .ok::<_, ShardGetReply>(
+            &ShardGet {
+                stripe_id: small_id,
+                range,
+            },
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!((reply.offset, reply.body_bytes), (100, 50));
+    assert_eq!(body, small.slice(100..150));
+    let clipped = Some(ByteRange {
+        offset: 990,
+        bytes: 1000,
+    });
+    let (reply, body) = client
+        .ok::<_, ShardGetReply>(
+            &ShardGet {
+                stripe_id: small_id,
+                range: clipped,
+            },
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!((reply.offset, body), (990, small.slice(990..)));
+    let past_end = Some(ByteRange {
+        offset: 1000,
+        bytes: 1,
+    });
+    assert_eq!(
+        client
+            .error(
+                &ShardGet {
+                    stripe_id: small_id,
+                    range: past_end
+                },
+                Bytes::new()
+            )
+            .await,
+        ErrorCode::BAD_REQUEST
+    );
+
+    let (stat, _) = client
+        .ok::<_, ShardStatReply>(
+            &ShardStat {
+                stripe_id: small_id,
+            },
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(stat.shard, whole_shard(&small));
+    let (status, _) = client
+        .ok::<_, NodeStatusReply>(&NodeStatus, Bytes::new())
+        .await;
+    assert_eq!(status.shards, 2);
+    assert!(status.bytes_used >= big.len() as u64 && status.bytes_capacity > status.bytes_used);
+
+    let (deleted, _) = client
+        .ok::<_, ShardDeleteReply>(
+            &ShardDelete {
+                stripe_id: small_id,
+            },
+            Bytes::new(),
+        )
+        .await;
+    assert!(deleted.existed);
+    let (deleted, _) = client
+        .ok::<_, ShardDeleteReply>(
+            &ShardDelete {
+                stripe_id: small_id,
+            },
+            Bytes::new(),
+        )
+        .await;
+    assert!(!deleted.existed, "deleting a missing shard succeeds");
+    assert_eq!(
+        client
+            .error(
+                &ShardGet {
+                    stripe_id: small_id,
+                    range: None
+                },
+                Bytes::new()
+            )
+            .await,
+        ErrorCode::NOT_FOUND
+    );
+    assert_eq!(
+        client
+            .error(
+                &ShardStat {
+                    stripe_id: small_id
+                },
+                Bytes::new()
+            )
+            .await,
+        ErrorCode::NOT_FOUND
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_reput_is_idempotent_and_another_shard_of_the_stripe_conflicts() {
+    let node = TestNode::start(|_| {}).await;
+    let mut client = node.client().await;
+    let shard = pattern(5000, 3);
+    let stripe_id = StripeId::of(b"stripe");
+    assert_eq!(
+        put_shard(
+            &mut client,
+            stripe_id,
+            erasure_shard(&shard, 0),
+            shard.clone()
+        )
+        .await,
+        PutOutcome::Stored
+    );
+    assert_eq!(
+        put_shard(
+            &mut client,
+            stripe_id,
+            erasure_shard(&shard, 0),
+            shard.clone()
+        )
+        .await,
+        PutOutcome::AlreadyHeld
+    );
+    let put = ShardPut {
+        stripe_id,
+        shard: erasure_shard(&shard, 1),
+    };
+    assert_eq!(client.error(&put, shard.clone()).await, ErrorCode::CONFLICT);
+    // A body that does not match its declared checksum is refused before anything is written.
+    let other = StripeId::of(b"other");
+    let mut lying = whole_shard(&shard);
+    lying.shard_crc ^= 1;
+    assert_eq!(
+        client
+            .error(
+                &ShardPut {
+                    stripe_id: other,
+                    shard: lying
+                },
+                shard.clone()
+            )
+            .await,
+        ErrorCode::CHECKSUM_MISMATCH
+    );
+    assert_eq!(
+        client
+            .error(&ShardStat { stripe_id: other }, Bytes::new())
+            .await,
+        ErrorCode::NOT_FOUND
+    );
+    let (stat, _) = client
+        .ok::<_, ShardStatReply>(&ShardStat { stripe_id }, Bytes::new())
+        .await;
+    assert_eq!(stat.shard, erasure_shard(&shard, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_on_disk_is_corrupt_never_served_and_counted_once() {
+    let node =
+        TestNode::start(|config| config.store.direct_io = nabu_node::DirectIoOption::Off).await;
+    let mut client = node.client().await;
+    let shard = pattern(64 << 10, 4);
+    let stripe_id = StripeId::of(&shard);
+    put_shard(&mut client, stripe_id, whole_shard(&shard), shard.clone()).await;
+    flip_byte_of(&node.data_dir, &shard[1000..1064]);
+
+    for _ in 0..3 {
+        assert_eq!(
+            client
+                .error(
+                    &ShardGet {
+                        stripe_id,
+                        range: None
+                    },
+                    Bytes::new()
+                )
+                .await,
+            ErrorCode::CORRUPT
+        );
+    }
+    assert_eq!(
+        node.metric("nabu_corrupt_shards_total").await,
+        1.0,
+        "one corrupt shard"
+    );
+    assert_eq!(node.metric("nabu_corrupt_reads_total").await, 3.0);
+    // Writing the shard again repairs this node's copy.
+    assert_eq!(
+        put_shard(&mut client, stripe_id, whole_shard(&shard), shard.clone()).await,
+        PutOutcome::Stored
+    );
+    let (_, body) = client
+        .ok::<_, ShardGetReply>(
+            &ShardGet {
+                stripe_id,
+                range: None,
+            },
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(body, shard);
+}
+
+/// Finds `needle` in the files under `dir` and flips one bit of it there.
+fn flip_byte_of(dir: &Path, needle: &[u8]) {
+    let mut stack = vec![dir.to_owned()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(
+                std::fs::read_dir(&path)
+                    .unwrap()
+                    .map(|entry| entry.unwrap().path()),
+            );
+            continue;
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        if let Some(at) = bytes
+            .windows(needle.len())
+            .position(|window| window == needle)
+        {
+            bytes[at + 7] ^= 0x10;
+            std::fs::write(&path, &bytes).unwrap();
+            return;
+        }
+    }
+    panic!(
+        "the shard bytes are not in any file under {}",
+        dir.display()
+    );
+}
+
+// ---- metadata ----
+
+fn put_meta(key: &str, hlc_timestamp: u64, value: &[u8]) -> MetaPut {
+    MetaPut {
+        table: MetaTable::KeyRecords,
+        namespace: "ns".into(),
+        key: key.as_bytes().to_vec(),
+        hlc_timestamp,
+        value_bytes: value.len() as u64,
+    }
+}
+
+fn get_meta(key: &str) -> MetaGet {
+    MetaGet {
+        table: MetaTable::KeyRecords,
+        namespace: "ns".into(),
+        key: key.as_bytes().to_vec(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_last_writer_wins_tombstones_and_sorted_paginated_listing() {
+    let node = TestNode::start(|_| {}).await;
+    let mut client = node.client().await;
+    let put =
+        |key, time, value: &'static [u8]| (put_meta(key, time, value), Bytes::from_static(value));
+
+    let (first, value) = put("model/a", 20, b"v20");
+    assert!(client.ok::<_, MetaPutReply>(&first, value).await.0.applied);
+    let (older, value) = put("model/a", 10, b"v10");
+    assert!(
+        !client.ok::<_, MetaPutReply>(&older, value).await.0.applied,
+        "an older write is not applied"
+    );
+    let (reply, body) = client
+        .ok::<_, MetaGetReply>(&get_meta("model/a"), Bytes::new())
+        .await;
+    assert_eq!(
+        (reply.hlc_timestamp, reply.deleted, &body[..]),
+        (20, false, &b"v20"[..])
+    );
+
+    let delete = MetaDelete {
+        table: MetaTable::KeyRecords,
+        namespace: "ns".into(),
+        key: b"model/a".to_vec(),
+        hlc_timestamp: 30,
+    };
+    assert!(
+        client
+            .ok::<_, MetaDeleteReply>(&delete, Bytes::new())
+            .await
+            .0
+            .applied
+    );
+    let (late, value) = put("model/a", 25, b"v25");
+    assert!(
+        !client.ok::<_, MetaPutReply>(&late, value).await.0.applied,
+        "the tombstone beats an older put"
+    );
+    let (reply, body) = client
+        .ok::<_, MetaGetReply>(&get_meta("model/a"), Bytes::new())
+        .await;
+    assert!(reply.deleted && body.is_empty() && reply.hlc_timestamp == 30);
+    assert_eq!(
+        client.error(&get_meta("never"), Bytes::new()).await,
+        ErrorCode::NOT_FOUND
+    );
+
+    for key in ["model/d", "model/b", "other", "model/c", "model/e"] {
+        let (write, value) = put(key, 1, b"x");
+        client.ok::<_, MetaPutReply>(&write, value).await;
+    }
+    let mut listed = Vec::new();
+    let mut continuation = Vec::new();
+    loop {
+        let list = MetaList {
+            table: MetaTable::KeyRecords,
+            namespace: "ns".into(),
+            prefix: b"model/".to_vec(),
+            continuation: continuation.clone(),
+            limit: 2,
+            include_deleted: false,
+        };
+        let (reply, body) = client.ok::<_, MetaListReply>(&list, Bytes::new()).await;
+        let entries = decode_list_entries(&body, reply.entries).unwrap();
+        assert!(entries.len() <= 2);
+        listed.extend(
+            entries
+                .into_iter()
+                .map(|entry| String::from_utf8(entry.key).unwrap()),
+        );
+        if reply.continuation.is_empty() {
+            break;
+        }
+        continuation = reply.continuation;
+    }
+    assert_eq!(
+        listed,
+        ["model/b", "model/c", "model/d", "model/e"],
+        "sorted, tombstone hidden"
+    );
+}
+
+// ---- hostile input ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_on_every_listener_gets_errors_and_stored_data_survives() {
+    let node = TestNode::start(|config| config.hello_timeout_ms = 1000).await;
+    let mut writer = node.client().await;
+    let shard = pattern(10_000, 5);
+    let stripe_id = StripeId::of(&shard);
+    put_shard(&mut writer, stripe_id, whole_shard(&shard), shard.clone()).await;
+    let (value_put, value) = (put_meta("k", 1, b"value"), Bytes::from_static(b"value"));
+    writer.ok::<_, MetaPutReply>(&value_put, value).await;
+
+    for addr in [node.addrs.data, node.addrs.peer] {
+        hostile_frames_before_hello(addr).await;
+    }
+    hostile_frames_after_hello(&node).await;
+    hostile_http(node.addrs.http).await;
+
+    node.assert_alive().await;
+    let mut reader = node.client().await;
+    let (_, body) = reader
+        .ok::<_, ShardGetReply>(
+            &ShardGet {
+                stripe_id,
+                range: None,
+            },
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(body, shard, "stored shard intact");
+    let (_, body) = reader
+        .ok::<_, MetaGetReply>(&get_meta("k"), Bytes::new())
+        .await;
+    assert_eq!(&body[..], b"value", "stored value intact");
+}
+
+async fn hostile_frames_before_hello(addr: SocketAddr) {
+    let hello = HelloRequest {
+        plane: Plane::Data,
+        features: 0,
+        token: token(),
+        client_name: "x".into(),
+    };
+    let good = Frame::from_meta(1, &hello, Bytes::new(), false)
+        .unwrap()
+        .to_vec();
+    let mut oversized = good.clone();
+    oversized[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
+    let mut bad_version = good.clone();
+    bad_version[4] = 9;
+    let cases: Vec<(&str, Vec<u8>, Option<ErrorCode>)> = vec![
+        (
+            "garbage",
+            b"GET / HTTP/1.1\r\n\r\n and more garbage bytes".to_vec(),
+            Some(ErrorCode::UNAUTHENTICATED),
+        ),
+        (
+            "oversized length",
+            oversized,
+            Some(ErrorCode::UNAUTHENTICATED),
+        ),
+        (
+            "unsupported version",
+            bad_version,
+            Some(ErrorCode::UNSUPPORTED_VERSION),
+        ),
+        (
+            "random bytes",
+            (0..4096u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+                .collect(),
+            Some(ErrorCode::UNAUTHENTICATED),
+        ),
+        // A truncated HELLO, then silence: the node gives up after hello_timeout.
+        ("truncated", good[..40].to_vec(), Some(ErrorCode::TIMEOUT)),
+    ];
+    for (name, bytes, expected) in cases {
+        let mut client = Client::connect(addr).await;
+        client.send_raw(&bytes).await;
+        let codes = client.closed_with().await;
+        assert_eq!(codes.first().copied(), expected, "{name}: {codes:?}");
+    }
+}
+
+async fn hostile_frames_after_hello(node: &TestNode) {
+    let mut client = node.client().await;
+    // An unknown op fails that request; the connection goes on.
+    let unknown = Frame::new(
+        FrameKind::Request,
+        0x0999,
+        7,
+        Flags::NONE,
+        Bytes::new(),
+        Bytes::new(),
+    )
+    .unwrap();
+    client.send(&unknown).await;
+    let reply = client.recv().await.unwrap();
+    assert_eq!(
+        (
+            reply.header().request_id(),
+            reply.decode_error().unwrap().code
+        ),
+        (7, ErrorCode::UNKNOWN_OP)
+    );
+    // Malformed metadata for a known op: BAD_REQUEST, connection open.
+    let malformed = Frame::new(
+        FrameKind::Request,
+        Op::ShardGet.code(),
+        8,
+        Flags::NONE,
+        Bytes::from_static(b"short"),
+        Bytes::new(),
+    )
+    .unwrap();
+    client.send(&malformed).await;
+    assert_eq!(
+        client.recv().await.unwrap().decode_error().unwrap().code,
+        ErrorCode::BAD_REQUEST
+    );
+    // A body on a bodiless op: BAD_REQUEST.
+    let with_body = Frame::from_meta(9, &Ping, Bytes::from_static(b"body"), false).unwrap();
+    client.send(&with_body).await;
+    assert_eq!(
+        client.recv().await.unwrap().decode_error().unwrap().code,
+        ErrorCode::BAD_REQUEST
+    );
+    // A body whose checksum is wrong: CHECKSUM_MISMATCH for that request.
+    let shard = pattern(100, 6);
+    let put = ShardPut {
+        stripe_id: StripeId::of(&shard),
+        shard: whole_shard(&shard),
+    };
+    let mut damaged = Frame::from_meta(10, &put, shard.clone(), false)
+        .unwrap()
+        .to_vec();
+    *damaged.last_mut().unwrap() ^= 1;
+    client.send_raw(&damaged).await;
+    assert_eq!(
+        client.recv().await.unwrap().decode_error().unwrap().code,
+        ErrorCode::CHECKSUM_MISMATCH
+    );
+    client
+        .ok::<_, nabu_proto::ops::PingReply>(&Ping, Bytes::new())
+        .await;
+
+    // Fatal: a frame claiming a 4 GiB body, then a truncated frame and garbage.
+    for bytes in [
+        oversized_ping(),
+        b"NABU\x01\x01garbage-garbage-garbage-garbage!".to_vec(),
+    ] {
+        let mut client = node.client().await;
+        client.send_raw(&bytes).await;
+        let codes = client.closed_with().await;
+        assert!(
+            matches!(codes[..], [ErrorCode::TOO_LARGE] | [ErrorCode::BAD_FRAME]),
+            "{codes:?}"
+        );
+    }
+    // A frame cut off mid-way, then the connection closed: nothing breaks.
+    let mut client = node.client().await;
+    client.send_raw(&oversized_ping()[..20]).await;
+    drop(client);
+}
+
+fn oversized_ping() -> Vec<u8> {
+    let mut bytes = Frame::from_meta(3, &Ping, Bytes::new(), false)
+        .unwrap()
+        .to_vec();
+    bytes[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
+    bytes
+}
+
+async fn hostile_http(addr: SocketAddr) {
+    let requests: [&[u8]; 4] = [
+        b"\x00\x01garbage\r\n\r\n",
+        b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+        b"POST /api/v1/cluster HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc",
+    ];
+    for request in requests {
+        let (status, _) = http_raw(addr, request).await.unwrap_or((0, String::new()));
+        assert!(
+            status == 0 || status >= 400,
+            "{status} for {:?}",
+            String::from_utf8_lossy(request)
+        );
+    }
+}
+
+// ---- limits ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_are_answered_busy() {
+    let node = TestNode::start(|config| config.connections_max = 1).await;
+    let first = node.client().await;
+    let mut second = Client::connect(node.addrs.data).await;
+    assert_eq!(second.closed_with().await, [ErrorCode::BUSY]);
+    drop(first);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut client = Client::connect(node.addrs.data).await;
+        if client.hello(Plane::Data, &token()).await.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot never came back");
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---- liveness and the management plane ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_report_a_stopped_member_down_within_down_after() {
+    let down_after = Duration::from_millis(600);
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(Listeners::bind_loopback().await.unwrap());
+    }
+    let members: Vec<MemberConfig> = listeners
+        .iter()
+        .enumerate()
+        .map(|(index, l)| {
+            MemberConfig::new(
+                index as u32 + 1,
+                format!("zone-{index}"),
+                l.addrs().unwrap(),
+            )
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    for (index, listeners) in listeners.into_iter().enumerate() {
+        let members = members.clone();
+        let node = TestNode::start_on(listeners, index as u32 + 1, move |config| {
+            config.members = members;
+            config.heartbeat_interval_ms = 100;
+            config.down_after_ms = down_after.as_millis() as u64;
+        })
+        .await;
+        nodes.push(node);
+    }
+    for node in &nodes {
+        wait_for_states(node, &[MemberState::Up; 3], WAIT).await;
+    }
+    let view = nodes[0].cluster().await;
+    assert_eq!(
+        (
+            view.node_id,
+            view.members.len(),
+            view.members[2].zone.as_str()
+        ),
+        (1, 3, "zone-2")
+    );
+    assert_eq!(nodes[0].metric("nabu_member_up{member=\"3\"}").await, 1.0);
+
+    nodes[2].stop().await;
+    let stopped_at = Instant::now();
+    let expected = [MemberState::Up, MemberState::Up, MemberState::Down];
+    for node in &nodes[..2] {
+        // Down within down_after of the last answer, plus one heartbeat and scheduling slack.
+        wait_for_states(node, &expected, down_after * 3).await;
+    }
+    assert!(stopped_at.elapsed() < down_after * 3);
+    assert_eq!(nodes[0].metric("nabu_member_up{member=\"3\"}").await, 0.0);
+}
+
+async fn wait_for_states(node: &TestNode, expected: &[MemberState], within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let view = node.cluster().await;
+        let states: Vec<MemberState> = view.members.iter().map(|m| m.state).collect();
+        if states == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {} sees {states:?}, expected {expected:?}",
+            view.node_id
+        );
+        sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_plane_serves_health_readiness_metrics_and_the_cluster_view() {
+    let mut node = TestNode::start(|_| {}).await;
+    assert_eq!(http_get(node.addrs.http, "/healthz").await.unwrap().0, 200);
+    assert_eq!(http_get(node.addrs.http, "/readyz").await.unwrap().0, 200);
+    let mut client = node.client().await;
+    let shard = pattern(3000, 7);
+    put_shard(
+        &mut client,
+        StripeId::of(&shard),
+        whole_shard(&shard),
+        shard.clone(),
+    )
+    .await;
+    assert_eq!(node.metric("nabu_shards").await, 1.0);
+    assert!(
+        node.metric("nabu_requests_total{op=\"SHARD_PUT\",outcome=\"ok\"}")
+            .await
+            >= 1.0
+    );
+    assert!(node.metric("nabu_bytes_in_total{plane=\"data\"}").await >= 3000.0);
+    assert!(node.metric("nabu_store_fdatasyncs_total").await >= 1.0);
+    assert_eq!(
+        node.metric("nabu_connections_open{plane=\"data\"}").await,
+        1.0
+    );
+    let view = node.cluster().await;
+    assert_eq!(view.store.shards, 1);
+    assert_eq!(view.members[0].state, MemberState::Up);
+    drop(client);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_a_restart_on_the_same_dirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_owned();
+    let shard = pattern(2000, 8);
+    let stripe_id = StripeId::of(&shard);
+    {
+        let configure = |config: &mut NodeConfig| config.data_dirs = vec![data_dir.clone()];
+        let mut node = TestNode::start(configure).await;
+        let mut client = node.client().await;
+        put_shard(&mut client, stripe_id, whole_shard(&shard), shard.clone()).await;
+        let (write, value) = (put_meta("kept", 5, b"v"), Bytes::from_static(b"v"));
+        client.ok::<_, MetaPutReply>(&write, value).await;
+        node.stop().await;
+    }
+    let node = TestNode::start(|config| config.data_dirs = vec![data_dir.clone()]).await;
+    let mut client = node.client().await;
+    let (_, body) = client
+        .ok::<_, ShardGetReply>(
+            &ShardGet {
+                stripe_id,
+                range: None,
+            },
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(body, shard);
+    let (reply, _) = client
+        .ok::<_, MetaGetReply>(&get_meta("kept"), Bytes::new())
+        .await;
+    assert_eq!(reply.hlc_timestamp, 5);
+    assert_eq!(node.metric("nabu_shards").await, 1.0);
+    assert_eq!(node.metric("nabu_meta_entries").await, 1.0);
+}

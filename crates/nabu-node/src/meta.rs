@@ -25,7 +25,6 @@ use nabu_store::Store;
 
 use crate::handler::OpError;
 use crate::records::{MetaAddress, MetaKey, classify_meta_key, decode_meta, encode_meta};
-use crate::shards::store_error;
 
 /// Lock stripes serialising check-then-write per address.
 const WRITE_LOCKS: usize = 64;
@@ -152,9 +151,7 @@ impl MetaStore {
             }
         }
         let record = encode_meta(&address, hlc_timestamp, deleted, value);
-        self.store
-            .put(&address.store_key(), &record)
-            .map_err(store_error)?;
+        self.store.put(&address.store_key(), &record)?;
         let entry = Entry {
             hlc_timestamp,
             deleted,
@@ -199,16 +196,12 @@ impl MetaStore {
                 value: Bytes::new(),
             });
         }
-        let record = self
-            .store
-            .get(&address.store_key())
-            .map_err(store_error)?
-            .ok_or_else(|| {
-                OpError::new(
-                    ErrorCode::INTERNAL,
-                    "the meta index names a record the store lacks",
-                )
-            })?;
+        let record = self.store.get(&address.store_key())?.ok_or_else(|| {
+            OpError::new(
+                ErrorCode::INTERNAL,
+                "the meta index names a record the store lacks",
+            )
+        })?;
         let record = decode_meta(&record).filter(|record| record.address == *address);
         let Some(record) = record else {
             return Err(OpError::new(

@@ -119,10 +119,8 @@ impl Shards {
             // Missing, or held but corrupt: the put (re)writes it.
             Ok(None) | Err(_) => {}
         }
-        let existed = self.store.contains(&key).map_err(store_error)?;
-        self.store
-            .put(&key, &encode_shard(info, shard))
-            .map_err(store_error)?;
+        let existed = self.store.contains(&key)?;
+        self.store.put(&key, &encode_shard(info, shard))?;
         if !existed {
             self.metrics.shards.fetch_add(1, Ordering::Relaxed);
         }
@@ -170,10 +168,7 @@ impl Shards {
     /// Drops this node's shard of `stripe_id`; returns whether it held one.
     pub fn delete(&self, stripe_id: &StripeId) -> Result<bool, OpError> {
         let _guard = self.lock(stripe_id);
-        let existed = self
-            .store
-            .delete(&shard_key(stripe_id))
-            .map_err(store_error)?;
+        let existed = self.store.delete(&shard_key(stripe_id))?;
         if existed {
             self.metrics.shards.fetch_sub(1, Ordering::Relaxed);
         }
@@ -189,7 +184,7 @@ impl Shards {
             Err(StoreError::Corrupt { reason, .. }) => {
                 return Err(self.corrupt_found(stripe_id, &reason));
             }
-            Err(error) => return Err(store_error(error)),
+            Err(error) => return Err(error.into()),
         };
         let Some((info, shard_len)) = decode_shard(&record) else {
             return Err(self.corrupt_found(stripe_id, "the shard record's trailer is damaged"));
@@ -247,17 +242,21 @@ fn not_found(stripe_id: &StripeId) -> OpError {
 }
 
 /// Maps a store error to its wire error: the one place this is decided for the store.
-pub fn store_error(error: StoreError) -> OpError {
-    let code = match &error {
-        StoreError::NoSpace { .. } => ErrorCode::NO_SPACE,
-        StoreError::Poisoned { .. } | StoreError::DirUnavailable { .. } => ErrorCode::UNAVAILABLE,
-        StoreError::Corrupt { .. } => ErrorCode::CORRUPT,
-        StoreError::EmptyKey | StoreError::KeyTooLong { .. } => ErrorCode::BAD_REQUEST,
-        StoreError::PayloadTooLarge { .. } => ErrorCode::TOO_LARGE,
-        _ => ErrorCode::INTERNAL,
-    };
-    if code == ErrorCode::INTERNAL {
-        tracing::error!(%error, "chunk store failed");
+impl From<StoreError> for OpError {
+    fn from(error: StoreError) -> Self {
+        let code = match &error {
+            StoreError::NoSpace { .. } => ErrorCode::NO_SPACE,
+            StoreError::Poisoned { .. } | StoreError::DirUnavailable { .. } => {
+                ErrorCode::UNAVAILABLE
+            }
+            StoreError::Corrupt { .. } => ErrorCode::CORRUPT,
+            StoreError::EmptyKey | StoreError::KeyTooLong { .. } => ErrorCode::BAD_REQUEST,
+            StoreError::PayloadTooLarge { .. } => ErrorCode::TOO_LARGE,
+            _ => ErrorCode::INTERNAL,
+        };
+        if code == ErrorCode::INTERNAL {
+            tracing::error!(%error, "chunk store failed");
+        }
+        OpError::new(code, error.to_string())
     }
-    OpError::new(code, error.to_string())
 }

@@ -138,6 +138,12 @@ impl Client {
         &self.inner.config
     }
 
+    /// The per-node connections and typed requests (for tools and tests that talk to one
+    /// node, e.g. SHARD_STAT).
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
     /// The client's hybrid logical clock.
     pub fn clock(&self) -> &Hlc {
         &self.inner.hlc

@@ -252,3 +252,31 @@ fn key_record_points_depend_on_namespace_and_key() {
     // The namespace length is hashed, so ("ab", "c") and ("a", "bc") differ.
     assert_ne!(key_record_point("ab", b"c"), key_record_point("a", b"bc"));
 }
+
+#[test]
+fn worked_example_matches_the_document() {
+    let record = KeyRecord {
+        blob_id: BlobId::of(b"abc"),
+        blob_bytes: 3,
+        hlc_timestamp: 0x0190_0000_0000_0001,
+        metadata: UserMetadata::from([("a".to_owned(), "b".to_owned())]),
+    };
+    let document = include_str!("../../../../docs/formats/manifest.md");
+    let dump = document
+        .split("```hexdump\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the document has a hexdump block");
+    let documented: Vec<u8> = dump
+        .lines()
+        .flat_map(|line| {
+            let hex = line.split('|').next().unwrap_or("");
+            hex.split_whitespace()
+                .skip(1)
+                .map(|byte| u8::from_str_radix(byte, 16).expect("hex byte"))
+                .collect::<Vec<u8>>()
+        })
+        .collect();
+    assert_eq!(record.encode().unwrap(), documented);
+    assert_eq!(KeyRecord::decode(&documented).unwrap(), record);
+}

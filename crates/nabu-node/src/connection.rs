@@ -15,8 +15,9 @@
 //! completion notice and be taken for a duplicate (fatal).
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use nabu_proto::ops::{HelloReply, Plane};
@@ -34,6 +35,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
 
 use crate::handler::{self, OpError, Reply};
+use crate::metrics::Metrics;
 use crate::node::{Node, until_stopped};
 
 /// Frames queued for one connection's writer before request tasks wait: bounds the memory of
@@ -42,6 +44,10 @@ use crate::node::{Node, until_stopped};
 pub const RESPONSE_QUEUE_FRAMES_MAX: usize = 16;
 /// Bytes read from the socket at a time once authenticated (more when a frame needs more).
 const READ_CHUNK_BYTES: usize = 64 << 10;
+/// How long a connection closed for a fatal error keeps draining the peer's bytes.
+const LINGER: Duration = Duration::from_millis(500);
+/// How many of the peer's bytes it drains at most meanwhile.
+const LINGER_BYTES_MAX: usize = 1 << 20;
 /// The writer's buffer: small frames are coalesced into one `write`; larger ones bypass it.
 const WRITE_BUFFER_BYTES: usize = 64 << 10;
 
@@ -59,6 +65,28 @@ enum Ending {
 impl From<ProtoError> for Ending {
     fn from(error: ProtoError) -> Self {
         Ending::Fatal(ErrorFrame::from_error(&error))
+    }
+}
+
+/// Holds one unit of a gauge (`nabu_connections_open`, `nabu_requests_inflight`) for as long as
+/// it lives, so the gauge stays right when a task is dropped mid-way (at the end of the
+/// shutdown grace, or when its connection fails).
+struct GaugeHold {
+    node: Arc<Node>,
+    gauge: fn(&Metrics, Plane) -> &AtomicI64,
+    plane: Plane,
+}
+
+impl GaugeHold {
+    fn new(node: Arc<Node>, plane: Plane, gauge: fn(&Metrics, Plane) -> &AtomicI64) -> Self {
+        gauge(&node.metrics, plane).fetch_add(1, Ordering::Relaxed);
+        Self { node, gauge, plane }
+    }
+}
+
+impl Drop for GaugeHold {
+    fn drop(&mut self) {
+        (self.gauge)(&self.node.metrics, self.plane).fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -97,8 +125,9 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let counters = node.metrics.plane(plane);
-    counters.connections_open.fetch_add(1, Ordering::Relaxed);
+    let _open = GaugeHold::new(Arc::clone(&node), plane, |metrics, plane| {
+        &metrics.plane(plane).connections_open
+    });
     let (reader, writer) = stream.into_split();
     let (responses, queue) = mpsc::channel(RESPONSE_QUEUE_FRAMES_MAX);
     let writer =
@@ -136,22 +165,32 @@ impl Connection {
     /// Ends the connection: a fatal error is sent first; requests in flight are finished on a
     /// shutdown and dropped otherwise.
     async fn close(mut self, ending: Ending, writer: JoinHandle<()>) {
+        let frame_timeout = self.node.limits.frame_timeout;
+        let fatal = matches!(ending, Ending::Fatal(_));
         match ending {
             Ending::Fatal(error) => {
                 tracing::debug!(%error, "closing the connection on a fatal error");
                 self.requests.shutdown().await;
                 if let Ok(frame) = Frame::error(0, 0, &error) {
-                    let _ =
-                        timeout(self.node.limits.frame_timeout, self.responses.send(frame)).await;
+                    let _ = timeout(frame_timeout, self.responses.send(frame)).await;
                 }
             }
             Ending::Shutdown => while self.requests.join_next().await.is_some() {},
-            Ending::Closed => self.requests.shutdown().await,
+            // The peer may have closed only its sending side and still read the replies.
+            Ending::Closed => {
+                let finished = timeout(frame_timeout, async {
+                    while self.requests.join_next().await.is_some() {}
+                });
+                if finished.await.is_err() {
+                    self.requests.shutdown().await;
+                }
+            }
         }
         drop(self.responses);
-        let _ = timeout(self.node.limits.frame_timeout, writer).await;
-        let counters = self.node.metrics.plane(self.plane);
-        counters.connections_open.fetch_sub(1, Ordering::Relaxed);
+        let _ = timeout(frame_timeout, writer).await;
+        if fatal {
+            linger(&mut self.reader).await;
+        }
     }
 
     /// Reads more bytes: before HELLO no further than the largest HELLO frame, so an
@@ -507,17 +546,15 @@ impl Connection {
         let plane = self.plane;
         let op = request.op();
         let span = tracing::debug_span!("request", node = node.id.0, request_id, %op);
-        node.metrics
-            .requests_inflight
-            .fetch_add(1, Ordering::Relaxed);
+        let hold = GaugeHold::new(Arc::clone(&node), plane, |metrics, _| {
+            &metrics.requests_inflight
+        });
         self.requests.spawn(
             async move {
+                let _inflight = hold;
                 let result = handler::execute(&node, request, body).await;
                 drop(budget);
                 send_reply(&node, plane, &responses, &inflight, op, request_id, result).await;
-                node.metrics
-                    .requests_inflight
-                    .fetch_sub(1, Ordering::Relaxed);
             }
             .instrument(span),
         );
@@ -575,6 +612,23 @@ async fn send_reply(
             .bytes_out_total
             .fetch_add(body_bytes, Ordering::Relaxed);
     }
+}
+
+/// After a fatal error (the writer has sent the ERROR frame and closed its side), reads and
+/// drops what the peer still sends for a moment: closing a socket with unread bytes makes
+/// the kernel send a reset, which can destroy the ERROR frame before the peer reads it.
+async fn linger(reader: &mut OwnedReadHalf) {
+    let mut sink = vec![0u8; 16 << 10];
+    let mut drained = 0;
+    let _ = timeout(LINGER, async {
+        while drained < LINGER_BYTES_MAX {
+            match reader.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => drained += read,
+            }
+        }
+    })
+    .await;
 }
 
 /// The writer task: sends queued frames, coalescing small ones, until the queue closes or a

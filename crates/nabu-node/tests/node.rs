@@ -16,7 +16,7 @@ use nabu_proto::ops::{
     ShardDeleteReply, ShardGet, ShardGetReply, ShardPut, ShardStat, ShardStatReply,
     decode_list_entries,
 };
-use nabu_proto::{ClusterToken, ErrorCode, Flags, Frame, FrameKind, Op};
+use nabu_proto::{ClusterToken, ErrorCode, ErrorFrame, Flags, Frame, FrameKind, Op};
 use support::*;
 use tokio::time::{Instant, sleep};
 
@@ -619,6 +619,100 @@ async fn connections_over_the_cap_are_answered_busy() {
         assert!(Instant::now() < deadline, "the slot never came back");
         sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_inflight_max_are_busy_and_an_upload_can_be_cancelled() {
+    let node = TestNode::start(|config| config.inflight_max = 1).await;
+    let mut client = node.client().await;
+    let shard = pattern(10_000, 9);
+    let stripe_id = StripeId::of(&shard);
+    let put = ShardPut {
+        stripe_id,
+        shard: whole_shard(&shard),
+    };
+    // The first frame of a streamed body: the request stays in flight.
+    client
+        .send(&Frame::from_meta(100, &put, shard.slice(..4000), true).unwrap())
+        .await;
+    client
+        .send(&Frame::from_meta(101, &Ping, Bytes::new(), false).unwrap())
+        .await;
+    let busy = client.recv().await.unwrap();
+    assert_eq!(
+        (
+            busy.header().request_id(),
+            busy.decode_error().unwrap().code
+        ),
+        (101, ErrorCode::BUSY)
+    );
+    // The requester gives the upload up; the node confirms and stores nothing.
+    let cancel = ErrorFrame::new(ErrorCode::CANCELLED, "giving up");
+    client
+        .send(&Frame::error(Op::ShardPut.code(), 100, &cancel).unwrap())
+        .await;
+    let cancelled = client.recv().await.unwrap();
+    assert_eq!(
+        (
+            cancelled.header().request_id(),
+            cancelled.decode_error().unwrap().code
+        ),
+        (100, ErrorCode::CANCELLED)
+    );
+    assert_eq!(
+        client.error(&ShardStat { stripe_id }, Bytes::new()).await,
+        ErrorCode::NOT_FOUND
+    );
+    // A body streamed in three frames completes normally.
+    let id = client.start(&put, shard.clone(), 4000).await;
+    let (reply, _) = client.reply(id).await;
+    assert_eq!(
+        reply
+            .decode_meta::<nabu_proto::ops::ShardPutReply>()
+            .unwrap()
+            .outcome,
+        PutOutcome::Stored
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_frames_and_idle_connections_time_out() {
+    let node = TestNode::start(|config| {
+        config.frame_timeout_ms = 200;
+        config.idle_timeout_ms = 300;
+    })
+    .await;
+    // Half a frame, then nothing: TIMEOUT and closed.
+    let mut client = node.client().await;
+    client
+        .send_raw(
+            &Frame::from_meta(5, &Ping, Bytes::new(), false)
+                .unwrap()
+                .to_vec()[..20],
+        )
+        .await;
+    assert_eq!(client.closed_with().await, [ErrorCode::TIMEOUT]);
+    // A streamed body whose next frame never comes: that request times out, then the idle
+    // connection is closed.
+    let mut client = node.client().await;
+    let shard = pattern(1000, 10);
+    let put = ShardPut {
+        stripe_id: StripeId::of(&shard),
+        shard: whole_shard(&shard),
+    };
+    client
+        .send(&Frame::from_meta(6, &put, shard.slice(..10), true).unwrap())
+        .await;
+    let timed_out = client.recv().await.unwrap();
+    assert_eq!(
+        (
+            timed_out.header().request_id(),
+            timed_out.decode_error().unwrap().code
+        ),
+        (6, ErrorCode::TIMEOUT)
+    );
+    assert_eq!(client.closed_with().await, [ErrorCode::TIMEOUT]);
+    node.assert_alive().await;
 }
 
 // ---- liveness and the management plane ----

@@ -658,3 +658,71 @@ async fn namespaces_are_stored_in_the_cluster_and_streams_are_bounded() {
         Err(ClientError::InvalidArgument(_))
     ));
 }
+
+/// A TCP proxy in front of one node's data plane whose replies can be held back (a node that
+/// accepted requests and then stopped answering, like one paused by SIGSTOP).
+async fn stalling_proxy(
+    target: std::net::SocketAddr,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::net::SocketAddr {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(node) = tokio::net::TcpStream::connect(target).await else {
+                continue;
+            };
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut node_read, mut node_write) = node.into_split();
+            tokio::spawn(async move { tokio::io::copy(&mut client_read, &mut node_write).await });
+            let stalled = stalled.clone();
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 64 << 10];
+                while let Ok(read @ 1..) = node_read.read(&mut buffer).await {
+                    while stalled.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    if client_write.write_all(&buffer[..read]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_node_is_hedged_around() {
+    let cluster = TestCluster::start(6).await;
+    let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut members = cluster.members.clone();
+    let Endpoint::Tcp(target) = &members[0].data_addr else {
+        panic!("tcp members");
+    };
+    let target = target.parse().expect("socket address");
+    members[0].data_addr = Endpoint::from(stalling_proxy(target, stalled.clone()).await);
+    let config = ClientConfig {
+        request_timeout: Duration::from_secs(20),
+        ..ClientConfig::default()
+    };
+    let client =
+        Client::new(ClusterMap::new(cluster.token.clone(), members), config).expect("client");
+    let bytes = random_bytes(60, 16 * MIB + 5);
+    client.put(NS, b"hedged", bytes.clone()).await.expect("put");
+    stalled.store(true, std::sync::atomic::Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let got = client
+        .get(NS, b"hedged")
+        .await
+        .expect("get with a stalled node");
+    let took = started.elapsed();
+    assert_same(&got, &bytes, "hedged");
+    // Without hedging the read would wait for the 20 s request timeout.
+    assert!(took < Duration::from_secs(8), "hedged read took {took:?}");
+    stalled.store(false, std::sync::atomic::Ordering::Relaxed);
+}

@@ -11,10 +11,9 @@ use bytes::Bytes;
 use nabu_core::id::StripeId;
 use nabu_node::{Listeners, MemberConfig, MemberState, NodeConfig};
 use nabu_proto::ops::{
-    ByteRange, HelloRequest, MetaDelete, MetaDeleteReply, MetaGetReply, MetaList, MetaListReply,
-    MetaPutReply, MetaTable, NodeStatus, NodeStatusReply, Ping, Plane, PutOutcome, ShardDelete,
-    ShardDeleteReply, ShardGet, ShardGetReply, ShardPut, ShardStat, ShardStatReply,
-    decode_list_entries,
+    HelloRequest, MetaDelete, MetaDeleteReply, MetaGetReply, MetaList, MetaListReply, MetaPutReply,
+    MetaTable, NodeStatus, NodeStatusReply, Ping, Plane, PutOutcome, ShardGet, ShardGetReply,
+    ShardPut, ShardStat, ShardStatReply, decode_list_entries,
 };
 use nabu_proto::{ClusterToken, ErrorCode, ErrorFrame, Flags, Frame, FrameKind, Op};
 use support::*;
@@ -86,28 +85,14 @@ async fn a_request_before_hello_is_refused() {
 async fn shard_put_get_stat_delete_round_trip_with_ranges_and_a_multi_frame_body() {
     let node = TestNode::start(|_| {}).await;
     let mut client = node.client().await;
-    let small = pattern(1000, 1);
-    let big = pattern(9 << 20, 2);
+    let (small, big) = (pattern(1000, 1), pattern(9 << 20, 2));
     let (small_id, big_id) = (StripeId::of(&small), StripeId::of(&big));
-    assert_eq!(
-        put_shard(&mut client, small_id, whole_shard(&small), small.clone()).await,
-        PutOutcome::Stored
-    );
-    // 9 MiB goes as a REQUEST frame and two DATA frames of at most 4 MiB.
-    assert_eq!(
-        put_shard(&mut client, big_id, erasure_shard(&big, 3), big.clone()).await,
-        PutOutcome::Stored
-    );
-
-    let (reply, body) = client
-        .ok::<_, ShardGetReply>(
-            &ShardGet {
-                stripe_id: big_id,
-                range: None,
-            },
-            Bytes::new(),
-        )
-        .await;
+    let stored = put_shard(&mut client, small_id, whole_shard(&small), small.clone()).await;
+    assert_eq!(stored, PutOutcome::Stored);
+    // 9 MiB goes as a REQUEST frame and two DATA frames of at most 4 MiB, and comes back so.
+    let stored = put_shard(&mut client, big_id, erasure_shard(&big, 3), big.clone()).await;
+    assert_eq!(stored, PutOutcome::Stored);
+    let (reply, body) = client.get_shard(big_id, None).await.unwrap();
     assert_eq!(
         reply.shard,
         erasure_shard(&big, 3),
@@ -116,108 +101,33 @@ async fn shard_put_get_stat_delete_round_trip_with_ranges_and_a_multi_frame_body
     assert_eq!((reply.offset, reply.body_bytes), (0, big.len() as u64));
     assert!(body == big, "9 MiB read back intact over several frames");
 
-    let range = Some(ByteRange {
-        offset: 100,
-        bytes: 50,
-    });
-    let (reply, body) = client
-        .ok::<_, ShardGetReply>(
-            &ShardGet {
-                stripe_id: small_id,
-                range,
-            },
-            Bytes::new(),
-        )
-        .await;
-    assert_eq!((reply.offset, reply.body_bytes), (100, 50));
-    assert_eq!(body, small.slice(100..150));
-    let clipped = Some(ByteRange {
-        offset: 990,
-        bytes: 1000,
-    });
-    let (reply, body) = client
-        .ok::<_, ShardGetReply>(
-            &ShardGet {
-                stripe_id: small_id,
-                range: clipped,
-            },
-            Bytes::new(),
-        )
-        .await;
-    assert_eq!((reply.offset, body), (990, small.slice(990..)));
-    let past_end = Some(ByteRange {
-        offset: 1000,
-        bytes: 1,
-    });
+    let (reply, body) = client.get_shard(small_id, Some((100, 50))).await.unwrap();
     assert_eq!(
-        client
-            .error(
-                &ShardGet {
-                    stripe_id: small_id,
-                    range: past_end
-                },
-                Bytes::new()
-            )
-            .await,
-        ErrorCode::BAD_REQUEST
+        (reply.offset, reply.body_bytes, body),
+        (100, 50, small.slice(100..150))
     );
+    let (reply, body) = client.get_shard(small_id, Some((990, 1000))).await.unwrap();
+    assert_eq!((reply.offset, body), (990, small.slice(990..)), "clipped");
+    let past_end = client.get_shard(small_id, Some((1000, 1))).await;
+    assert_eq!(past_end.unwrap_err(), ErrorCode::BAD_REQUEST);
 
-    let (stat, _) = client
-        .ok::<_, ShardStatReply>(
-            &ShardStat {
-                stripe_id: small_id,
-            },
-            Bytes::new(),
-        )
-        .await;
-    assert_eq!(stat.shard, whole_shard(&small));
+    assert_eq!(client.stat_shard(small_id).await, Ok(whole_shard(&small)));
     let (status, _) = client
         .ok::<_, NodeStatusReply>(&NodeStatus, Bytes::new())
         .await;
     assert_eq!(status.shards, 2);
     assert!(status.bytes_used >= big.len() as u64 && status.bytes_capacity > status.bytes_used);
 
-    let (deleted, _) = client
-        .ok::<_, ShardDeleteReply>(
-            &ShardDelete {
-                stripe_id: small_id,
-            },
-            Bytes::new(),
-        )
-        .await;
-    assert!(deleted.existed);
-    let (deleted, _) = client
-        .ok::<_, ShardDeleteReply>(
-            &ShardDelete {
-                stripe_id: small_id,
-            },
-            Bytes::new(),
-        )
-        .await;
-    assert!(!deleted.existed, "deleting a missing shard succeeds");
-    assert_eq!(
-        client
-            .error(
-                &ShardGet {
-                    stripe_id: small_id,
-                    range: None
-                },
-                Bytes::new()
-            )
-            .await,
-        ErrorCode::NOT_FOUND
+    assert!(client.delete_shard(small_id).await);
+    assert!(
+        !client.delete_shard(small_id).await,
+        "deleting a missing shard succeeds"
     );
     assert_eq!(
-        client
-            .error(
-                &ShardStat {
-                    stripe_id: small_id
-                },
-                Bytes::new()
-            )
-            .await,
+        client.get_shard(small_id, None).await.unwrap_err(),
         ErrorCode::NOT_FOUND
     );
+    assert_eq!(client.stat_shard(small_id).await, Err(ErrorCode::NOT_FOUND));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,14 +241,9 @@ async fn a_flipped_byte_on_disk_is_corrupt_never_served_and_counted_once() {
 async fn meta_last_writer_wins_tombstones_and_sorted_paginated_listing() {
     let node = TestNode::start(|_| {}).await;
     let mut client = node.client().await;
-    let put =
-        |key, time, value: &'static [u8]| (put_meta(key, time, value), Bytes::from_static(value));
-
-    let (first, value) = put("model/a", 20, b"v20");
-    assert!(client.ok::<_, MetaPutReply>(&first, value).await.0.applied);
-    let (older, value) = put("model/a", 10, b"v10");
+    assert!(client.put_value("model/a", 20, b"v20").await);
     assert!(
-        !client.ok::<_, MetaPutReply>(&older, value).await.0.applied,
+        !client.put_value("model/a", 10, b"v10").await,
         "an older write is not applied"
     );
     let (reply, body) = client
@@ -355,16 +260,10 @@ async fn meta_last_writer_wins_tombstones_and_sorted_paginated_listing() {
         key: b"model/a".to_vec(),
         hlc_timestamp: 30,
     };
+    let (deleted, _) = client.ok::<_, MetaDeleteReply>(&delete, Bytes::new()).await;
+    assert!(deleted.applied);
     assert!(
-        client
-            .ok::<_, MetaDeleteReply>(&delete, Bytes::new())
-            .await
-            .0
-            .applied
-    );
-    let (late, value) = put("model/a", 25, b"v25");
-    assert!(
-        !client.ok::<_, MetaPutReply>(&late, value).await.0.applied,
+        !client.put_value("model/a", 25, b"v25").await,
         "the tombstone beats an older put"
     );
     let (reply, body) = client
@@ -377,38 +276,42 @@ async fn meta_last_writer_wins_tombstones_and_sorted_paginated_listing() {
     );
 
     for key in ["model/d", "model/b", "other", "model/c", "model/e"] {
-        let (write, value) = put(key, 1, b"x");
-        client.ok::<_, MetaPutReply>(&write, value).await;
+        client.put_value(key, 1, b"x").await;
     }
+    let listed = list_all(&mut client, b"model/", 2).await;
+    assert_eq!(
+        listed,
+        ["model/b", "model/c", "model/d", "model/e"],
+        "sorted, tombstone hidden"
+    );
+}
+
+/// Every key under `prefix` in namespace `ns`, fetched `page` at a time.
+async fn list_all(client: &mut Client, prefix: &[u8], page: u32) -> Vec<String> {
     let mut listed = Vec::new();
     let mut continuation = Vec::new();
     loop {
         let list = MetaList {
             table: MetaTable::KeyRecords,
             namespace: "ns".into(),
-            prefix: b"model/".to_vec(),
-            continuation: continuation.clone(),
-            limit: 2,
+            prefix: prefix.to_vec(),
+            continuation,
+            limit: page,
             include_deleted: false,
         };
         let (reply, body) = client.ok::<_, MetaListReply>(&list, Bytes::new()).await;
         let entries = decode_list_entries(&body, reply.entries).unwrap();
-        assert!(entries.len() <= 2);
+        assert!(entries.len() <= page as usize);
         listed.extend(
             entries
                 .into_iter()
-                .map(|entry| String::from_utf8(entry.key).unwrap()),
+                .map(|e| String::from_utf8(e.key).unwrap()),
         );
         if reply.continuation.is_empty() {
-            break;
+            return listed;
         }
         continuation = reply.continuation;
     }
-    assert_eq!(
-        listed,
-        ["model/b", "model/c", "model/d", "model/e"],
-        "sorted, tombstone hidden"
-    );
 }
 
 // ---- hostile input ----
@@ -497,48 +400,18 @@ async fn hostile_frames_before_hello(addr: SocketAddr) {
 
 async fn hostile_frames_after_hello(node: &TestNode) {
     let mut client = node.client().await;
-    // An unknown op fails that request; the connection goes on.
-    let unknown = Frame::new(
-        FrameKind::Request,
-        0x0999,
-        7,
-        Flags::NONE,
-        Bytes::new(),
-        Bytes::new(),
-    )
-    .unwrap();
-    client.send(&unknown).await;
-    let reply = client.recv().await.unwrap();
-    assert_eq!(
-        (
-            reply.header().request_id(),
-            reply.decode_error().unwrap().code
-        ),
-        (7, ErrorCode::UNKNOWN_OP)
-    );
-    // Malformed metadata for a known op: BAD_REQUEST, connection open.
-    let malformed = Frame::new(
-        FrameKind::Request,
-        Op::ShardGet.code(),
-        8,
-        Flags::NONE,
-        Bytes::from_static(b"short"),
-        Bytes::new(),
-    )
-    .unwrap();
-    client.send(&malformed).await;
-    assert_eq!(
-        client.recv().await.unwrap().decode_error().unwrap().code,
-        ErrorCode::BAD_REQUEST
-    );
-    // A body on a bodiless op: BAD_REQUEST.
-    let with_body = Frame::from_meta(9, &Ping, Bytes::from_static(b"body"), false).unwrap();
-    client.send(&with_body).await;
-    assert_eq!(
-        client.recv().await.unwrap().decode_error().unwrap().code,
-        ErrorCode::BAD_REQUEST
-    );
-    // A body whose checksum is wrong: CHECKSUM_MISMATCH for that request.
+    // An unknown op, malformed metadata, a body on a bodiless op, a body failing its checksum:
+    // each fails its request only, and the connection goes on.
+    client.send(&raw_request(0x0999, 7, b"", b"")).await;
+    assert_eq!(client.recv_error().await, (7, ErrorCode::UNKNOWN_OP));
+    client
+        .send(&raw_request(Op::ShardGet.code(), 8, b"short", b""))
+        .await;
+    assert_eq!(client.recv_error().await, (8, ErrorCode::BAD_REQUEST));
+    client
+        .send(&raw_request(Op::Ping.code(), 9, b"", b"body"))
+        .await;
+    assert_eq!(client.recv_error().await, (9, ErrorCode::BAD_REQUEST));
     let shard = pattern(100, 6);
     let put = ShardPut {
         stripe_id: StripeId::of(&shard),
@@ -550,14 +423,14 @@ async fn hostile_frames_after_hello(node: &TestNode) {
     *damaged.last_mut().unwrap() ^= 1;
     client.send_raw(&damaged).await;
     assert_eq!(
-        client.recv().await.unwrap().decode_error().unwrap().code,
-        ErrorCode::CHECKSUM_MISMATCH
+        client.recv_error().await,
+        (10, ErrorCode::CHECKSUM_MISMATCH)
     );
     client
         .ok::<_, nabu_proto::ops::PingReply>(&Ping, Bytes::new())
         .await;
 
-    // Fatal: a frame claiming a 4 GiB body, then a truncated frame and garbage.
+    // Fatal: a frame claiming a 4 GiB body; a damaged header followed by garbage.
     for bytes in [
         oversized_ping(),
         b"NABU\x01\x01garbage-garbage-garbage-garbage!".to_vec(),
@@ -574,6 +447,20 @@ async fn hostile_frames_after_hello(node: &TestNode) {
     let mut client = node.client().await;
     client.send_raw(&oversized_ping()[..20]).await;
     drop(client);
+}
+
+/// A REQUEST frame with arbitrary op code, metadata and body (valid checksums).
+fn raw_request(op_code: u16, request_id: u64, meta: &'static [u8], body: &'static [u8]) -> Frame {
+    let (meta, body) = (Bytes::from_static(meta), Bytes::from_static(body));
+    Frame::new(
+        FrameKind::Request,
+        op_code,
+        request_id,
+        Flags::NONE,
+        meta,
+        body,
+    )
+    .unwrap()
 }
 
 fn oversized_ping() -> Vec<u8> {
@@ -638,27 +525,13 @@ async fn requests_over_inflight_max_are_busy_and_an_upload_can_be_cancelled() {
     client
         .send(&Frame::from_meta(101, &Ping, Bytes::new(), false).unwrap())
         .await;
-    let busy = client.recv().await.unwrap();
-    assert_eq!(
-        (
-            busy.header().request_id(),
-            busy.decode_error().unwrap().code
-        ),
-        (101, ErrorCode::BUSY)
-    );
+    assert_eq!(client.recv_error().await, (101, ErrorCode::BUSY));
     // The requester gives the upload up; the node confirms and stores nothing.
     let cancel = ErrorFrame::new(ErrorCode::CANCELLED, "giving up");
     client
         .send(&Frame::error(Op::ShardPut.code(), 100, &cancel).unwrap())
         .await;
-    let cancelled = client.recv().await.unwrap();
-    assert_eq!(
-        (
-            cancelled.header().request_id(),
-            cancelled.decode_error().unwrap().code
-        ),
-        (100, ErrorCode::CANCELLED)
-    );
+    assert_eq!(client.recv_error().await, (100, ErrorCode::CANCELLED));
     assert_eq!(
         client.error(&ShardStat { stripe_id }, Bytes::new()).await,
         ErrorCode::NOT_FOUND
@@ -703,14 +576,7 @@ async fn stalled_frames_and_idle_connections_time_out() {
     client
         .send(&Frame::from_meta(6, &put, shard.slice(..10), true).unwrap())
         .await;
-    let timed_out = client.recv().await.unwrap();
-    assert_eq!(
-        (
-            timed_out.header().request_id(),
-            timed_out.decode_error().unwrap().code
-        ),
-        (6, ErrorCode::TIMEOUT)
-    );
+    assert_eq!(client.recv_error().await, (6, ErrorCode::TIMEOUT));
     assert_eq!(client.closed_with().await, [ErrorCode::TIMEOUT]);
     node.assert_alive().await;
 }

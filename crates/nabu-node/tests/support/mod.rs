@@ -13,8 +13,9 @@ use bytes::{Bytes, BytesMut};
 use nabu_core::id::StripeId;
 use nabu_node::{ClusterView, ListenerAddrs, Listeners, NodeBuilder, NodeConfig};
 use nabu_proto::ops::{
-    HelloRequest, MetaGet, MetaPut, MetaTable, Ping, Plane, PutOutcome, ShardInfo, ShardLayout,
-    ShardPut, ShardPutReply,
+    ByteRange, HelloRequest, MetaGet, MetaPut, MetaPutReply, MetaTable, Ping, Plane, PutOutcome,
+    ShardDelete, ShardDeleteReply, ShardGet, ShardGetReply, ShardInfo, ShardLayout, ShardPut,
+    ShardPutReply, ShardStat, ShardStatReply,
 };
 use nabu_proto::{ClusterToken, ErrorCode, Frame, FrameDecoder, FrameKind, Limits, Meta};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -278,6 +279,58 @@ impl Client {
             }
         }
         codes
+    }
+}
+
+impl Client {
+    /// SHARD_GET: the reply and body, or the error code.
+    pub async fn get_shard(
+        &mut self,
+        stripe_id: StripeId,
+        range: Option<(u64, u64)>,
+    ) -> Result<(ShardGetReply, Bytes), ErrorCode> {
+        let range = range.map(|(offset, bytes)| ByteRange { offset, bytes });
+        let (frame, body) = self
+            .call(&ShardGet { stripe_id, range }, Bytes::new())
+            .await;
+        match frame.decode_error() {
+            Ok(error) => Err(error.code),
+            Err(_) => Ok((frame.decode_meta().unwrap(), body)),
+        }
+    }
+
+    /// SHARD_STAT: the shard info, or the error code.
+    pub async fn stat_shard(&mut self, stripe_id: StripeId) -> Result<ShardInfo, ErrorCode> {
+        let (frame, _) = self.call(&ShardStat { stripe_id }, Bytes::new()).await;
+        match frame.decode_error() {
+            Ok(error) => Err(error.code),
+            Err(_) => Ok(frame.decode_meta::<ShardStatReply>().unwrap().shard),
+        }
+    }
+
+    /// META_PUT of `value` at `key` in namespace `ns`: whether it was applied.
+    pub async fn put_value(&mut self, key: &str, hlc_timestamp: u64, value: &[u8]) -> bool {
+        let put = put_meta(key, hlc_timestamp, value);
+        let body = Bytes::copy_from_slice(value);
+        self.ok::<_, MetaPutReply>(&put, body).await.0.applied
+    }
+
+    /// The next frame, which must be an ERROR: its request id and code.
+    pub async fn recv_error(&mut self) -> (u64, ErrorCode) {
+        let frame = self.recv().await.expect("an ERROR frame");
+        (
+            frame.header().request_id(),
+            frame.decode_error().unwrap().code,
+        )
+    }
+
+    /// SHARD_DELETE: whether the shard existed.
+    pub async fn delete_shard(&mut self, stripe_id: StripeId) -> bool {
+        let delete = ShardDelete { stripe_id };
+        self.ok::<_, ShardDeleteReply>(&delete, Bytes::new())
+            .await
+            .0
+            .existed
     }
 }
 

@@ -558,3 +558,6 @@ fn accept_body(
         body: assembled.freeze(),
     }))
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,6 +4,32 @@
 //! has no sensible default: the cluster token (a secret: the file holding it is readable by
 //! the node's user only, which is its writer's job). Unknown fields are refused, so a typo
 //! fails at start-up instead of silently running with a default. Units are in the names.
+//!
+//! ```toml
+//! id = 2
+//! zone = "rack-a"
+//! data_dirs = ["/var/lib/nabu/nvme0"]
+//! data_addr = "10.0.0.2:7400"
+//! peer_addr = "10.0.0.2:7401"
+//! http_addr = "10.0.0.2:7402"
+//! cluster_token = "…64 hex digits…"
+//!
+//! [[members]]
+//! id = 1
+//! data_addr = "10.0.0.1:7400"
+//! peer_addr = "10.0.0.1:7401"
+//! http_addr = "10.0.0.1:7402"
+//!
+//! [[members]]
+//! id = 2
+//! zone = "rack-a"
+//! data_addr = "10.0.0.2:7400"
+//! peer_addr = "10.0.0.2:7401"
+//! http_addr = "10.0.0.2:7402"
+//!
+//! [store]
+//! segment_bytes_max = 268435456
+//! ```
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -517,5 +543,6 @@ mod tests {
         config.members = vec![member(1, 8000), member(2, 8010)];
         config.validate().unwrap();
         assert_eq!(config.ring().unwrap().members().len(), 2);
+        assert_eq!(NodeConfig::from_toml(&config.to_toml()).unwrap(), config);
     }
 }

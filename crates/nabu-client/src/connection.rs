@@ -457,16 +457,15 @@ fn dispatch(shared: &Shared, frame: Frame) -> Result<(), String> {
             if request_id == 0 {
                 return Err(format!("the node closed the connection: {error:?}"));
             }
-            let op = Op::from_code(header.op_code()).unwrap_or(Op::Ping);
-            shared.complete(
-                request_id,
-                Err(ClientError::Remote {
-                    node: shared.node,
-                    op,
-                    code: error.code,
-                    message: error.message,
-                }),
-            );
+            let Some(pending) = shared.state().pending.remove(&request_id) else {
+                return Ok(()); // the caller stopped waiting
+            };
+            let _ = pending.reply.send(Err(ClientError::Remote {
+                node: shared.node,
+                op: pending.op,
+                code: error.code,
+                message: error.message,
+            }));
             Ok(())
         }
         FrameKind::Response | FrameKind::Data => {

@@ -1,0 +1,51 @@
+//! NabuStore's ring-aware client: it erasure-codes and fans out shards itself (one network
+//! hop), reads K shards in parallel and decodes around missing, slow or corrupt ones. The S3
+//! and Redis gateways use it as their coordinator.
+//!
+//! **Why the client does the work.** Placement is a pure function of the ring and an id
+//! (`nabu_core::ring`), so a client that knows the member list computes where every shard
+//! lives without asking anyone; encoding at the client saves the hop through a coordinator
+//! node and spreads the CPU over clients.
+//!
+//! **Data model** (DESIGN.md §1): namespace → key → *key record* → *manifest* (by blob id) →
+//! stripes → shards. Key records and manifests are small values replicated on
+//! `max(3, M+1)` nodes with META ops; stripes are `ec:K+M` shards or whole copies. Formats:
+//! `docs/formats/manifest.md`; ordering and visibility: `docs/consistency.md`.
+//!
+//! **Map.**
+//! - [`Client`] (`client`): cluster map, ring, namespace policies, metadata reads and writes,
+//!   `stat`, `list`, `delete`; `write`: `put`; `read`: `get`, ranges, streams.
+//! - [`connection`]: one multiplexed connection per node (writer and reader tasks, requests
+//!   matched by id); [`pool`]: one lazily opened connection per node, typed requests.
+//! - [`format`]: the manifest, key-record and namespace-record encodings.
+//! - [`hlc`]: the hybrid logical clock that orders writes (last writer wins).
+//!
+//! **Invariants.** Nothing is visible before all of it is durable: the key record is written
+//! last, after the manifest, after every stripe. No two shards of one stripe go to one node.
+//! Every byte returned was verified against its stripe's BLAKE3. Every queue and in-flight
+//! count is bounded by a named constant or config field (`stripes_inflight_max`,
+//! `requests_inflight_per_connection_max`, [`connection::OUTGOING_REQUESTS_MAX`],
+//! [`connection::RESPONSE_BODY_BYTES_MAX`]).
+//!
+//! **Deliberately absent (later work):** a repair queue (missing shards are reported in the
+//! [`PutReceipt`] and logged), moving handed-off shards home, garbage collection of
+//! unreferenced stripes, ring epochs that change while a client runs.
+
+mod client;
+pub mod config;
+pub mod connection;
+mod error;
+pub mod format;
+pub mod hlc;
+mod list;
+pub mod pool;
+mod read;
+mod write;
+
+pub use client::{Client, ListPage, ListedKey, ObjectInfo, SYSTEM_NAMESPACE};
+pub use config::{ClientConfig, ClusterMap, Endpoint, Hedge, MemberAddr, builtin_namespaces};
+pub use error::{ClientError, Result};
+pub use format::{FormatError, KeyRecord, Manifest, StripeEntry, UserMetadata};
+pub use hlc::Hlc;
+pub use read::BlobReader;
+pub use write::{MissingShard, PutOptions, PutReceipt};

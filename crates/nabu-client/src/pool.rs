@@ -1,0 +1,285 @@
+//! One lazily opened connection per node, and the typed requests the client sends.
+//!
+//! A node whose connect failed is skipped for `node_down_retry_after`, so a dead node costs
+//! one refused connect per interval rather than one per shard. A request whose connection
+//! broke under it is sent once more on a fresh connection (every op is idempotent).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nabu_core::id::StripeId;
+use nabu_core::ring::NodeId;
+use nabu_proto::ops::{
+    ListEntry, MetaDelete, MetaGet, MetaList, MetaPut, NodeStatus, NodeStatusReply, PutOutcome,
+    ShardGet, ShardInfo, ShardLayout, ShardPut, ShardStat, decode_list_entries,
+};
+use nabu_proto::{ClusterToken, Meta, ProtoError, Response};
+
+use crate::config::{ClientConfig, Endpoint, MemberAddr};
+use crate::connection::{Connection, Reply};
+use crate::error::{ClientError, Result};
+
+/// A node's slot: its address, its connection (opened on first use), and until when it is
+/// considered down after a failed connect.
+#[derive(Debug)]
+struct NodeSlot {
+    endpoint: Endpoint,
+    connection: tokio::sync::Mutex<Option<Connection>>,
+    down_until: Mutex<Option<Instant>>,
+}
+
+/// A value read with META_GET.
+#[derive(Debug, Clone)]
+pub struct MetaValue {
+    /// The stored HLC timestamp.
+    pub hlc_timestamp: u64,
+    /// Whether it is a tombstone.
+    pub deleted: bool,
+    /// The value (empty for a tombstone).
+    pub value: Bytes,
+}
+
+/// Connections to every member.
+#[derive(Debug)]
+pub struct Pool {
+    token: ClusterToken,
+    client_name: String,
+    requests_inflight_max: usize,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    node_down_retry_after: Duration,
+    nodes: HashMap<NodeId, NodeSlot>,
+}
+
+impl Pool {
+    /// A pool over `members`; connects nothing yet.
+    pub fn new(token: ClusterToken, members: &[MemberAddr], config: &ClientConfig) -> Self {
+        let nodes = members
+            .iter()
+            .map(|member| {
+                let slot = NodeSlot {
+                    endpoint: member.data_addr.clone(),
+                    connection: tokio::sync::Mutex::new(None),
+                    down_until: Mutex::new(None),
+                };
+                (member.id, slot)
+            })
+            .collect();
+        Self {
+            token,
+            client_name: config.client_name.clone(),
+            requests_inflight_max: config.requests_inflight_per_connection_max,
+            connect_timeout: config.connect_timeout,
+            request_timeout: config.request_timeout,
+            node_down_retry_after: config.node_down_retry_after,
+            nodes,
+        }
+    }
+
+    /// The per-request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// The open connection to `node`, connecting if there is none.
+    async fn connection(&self, node: NodeId) -> Result<Connection> {
+        let slot = self
+            .nodes
+            .get(&node)
+            .ok_or_else(|| ClientError::Connection {
+                node,
+                reason: "not a member of the cluster map".into(),
+            })?;
+        let mut connection = slot.connection.lock().await;
+        if let Some(open) = connection.as_ref().filter(|c| c.is_open()) {
+            return Ok(open.clone());
+        }
+        let down_until = *slot.down_until.lock().expect("down_until lock");
+        if down_until.is_some_and(|until| Instant::now() < until) {
+            return Err(ClientError::Connection {
+                node,
+                reason: "down (a recent connect failed)".into(),
+            });
+        }
+        let connect = Connection::connect(
+            node,
+            &slot.endpoint,
+            &self.token,
+            &self.client_name,
+            self.requests_inflight_max,
+        );
+        let result = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::Connection {
+                node,
+                reason: format!("connect and HELLO took over {:?}", self.connect_timeout),
+            }),
+        };
+        match result {
+            Ok(opened) => {
+                *connection = Some(opened.clone());
+                *slot.down_until.lock().expect("down_until lock") = None;
+                Ok(opened)
+            }
+            Err(error) => {
+                *connection = None;
+                let until = Instant::now() + self.node_down_retry_after;
+                *slot.down_until.lock().expect("down_until lock") = Some(until);
+                tracing::debug!(%node, %error, "node unreachable");
+                Err(error)
+            }
+        }
+    }
+
+    /// Sends a request to `node` and waits for the reply; retried once on a fresh connection
+    /// if the connection it went out on broke.
+    pub async fn call<M: Meta>(&self, node: NodeId, meta: &M, body: Bytes) -> Result<Reply> {
+        let connection = self.connection(node).await?;
+        match connection
+            .call(meta, body.clone(), self.request_timeout)
+            .await
+        {
+            Err(ClientError::Connection { .. }) if !connection.is_open() => {
+                let connection = self.connection(node).await?;
+                connection.call(meta, body, self.request_timeout).await
+            }
+            result => result,
+        }
+    }
+
+    /// SHARD_PUT: stores one shard; the node acknowledges once it is durable.
+    pub async fn shard_put(
+        &self,
+        node: NodeId,
+        stripe_id: StripeId,
+        shard: ShardInfo,
+        body: Bytes,
+    ) -> Result<PutOutcome> {
+        let request = ShardPut { stripe_id, shard };
+        match self.call(node, &request, body).await?.meta {
+            Response::ShardPut(reply) => Ok(reply.outcome),
+            other => Err(unexpected(node, &other)),
+        }
+    }
+
+    /// SHARD_GET of the whole shard: its info and bytes, checked against the shard's length
+    /// and CRC32C (a mismatch is [`ClientError::Protocol`]).
+    pub async fn shard_get(&self, node: NodeId, stripe_id: StripeId) -> Result<(ShardInfo, Bytes)> {
+        let request = ShardGet {
+            stripe_id,
+            range: None,
+        };
+        let reply = self.call(node, &request, Bytes::new()).await?;
+        let Response::ShardGet(meta) = reply.meta else {
+            return Err(unexpected(node, &reply.meta));
+        };
+        let bad = |reason| ClientError::Protocol {
+            node,
+            source: ProtoError::InvalidField {
+                field: "shard",
+                reason,
+            },
+        };
+        if meta.offset != 0 || reply.body.len() as u64 != meta.shard.shard_bytes {
+            return Err(bad("a whole-shard read returned part of the shard"));
+        }
+        if crc32c::crc32c(&reply.body) != meta.shard.shard_crc {
+            return Err(bad("the shard failed its CRC32C"));
+        }
+        Ok((meta.shard, reply.body))
+    }
+
+    /// SHARD_STAT: what `node` holds of the stripe (`None`: nothing).
+    pub async fn shard_stat(&self, node: NodeId, stripe_id: StripeId) -> Result<Option<ShardInfo>> {
+        match self
+            .call(node, &ShardStat { stripe_id }, Bytes::new())
+            .await
+        {
+            Ok(Reply {
+                meta: Response::ShardStat(reply),
+                ..
+            }) => Ok(Some(reply.shard)),
+            Ok(other) => Err(unexpected(node, &other.meta)),
+            Err(error) if error.is_remote_not_found() => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// META_PUT: whether the value was applied (false: a newer one is stored).
+    pub async fn meta_put(&self, node: NodeId, request: &MetaPut, value: Bytes) -> Result<bool> {
+        match self.call(node, request, value).await?.meta {
+            Response::MetaPut(reply) => Ok(reply.applied),
+            other => Err(unexpected(node, &other)),
+        }
+    }
+
+    /// META_GET: the stored value or tombstone, `None` if the node never heard of the key.
+    pub async fn meta_get(&self, node: NodeId, request: &MetaGet) -> Result<Option<MetaValue>> {
+        match self.call(node, request, Bytes::new()).await {
+            Ok(Reply {
+                meta: Response::MetaGet(reply),
+                body,
+            }) => Ok(Some(MetaValue {
+                hlc_timestamp: reply.hlc_timestamp,
+                deleted: reply.deleted,
+                value: body,
+            })),
+            Ok(other) => Err(unexpected(node, &other.meta)),
+            Err(error) if error.is_remote_not_found() => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// META_DELETE: whether the tombstone was applied.
+    pub async fn meta_delete(&self, node: NodeId, request: &MetaDelete) -> Result<bool> {
+        match self.call(node, request, Bytes::new()).await?.meta {
+            Response::MetaDelete(reply) => Ok(reply.applied),
+            other => Err(unexpected(node, &other)),
+        }
+    }
+
+    /// META_LIST: one page of entries and the node's continuation (empty on its last page).
+    pub async fn meta_list(
+        &self,
+        node: NodeId,
+        request: &MetaList,
+    ) -> Result<(Vec<ListEntry>, Vec<u8>)> {
+        let reply = self.call(node, request, Bytes::new()).await?;
+        let Response::MetaList(meta) = reply.meta else {
+            return Err(unexpected(node, &reply.meta));
+        };
+        let entries = decode_list_entries(&reply.body, meta.entries)
+            .map_err(|source| ClientError::Protocol { node, source })?;
+        Ok((entries, meta.continuation))
+    }
+
+    /// NODE_STATUS.
+    pub async fn node_status(&self, node: NodeId) -> Result<NodeStatusReply> {
+        match self.call(node, &NodeStatus, Bytes::new()).await?.meta {
+            Response::NodeStatus(reply) => Ok(reply),
+            other => Err(unexpected(node, &other)),
+        }
+    }
+}
+
+/// A reply of the wrong op (the connection checks ops, so this is a bug somewhere).
+fn unexpected(node: NodeId, response: &Response) -> ClientError {
+    tracing::error!(%node, op = %response.op(), "reply of an unexpected op");
+    ClientError::Protocol {
+        node,
+        source: ProtoError::InvalidField {
+            field: "op",
+            reason: "a reply of an unexpected op",
+        },
+    }
+}
+
+/// The shard index a layout names (0 for whole-stripe shards).
+pub fn shard_index(layout: &ShardLayout) -> usize {
+    match *layout {
+        ShardLayout::Whole => 0,
+        ShardLayout::Erasure { index, .. } => usize::from(index),
+    }
+}

@@ -1,0 +1,567 @@
+//! The read path: key record → manifest → stripes, each verified against its id.
+//!
+//! For each stripe the client asks the nodes of its placement for *their* shard of it (a
+//! node's reply names the shard index it holds, so handed-off shards are found too): first
+//! the K nodes expected to hold data shards. A failed, missing, corrupt or mismatched reply
+//! makes it ask the next node of the ring walk (parity holders, then handoff nodes); so does
+//! a slow one once `hedge_after` passes (hedged read). With all K data shards the stripe is
+//! joined; with any K shards it is decoded. Either way its BLAKE3 must equal its
+//! [`StripeId`] before a byte is returned. A stripe with fewer than K obtainable shards makes
+//! the read fail with [`ClientError::Unavailable`], naming every such stripe.
+//!
+//! At most `stripes_inflight_max` stripes are fetched at once per call.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use nabu_core::aligned::AlignedBuf;
+use nabu_core::ec::{ErasureCodec, ShardSlot, codec_for_id};
+use nabu_core::id::{BlobId, StripeId};
+use nabu_core::policy::Durability;
+use nabu_core::ring::NodeId;
+use nabu_core::stripe::{join_stripe, shard_bytes};
+use nabu_proto::ErrorCode;
+use nabu_proto::ops::{MetaTable, ShardInfo, ShardLayout};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::client::Client;
+use crate::error::{ClientError, Result};
+use crate::format::{Manifest, StripeEntry, manifest_point};
+use crate::pool::shard_index;
+use crate::write::codec_error;
+
+/// A shard read's answer: who, when it was asked, and what it said.
+type ShardReply = (NodeId, Instant, Result<(ShardInfo, Bytes)>);
+
+/// Why one stripe could not be read.
+#[derive(Debug)]
+enum StripeFailure {
+    /// Fewer than K shards could be obtained.
+    Unavailable,
+    /// The shards decoded to bytes that do not match the stripe id.
+    Corrupt(String),
+}
+
+/// What reading a blob's stripes needs, shared by its stripe tasks.
+#[derive(Debug)]
+struct BlobPlan {
+    manifest: Manifest,
+    codec: Option<Arc<dyn ErasureCodec>>,
+}
+
+impl BlobPlan {
+    fn new(manifest: Manifest) -> Result<Arc<Self>> {
+        let codec = match manifest.durability {
+            Durability::ErasureCoded { data, parity } => Some(
+                codec_for_id(manifest.codec, usize::from(data), usize::from(parity))
+                    .map_err(|error| codec_error(&error))?,
+            ),
+            _ => None,
+        };
+        Ok(Arc::new(Self { manifest, codec }))
+    }
+
+    /// The stripes holding `range` (clamped to the blob).
+    fn stripes_covering(&self, range: &Range<u64>) -> Range<u64> {
+        let start = range.start / self.manifest.stripe_bytes;
+        let end = range
+            .end
+            .min(self.manifest.blob_bytes)
+            .div_ceil(self.manifest.stripe_bytes);
+        if range.start >= range.end.min(self.manifest.blob_bytes) {
+            return 0..0;
+        }
+        start..end
+    }
+
+    /// Where stripe `index` starts in the blob.
+    fn stripe_start(&self, index: u64) -> u64 {
+        index * self.manifest.stripe_bytes
+    }
+}
+
+/// A blob being streamed in order, a stripe at a time, with the next few prefetched.
+#[derive(Debug)]
+pub struct BlobReader {
+    client: Client,
+    plan: Arc<BlobPlan>,
+    range: Range<u64>,
+    next_stripe: u64,
+    end_stripe: u64,
+    window: VecDeque<(u64, JoinHandle<Result<Bytes, StripeFailure>>)>,
+}
+
+impl Drop for BlobReader {
+    fn drop(&mut self) {
+        for (_, task) in &self.window {
+            task.abort();
+        }
+    }
+}
+
+impl BlobReader {
+    /// The blob's id.
+    pub fn blob_id(&self) -> BlobId {
+        self.plan.manifest.blob_id
+    }
+
+    /// The blob's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.plan.manifest
+    }
+
+    /// The bytes this reader yields in all.
+    pub fn len(&self) -> u64 {
+        self.range.end - self.range.start
+    }
+
+    /// Whether it yields nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The next piece of the blob (at most a stripe), `None` at the end.
+    pub async fn next_chunk(&mut self) -> Option<Result<Bytes>> {
+        while self.window.len() < self.client.inner.config.stripes_inflight_max
+            && self.next_stripe < self.end_stripe
+        {
+            let index = self.next_stripe;
+            let (client, plan) = (self.client.clone(), self.plan.clone());
+            let task = tokio::spawn(async move { client.fetch_stripe(&plan, index).await });
+            self.window.push_back((index, task));
+            self.next_stripe += 1;
+        }
+        let (index, task) = self.window.pop_front()?;
+        let stripe = match task.await.expect("stripe task panicked") {
+            Ok(stripe) => stripe,
+            Err(failure) => {
+                return Some(Err(self
+                    .client
+                    .stripes_error(&self.plan, vec![(index, failure)])));
+            }
+        };
+        let start = self.plan.stripe_start(index);
+        let from = self.range.start.saturating_sub(start) as usize;
+        let to = (self.range.end - start).min(stripe.len() as u64) as usize;
+        Some(Ok(stripe.slice(from..to)))
+    }
+
+    /// Writes everything left to `writer`; returns the bytes written.
+    pub async fn write_to<W: tokio::io::AsyncWrite + Unpin>(
+        &mut self,
+        writer: &mut W,
+    ) -> Result<u64> {
+        use tokio::io::AsyncWriteExt;
+        let mut written = 0;
+        while let Some(chunk) = self.next_chunk().await {
+            let chunk = chunk?;
+            writer
+                .write_all(&chunk)
+                .await
+                .map_err(|source| ClientError::Io {
+                    context: "write the object being read".into(),
+                    source,
+                })?;
+            written += chunk.len() as u64;
+        }
+        Ok(written)
+    }
+}
+
+impl Client {
+    /// The object under `key`, whole.
+    pub async fn get(&self, namespace: &str, key: &[u8]) -> Result<Bytes> {
+        let plan = self.plan_for_key(namespace, key).await?;
+        let size = plan.manifest.blob_bytes;
+        self.fetch_range(&plan, 0..size).await
+    }
+
+    /// Bytes `range` of the object under `key` (the end is clamped to the object's size);
+    /// only the stripes holding them are read.
+    pub async fn get_range(&self, namespace: &str, key: &[u8], range: Range<u64>) -> Result<Bytes> {
+        let plan = self.plan_for_key(namespace, key).await?;
+        let range = clamp_range(range, plan.manifest.blob_bytes)?;
+        self.fetch_range(&plan, range).await
+    }
+
+    /// A blob by its id alone (content addressing), in `namespace` (manifests are kept per
+    /// namespace, since the namespace's policy decides how the stripes are stored).
+    pub async fn get_blob(&self, namespace: &str, blob_id: BlobId) -> Result<Bytes> {
+        let manifest = self.read_manifest(namespace, blob_id).await?;
+        let plan = BlobPlan::new(manifest)?;
+        let size = plan.manifest.blob_bytes;
+        self.fetch_range(&plan, 0..size).await
+    }
+
+    /// The object under `key` as a stream of pieces in order (memory stays bounded by
+    /// `stripes_inflight_max` stripes).
+    pub async fn get_stream(&self, namespace: &str, key: &[u8]) -> Result<BlobReader> {
+        self.get_range_stream(namespace, key, 0..u64::MAX).await
+    }
+
+    /// [`Client::get_stream`] of bytes `range`.
+    pub async fn get_range_stream(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        range: Range<u64>,
+    ) -> Result<BlobReader> {
+        let plan = self.plan_for_key(namespace, key).await?;
+        let range = clamp_range(range, plan.manifest.blob_bytes)?;
+        let stripes = plan.stripes_covering(&range);
+        Ok(BlobReader {
+            client: self.clone(),
+            plan,
+            range,
+            next_stripe: stripes.start,
+            end_stripe: stripes.end,
+            window: VecDeque::new(),
+        })
+    }
+
+    /// The manifest of `blob_id` in `namespace`.
+    pub async fn read_manifest(&self, namespace: &str, blob_id: BlobId) -> Result<Manifest> {
+        let policy = self.namespace_policy(namespace).await?;
+        let copies = self.metadata_copies(policy);
+        let what = format!("manifest of {blob_id}");
+        let stored = self
+            .meta_read(
+                MetaTable::Manifests,
+                namespace,
+                blob_id.as_bytes(),
+                manifest_point(&blob_id),
+                copies,
+                &what,
+            )
+            .await?;
+        let value = match stored {
+            Some(value) if !value.deleted => value,
+            _ => return Err(ClientError::NotFound(what)),
+        };
+        let manifest = Manifest::decode(&value.value).map_err(|source| ClientError::Format {
+            what: what.clone(),
+            source,
+        })?;
+        if manifest.blob_id != blob_id {
+            return Err(ClientError::Corrupt {
+                what,
+                detail: format!("it describes blob {}", manifest.blob_id),
+            });
+        }
+        Ok(manifest)
+    }
+
+    async fn plan_for_key(&self, namespace: &str, key: &[u8]) -> Result<Arc<BlobPlan>> {
+        let record = self.read_key_record(namespace, key).await?;
+        let manifest = self.read_manifest(namespace, record.blob_id).await?;
+        if manifest.blob_bytes != record.blob_bytes {
+            return Err(ClientError::Corrupt {
+                what: format!("manifest of {}", record.blob_id),
+                detail: format!(
+                    "{} bytes, the key record says {}",
+                    manifest.blob_bytes, record.blob_bytes
+                ),
+            });
+        }
+        BlobPlan::new(manifest)
+    }
+
+    /// Reads the stripes holding `range`, at most `stripes_inflight_max` at once, into one
+    /// buffer; every unreadable stripe is named in the error.
+    async fn fetch_range(&self, plan: &Arc<BlobPlan>, range: Range<u64>) -> Result<Bytes> {
+        let mut out = BytesMut::zeroed((range.end - range.start) as usize);
+        let stripes = plan.stripes_covering(&range);
+        let mut failures = Vec::new();
+        let mut tasks = JoinSet::new();
+        let mut next = stripes.start;
+        loop {
+            while tasks.len() < self.inner.config.stripes_inflight_max && next < stripes.end {
+                let (client, plan, index) = (self.clone(), plan.clone(), next);
+                tasks.spawn(async move { (index, client.fetch_stripe(&plan, index).await) });
+                next += 1;
+            }
+            let Some(joined) = tasks.join_next().await else {
+                break;
+            };
+            match joined.expect("stripe task panicked") {
+                (index, Ok(stripe)) => {
+                    let start = plan.stripe_start(index);
+                    let from = range.start.max(start);
+                    let to = range.end.min(start + stripe.len() as u64);
+                    out[(from - range.start) as usize..(to - range.start) as usize]
+                        .copy_from_slice(&stripe[(from - start) as usize..(to - start) as usize]);
+                }
+                (index, Err(failure)) => failures.push((index, failure)),
+            }
+        }
+        if failures.is_empty() {
+            Ok(out.freeze())
+        } else {
+            Err(self.stripes_error(plan, failures))
+        }
+    }
+
+    /// The error for a read whose `failures` (stripe index, why) could not be read.
+    fn stripes_error(
+        &self,
+        plan: &BlobPlan,
+        mut failures: Vec<(u64, StripeFailure)>,
+    ) -> ClientError {
+        failures.sort_by_key(|(index, _)| *index);
+        let manifest = &plan.manifest;
+        let all_corrupt = failures
+            .iter()
+            .all(|(_, failure)| matches!(failure, StripeFailure::Corrupt(_)));
+        if all_corrupt {
+            let details: Vec<String> = failures
+                .iter()
+                .map(|(index, failure)| match failure {
+                    StripeFailure::Corrupt(detail) => format!("stripe {index}: {detail}"),
+                    StripeFailure::Unavailable => format!("stripe {index}: unavailable"),
+                })
+                .collect();
+            return ClientError::Corrupt {
+                what: format!("blob {}", manifest.blob_id),
+                detail: details.join("; "),
+            };
+        }
+        let stripes: Vec<u64> = failures.iter().map(|(index, _)| *index).collect();
+        tracing::warn!(blob_id = %manifest.blob_id, ?stripes, "stripes unreadable");
+        ClientError::Unavailable {
+            blob_id: manifest.blob_id,
+            stripes,
+            stripe_count: manifest.stripes.len() as u64,
+            shards_needed: manifest.durability.shards_needed(),
+        }
+    }
+
+    /// Reads one stripe from the nodes of its walk (see the module docs).
+    async fn fetch_stripe(&self, plan: &BlobPlan, index: u64) -> Result<Bytes, StripeFailure> {
+        let entry = plan.manifest.stripes[index as usize];
+        let durability = plan.manifest.durability;
+        let mut fetch = StripeFetch::new(plan, entry);
+        let mut candidates: VecDeque<NodeId> = self
+            .walk(entry.stripe_id.ring_point(), durability.width())
+            .into();
+        let mut tasks: JoinSet<ShardReply> = JoinSet::new();
+        let launch = |tasks: &mut JoinSet<_>, candidates: &mut VecDeque<NodeId>| match candidates
+            .pop_front()
+        {
+            Some(node) => {
+                let client = self.clone();
+                let stripe_id = entry.stripe_id;
+                tasks.spawn(async move {
+                    let started = Instant::now();
+                    let result = client.inner.pool.shard_get(node, stripe_id).await;
+                    (node, started, result)
+                });
+                true
+            }
+            None => false,
+        };
+        for _ in 0..fetch.needed {
+            launch(&mut tasks, &mut candidates);
+        }
+        let hedge = self.hedge_after();
+        let hedge_timer = tokio::time::sleep(hedge.unwrap_or_default());
+        tokio::pin!(hedge_timer);
+        let mut hedged = hedge.is_none();
+        loop {
+            if let Some(result) = fetch.try_finish() {
+                match result {
+                    Ok(stripe) => return Ok(stripe),
+                    Err(detail) if fetch.whole() => {
+                        // A bad replica: try another copy.
+                        tracing::warn!(stripe = index, %detail, "replica failed verification");
+                        fetch.reset();
+                    }
+                    Err(detail) => return Err(StripeFailure::Corrupt(detail)),
+                }
+            }
+            if tasks.is_empty() && !launch(&mut tasks, &mut candidates) {
+                return Err(StripeFailure::Unavailable);
+            }
+            tokio::select! {
+                joined = tasks.join_next() => {
+                    let Some(joined) = joined else { continue };
+                    let (node, started, result) = joined.expect("shard read task panicked");
+                    let accepted = match result {
+                        Ok((info, body)) => {
+                            self.record_latency(started.elapsed());
+                            fetch.accept(node, info, body)
+                        }
+                        Err(error) => {
+                            log_shard_failure(node, entry.stripe_id, &error);
+                            false
+                        }
+                    };
+                    if !accepted {
+                        launch(&mut tasks, &mut candidates);
+                    }
+                }
+                () = &mut hedge_timer, if !hedged => {
+                    hedged = true;
+                    // One more request for every one still outstanding.
+                    for _ in 0..tasks.len() {
+                        launch(&mut tasks, &mut candidates);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The shards of one stripe gathered so far.
+struct StripeFetch<'a> {
+    plan: &'a BlobPlan,
+    entry: StripeEntry,
+    /// K (1 for whole-stripe layouts).
+    needed: usize,
+    shards: Vec<Option<Bytes>>,
+}
+
+impl<'a> StripeFetch<'a> {
+    fn new(plan: &'a BlobPlan, entry: StripeEntry) -> Self {
+        let durability = plan.manifest.durability;
+        let slots = match durability {
+            Durability::ErasureCoded { .. } => durability.width(),
+            _ => 1,
+        };
+        Self {
+            plan,
+            entry,
+            needed: durability.shards_needed(),
+            shards: vec![None; slots],
+        }
+    }
+
+    fn whole(&self) -> bool {
+        self.plan.codec.is_none()
+    }
+
+    fn reset(&mut self) {
+        self.shards.iter_mut().for_each(|shard| *shard = None);
+    }
+
+    /// Keeps a shard if it is one of this stripe's, with the expected layout, and new.
+    fn accept(&mut self, node: NodeId, info: ShardInfo, body: Bytes) -> bool {
+        let expected_layout = match self.plan.manifest.durability {
+            Durability::ErasureCoded { data, parity } => match info.layout {
+                ShardLayout::Erasure {
+                    codec,
+                    data_shards,
+                    parity_shards,
+                    ..
+                } => {
+                    codec == self.plan.manifest.codec
+                        && (data_shards, parity_shards) == (data, parity)
+                }
+                ShardLayout::Whole => false,
+            },
+            _ => info.layout == ShardLayout::Whole,
+        };
+        let expected_bytes = match self.plan.codec {
+            Some(_) => shard_bytes(self.entry.stripe_bytes as usize, self.needed) as u64,
+            None => self.entry.stripe_bytes,
+        };
+        let index = shard_index(&info.layout);
+        let fits = expected_layout
+            && info.stripe_bytes == self.entry.stripe_bytes
+            && info.shard_bytes == expected_bytes
+            && index < self.shards.len();
+        if !fits {
+            tracing::warn!(%node, stripe_id = %self.entry.stripe_id, ?info, "shard does not match the manifest");
+            return false;
+        }
+        if self.shards[index].is_some() {
+            return false;
+        }
+        self.shards[index] = Some(body);
+        true
+    }
+
+    /// The stripe once enough shards are here (`Err`: it failed verification).
+    fn try_finish(&self) -> Option<Result<Bytes, String>> {
+        let present = self.shards.iter().flatten().count();
+        if present < self.needed {
+            return None;
+        }
+        let stripe_bytes = self.entry.stripe_bytes as usize;
+        let stripe = match &self.plan.codec {
+            None => self.shards[0].clone().expect("present"),
+            Some(codec) => match decode(codec.as_ref(), &self.shards, stripe_bytes) {
+                Ok(stripe) => stripe,
+                Err(error) => return Some(Err(format!("decode: {error}"))),
+            },
+        };
+        if StripeId::of(&stripe) != self.entry.stripe_id {
+            return Some(Err(format!(
+                "the stripe's BLAKE3 does not match {}",
+                self.entry.stripe_id
+            )));
+        }
+        Some(Ok(stripe))
+    }
+}
+
+/// Joins the K data shards, rebuilding missing ones from parity first.
+fn decode(
+    codec: &dyn ErasureCodec,
+    shards: &[Option<Bytes>],
+    stripe_bytes: usize,
+) -> Result<Bytes, nabu_core::ec::EcError> {
+    let data_shards = codec.data_shards();
+    let shard_len = shard_bytes(stripe_bytes, data_shards);
+    let mut rebuilt: Vec<(usize, AlignedBuf)> = (0..data_shards)
+        .filter(|&index| shards[index].is_none())
+        .map(|index| (index, AlignedBuf::zeroed(shard_len)))
+        .collect();
+    if !rebuilt.is_empty() {
+        let mut slots: Vec<ShardSlot<'_>> = shards
+            .iter()
+            .map(|shard| match shard {
+                Some(bytes) => ShardSlot::Present(&bytes[..]),
+                None => ShardSlot::Unavailable,
+            })
+            .collect();
+        for (index, buffer) in rebuilt.iter_mut() {
+            slots[*index] = ShardSlot::Rebuild(&mut buffer[..]);
+        }
+        codec.decode(&mut slots)?;
+    }
+    let mut rebuilt_iter = rebuilt.iter();
+    let data: Vec<&[u8]> = (0..data_shards)
+        .map(|index| match &shards[index] {
+            Some(bytes) => &bytes[..],
+            None => &rebuilt_iter.next().expect("rebuilt in order").1[..],
+        })
+        .collect();
+    let mut out = Vec::with_capacity(stripe_bytes);
+    join_stripe(&data, stripe_bytes, &mut out);
+    Ok(Bytes::from(out))
+}
+
+fn log_shard_failure(node: NodeId, stripe_id: StripeId, error: &ClientError) {
+    match error.remote_code() {
+        Some(ErrorCode::CORRUPT) => {
+            tracing::warn!(%node, %stripe_id, "node reports its shard corrupt; reading around it")
+        }
+        Some(ErrorCode::NOT_FOUND) => {
+            tracing::debug!(%node, %stripe_id, "node holds no shard of the stripe")
+        }
+        _ => tracing::debug!(%node, %stripe_id, %error, "shard read failed"),
+    }
+}
+
+/// `range` with its end clamped to `size`; a start past the end is refused.
+fn clamp_range(range: Range<u64>, size: u64) -> Result<Range<u64>> {
+    if range.start > range.end || range.start > size {
+        return Err(ClientError::InvalidArgument(format!(
+            "range {range:?} does not lie in an object of {size} bytes"
+        )));
+    }
+    Ok(range.start..range.end.min(size))
+}

@@ -1,0 +1,728 @@
+//! The client against real nodes, in process: each test starts N nodes (`nabu_node::run` on
+//! port 0, temp dirs, a static member list and a token) and stops some of them through their
+//! shutdown futures.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use nabu_client::{
+    Client, ClientConfig, ClientError, ClusterMap, Endpoint, MemberAddr, PutReceipt,
+};
+use nabu_core::id::{BlobId, StripeId};
+use nabu_core::policy::Durability;
+use nabu_core::ring::NodeId;
+use nabu_node::{Listeners, MemberConfig, NodeConfig};
+use nabu_proto::ops::ShardLayout;
+use nabu_proto::{ClusterToken, ErrorCode};
+use rand::{RngCore, SeedableRng, rngs::StdRng};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const MIB: usize = 1 << 20;
+const NS: &str = "default";
+
+/// A running node: how to stop it and where it keeps its data.
+struct TestNode {
+    id: u32,
+    data_dir: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// N in-process nodes sharing a token and a static member list.
+struct TestCluster {
+    _dir: tempfile::TempDir,
+    token: ClusterToken,
+    members: Vec<MemberAddr>,
+    nodes: Vec<TestNode>,
+}
+
+impl TestCluster {
+    async fn start(count: u32) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let token = ClusterToken::new(&[7u8; 32]).expect("token");
+        let mut listeners = Vec::new();
+        for id in 1..=count {
+            let bound = Listeners::bind_loopback().await.expect("bind");
+            let addrs = bound.addrs().expect("addrs");
+            listeners.push((id, bound, addrs));
+        }
+        let member_configs: Vec<MemberConfig> = listeners
+            .iter()
+            .map(|(id, _, addrs)| MemberConfig::new(*id, "default", *addrs))
+            .collect();
+        let members = listeners
+            .iter()
+            .map(|(id, _, addrs)| MemberAddr::new(*id, "default", Endpoint::from(addrs.data)))
+            .collect();
+        let mut nodes = Vec::new();
+        for (id, bound, addrs) in listeners {
+            let data_dir = dir.path().join(format!("node-{id}"));
+            let mut config = NodeConfig::new(id, &data_dir, token.to_hex());
+            config.members = member_configs.clone();
+            config.data_addr = addrs.data;
+            config.peer_addr = addrs.peer;
+            config.http_addr = addrs.http;
+            config.shutdown_grace_ms = 1_000;
+            let (stop, stopped) = oneshot::channel::<()>();
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            let task = tokio::spawn(nabu_node::run(config, bound, shutdown));
+            nodes.push(TestNode {
+                id,
+                data_dir,
+                stop: Some(stop),
+                task: Some(task),
+            });
+        }
+        Self {
+            _dir: dir,
+            token,
+            members,
+            nodes,
+        }
+    }
+
+    fn client(&self) -> Client {
+        let config = ClientConfig {
+            request_timeout: Duration::from_secs(20),
+            ..ClientConfig::default()
+        };
+        let map = ClusterMap::new(self.token.clone(), self.members.clone());
+        Client::new(map, config).expect("client")
+    }
+
+    fn node(&self, id: NodeId) -> &TestNode {
+        self.nodes
+            .iter()
+            .find(|node| node.id == id.0)
+            .expect("node")
+    }
+
+    /// Stops a node through its shutdown future and waits until it has returned.
+    async fn stop(&mut self, id: NodeId) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|node| node.id == id.0)
+            .expect("node");
+        if let Some(stop) = node.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = node.task.take() {
+            let result = tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("node stops within 30 s")
+                .expect("node task");
+            result.expect("node shut down cleanly");
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(stop) = node.stop.take() {
+                let _ = stop.send(());
+            }
+        }
+    }
+}
+
+fn random_bytes(seed: u64, length: usize) -> Bytes {
+    let mut bytes = vec![0u8; length];
+    StdRng::seed_from_u64(seed).fill_bytes(&mut bytes);
+    Bytes::from(bytes)
+}
+
+/// Asserts equality without printing megabytes on failure.
+fn assert_same(actual: &[u8], expected: &[u8], what: &str) {
+    assert_eq!(actual.len(), expected.len(), "{what}: length");
+    if actual != expected {
+        let at = actual.iter().zip(expected).position(|(a, b)| a != b);
+        panic!("{what}: bytes differ, first at {at:?}");
+    }
+}
+
+/// Three nodes to stop such that the key record and the manifest each keep a reachable copy.
+fn three_nodes_sparing_metadata(client: &Client, key: &[u8], blob_id: BlobId) -> Vec<NodeId> {
+    let key_nodes = client.key_record_nodes(NS, key, Durability::EC_4_2);
+    let manifest_nodes = client
+        .ring()
+        .placement(blob_id.ring_point(), key_nodes.len());
+    let all: Vec<NodeId> = client.ring().members().iter().map(|m| m.id).collect();
+    for a in 0..all.len() {
+        for b in a + 1..all.len() {
+            for c in b + 1..all.len() {
+                let stopped = [all[a], all[b], all[c]];
+                let spares = |nodes: &[NodeId]| nodes.iter().any(|n| !stopped.contains(n));
+                if spares(&key_nodes) && spares(&manifest_nodes) {
+                    return stopped.to_vec();
+                }
+            }
+        }
+    }
+    panic!("no choice of three nodes spares the metadata");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ec_objects_round_trip_survive_two_lost_nodes_and_name_stripes_after_a_third() {
+    let mut cluster = TestCluster::start(6).await;
+    let client = cluster.client();
+    let large = random_bytes(1, 20 * MIB + 12_345);
+    let receipt = client.put(NS, b"large", large.clone()).await.expect("put");
+    assert_eq!(receipt.blob_id, BlobId::of(&large));
+    assert_eq!((receipt.stripes, receipt.shards_missing), (6, 0));
+    assert_eq!(receipt.shards_written, 36);
+    assert_eq!(receipt.durability, Durability::EC_4_2);
+
+    let mut small = BTreeMap::new();
+    for (seed, length) in [(2, 1), (3, 4096), (4, 200 * 1024), (5, 0)] {
+        let key = format!("small/{length}");
+        let bytes = random_bytes(seed, length);
+        let receipt = client
+            .put(NS, key.as_bytes(), bytes.clone())
+            .await
+            .expect("put small");
+        assert_eq!(receipt.durability, Durability::Replicas { copies: 3 });
+        assert_eq!(receipt.shards_written, receipt.stripes * 3);
+        small.insert(key, bytes);
+    }
+
+    assert_same(
+        &client.get(NS, b"large").await.expect("get"),
+        &large,
+        "large",
+    );
+    let stripe = 4 * MIB as u64;
+    let end = large.len() as u64;
+    for range in [
+        0..1,
+        stripe - 1..stripe + 1,
+        stripe..2 * stripe,
+        2 * stripe - 10..3 * stripe + 10,
+        5 * stripe..end,
+        end - 1..end + 100,
+        end..end,
+    ] {
+        let got = client
+            .get_range(NS, b"large", range.clone())
+            .await
+            .expect("range");
+        let expected = &large[range.start as usize..range.end.min(end) as usize];
+        assert_same(&got, expected, &format!("range {range:?}"));
+    }
+    assert!(matches!(
+        client.get_range(NS, b"large", end + 1..end + 2).await,
+        Err(ClientError::InvalidArgument(_))
+    ));
+    for (key, bytes) in &small {
+        assert_same(
+            &client.get(NS, key.as_bytes()).await.expect("get"),
+            bytes,
+            key,
+        );
+    }
+    let info = client.stat(NS, b"large").await.expect("stat");
+    assert_eq!((info.blob_id, info.size), (receipt.blob_id, end));
+    let page = client.list(NS, b"small/", None, 2).await.expect("list");
+    assert_eq!(page.keys.len(), 2);
+    let rest = client
+        .list(NS, b"small/", page.continuation.as_deref(), 10)
+        .await
+        .expect("list");
+    let listed: Vec<Vec<u8>> = page
+        .keys
+        .iter()
+        .chain(&rest.keys)
+        .map(|k| k.key.clone())
+        .collect();
+    let expected: Vec<Vec<u8>> = small.keys().map(|k| k.as_bytes().to_vec()).collect();
+    assert_eq!(listed, expected);
+
+    let stopped = three_nodes_sparing_metadata(&client, b"large", receipt.blob_id);
+    cluster.stop(stopped[0]).await;
+    cluster.stop(stopped[1]).await;
+    assert_same(
+        &client.get(NS, b"large").await.expect("get, two down"),
+        &large,
+        "two down",
+    );
+    let mut stream = client.get_stream(NS, b"large").await.expect("stream");
+    let mut streamed = Vec::new();
+    while let Some(chunk) = stream.next_chunk().await {
+        streamed.extend_from_slice(&chunk.expect("chunk"));
+    }
+    assert_same(&streamed, &large, "streamed, two down");
+    for (key, bytes) in &small {
+        assert_same(
+            &client.get(NS, key.as_bytes()).await.expect("get"),
+            bytes,
+            key,
+        );
+    }
+
+    cluster.stop(stopped[2]).await;
+    let error = client.get(NS, b"large").await.expect_err("three down");
+    match &error {
+        ClientError::Unavailable {
+            stripes,
+            stripe_count,
+            shards_needed,
+            ..
+        } => {
+            assert_eq!(stripes, &(0..6).collect::<Vec<u64>>());
+            assert_eq!((*stripe_count, *shards_needed), (6, 4));
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(
+        error.to_string().contains("stripes [0, 1, 2, 3, 4, 5]"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_with_one_of_six_nodes_down_lands_five_shards_per_stripe() {
+    let mut cluster = TestCluster::start(6).await;
+    let client = cluster.client();
+    cluster.stop(NodeId(3)).await;
+    let bytes = random_bytes(10, 10 * MIB + 1);
+    let receipt = client
+        .put(NS, b"degraded", bytes.clone())
+        .await
+        .expect("put");
+    assert_eq!(receipt.stripes, 3);
+    assert_eq!((receipt.shards_written, receipt.shards_missing), (15, 3));
+    let stripes: BTreeSet<u64> = receipt.missing.iter().map(|m| m.stripe).collect();
+    assert_eq!(
+        stripes,
+        BTreeSet::from([0, 1, 2]),
+        "one missing shard per stripe"
+    );
+    assert_same(
+        &client.get(NS, b"degraded").await.expect("get"),
+        &bytes,
+        "degraded",
+    );
+    // A fresh client (no cached connections) reads it too.
+    let fresh = cluster.client();
+    assert_same(
+        &fresh.get(NS, b"degraded").await.expect("get"),
+        &bytes,
+        "fresh client",
+    );
+}
+
+/// Which node holds which shard index of `stripe_id`, by SHARD_STAT on every running node.
+async fn shard_holders(
+    cluster: &TestCluster,
+    client: &Client,
+    stripe_id: StripeId,
+) -> Vec<(NodeId, u8)> {
+    let mut holders = Vec::new();
+    for node in &cluster.nodes {
+        if node.task.is_none() {
+            continue;
+        }
+        let id = NodeId(node.id);
+        if let Some(info) = client.pool().shard_stat(id, stripe_id).await.expect("stat") {
+            let ShardLayout::Erasure { index, .. } = info.layout else {
+                panic!("an ec stripe holds erasure shards");
+            };
+            holders.push((id, index));
+        }
+    }
+    holders
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_with_one_of_eight_nodes_down_hands_shards_off_to_distinct_nodes() {
+    let mut cluster = TestCluster::start(8).await;
+    let client = cluster.client();
+    let bytes = random_bytes(20, 12 * MIB);
+    // Stop a node that the first stripe's placement includes, so handoff must happen.
+    let first_stripe = StripeId::of(&bytes[..4 * MIB]);
+    let placement = client.ring().placement(first_stripe.ring_point(), 6);
+    let down = placement[2];
+    cluster.stop(down).await;
+
+    let receipt: PutReceipt = client
+        .put(NS, b"handoff", bytes.clone())
+        .await
+        .expect("put");
+    assert_eq!((receipt.stripes, receipt.shards_missing), (3, 0));
+    assert_eq!(receipt.shards_written, 18);
+    let manifest = client
+        .read_manifest(NS, receipt.blob_id)
+        .await
+        .expect("manifest");
+    assert_eq!(manifest.stripes[0].stripe_id, first_stripe);
+    for entry in &manifest.stripes {
+        let holders = shard_holders(&cluster, &client, entry.stripe_id).await;
+        let nodes: BTreeSet<NodeId> = holders.iter().map(|(node, _)| *node).collect();
+        let indexes: BTreeSet<u8> = holders.iter().map(|(_, index)| *index).collect();
+        assert_eq!(holders.len(), 6, "six shards: {holders:?}");
+        assert_eq!(nodes.len(), 6, "on six distinct nodes: {holders:?}");
+        assert_eq!(indexes, (0..6).collect(), "one of each index: {holders:?}");
+        assert!(!nodes.contains(&down));
+    }
+    let walk = client.walk(first_stripe.ring_point(), 6);
+    let holders = shard_holders(&cluster, &client, first_stripe).await;
+    assert!(
+        holders
+            .iter()
+            .any(|(node, index)| *index == 2 && !placement.contains(node) && walk.contains(node)),
+        "shard 2 of the first stripe went to a handoff node: {holders:?}"
+    );
+    assert_same(
+        &client.get(NS, b"handoff").await.expect("get"),
+        &bytes,
+        "handoff",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_one_of_two_keys_with_identical_bytes_keeps_the_other() {
+    let cluster = TestCluster::start(6).await;
+    let client = cluster.client();
+    let bytes = random_bytes(30, 9 * MIB);
+    let first = client
+        .put(NS, b"twin/a", bytes.clone())
+        .await
+        .expect("put a");
+    let second = client
+        .put(NS, b"twin/b", bytes.clone())
+        .await
+        .expect("put b");
+    assert_eq!(first.blob_id, second.blob_id);
+    client.delete(NS, b"twin/a").await.expect("delete");
+    assert!(matches!(
+        client.get(NS, b"twin/a").await,
+        Err(ClientError::NotFound(_))
+    ));
+    assert!(matches!(
+        client.stat(NS, b"twin/a").await,
+        Err(ClientError::NotFound(_))
+    ));
+    assert_same(
+        &client.get(NS, b"twin/b").await.expect("get b"),
+        &bytes,
+        "twin b",
+    );
+    assert_same(
+        &client
+            .get_blob(NS, first.blob_id)
+            .await
+            .expect("by blob id"),
+        &bytes,
+        "by blob id",
+    );
+    let page = client.list(NS, b"twin/", None, 100).await.expect("list");
+    let keys: Vec<&[u8]> = page.keys.iter().map(|k| k.key.as_slice()).collect();
+    assert_eq!(keys, [b"twin/b".as_slice()]);
+    // Deleting again, or a key never written, succeeds.
+    client.delete(NS, b"twin/a").await.expect("delete again");
+    client.delete(NS, b"never").await.expect("delete missing");
+}
+
+/// Every file under `dir`.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// Flips one byte of `needle` where it occurs in a file under `dir`; returns whether found.
+fn flip_byte_of(dir: &Path, needle: &[u8]) -> bool {
+    use std::io::{Seek, SeekFrom, Write};
+    for path in files_under(dir) {
+        let contents = std::fs::read(&path).expect("read file");
+        let Some(at) = contents
+            .windows(needle.len())
+            .position(|window| window == needle)
+        else {
+            continue;
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        file.seek(SeekFrom::Start((at + needle.len() / 2) as u64))
+            .expect("seek");
+        file.write_all(&[contents[at + needle.len() / 2] ^ 0x5a])
+            .expect("write");
+        file.sync_all().expect("sync");
+        return true;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_in_a_shard_on_disk_is_read_around() {
+    let cluster = TestCluster::start(6).await;
+    let client = cluster.client();
+    let bytes = random_bytes(40, 8 * MIB);
+    let receipt = client
+        .put(NS, b"corrupt", bytes.clone())
+        .await
+        .expect("put");
+    let manifest = client
+        .read_manifest(NS, receipt.blob_id)
+        .await
+        .expect("manifest");
+    // Shard 0 of stripe 0 is the stripe's first MiB; find its holder and damage it on disk.
+    let stripe_id = manifest.stripes[0].stripe_id;
+    let holders = shard_holders(&cluster, &client, stripe_id).await;
+    let (holder, _) = holders
+        .iter()
+        .find(|(_, index)| *index == 0)
+        .expect("shard 0");
+    let needle = &bytes[300_000..300_064];
+    assert!(
+        flip_byte_of(&cluster.node(*holder).data_dir, needle),
+        "shard bytes found on disk"
+    );
+    for attempt in 0..2 {
+        let got = client
+            .get(NS, b"corrupt")
+            .await
+            .expect("get around the corruption");
+        assert_same(&got, &bytes, &format!("read {attempt}"));
+    }
+    let range = client
+        .get_range(NS, b"corrupt", 299_000..301_000)
+        .await
+        .expect("range");
+    assert_same(&range, &bytes[299_000..301_000], "range over the damage");
+    // The damage is real: the holder refuses to serve its shard.
+    let direct = client.pool().shard_get(*holder, stripe_id).await;
+    let code = direct.err().and_then(|error| error.remote_code());
+    assert_eq!(code, Some(ErrorCode::CORRUPT));
+}
+
+/// Reads `key` and checks it is absent or exactly one of `values`; returns which.
+async fn read_one_of(client: &Client, key: &[u8], values: &[Bytes]) -> Option<usize> {
+    match client.get(NS, key).await {
+        Ok(got) => {
+            let found = values.iter().position(|value| value == &got);
+            assert!(
+                found.is_some(),
+                "read a value no writer wrote ({} bytes)",
+                got.len()
+            );
+            found
+        }
+        Err(ClientError::NotFound(_)) => None,
+        Err(other) => panic!("read failed: {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_to_one_key_leave_one_complete_value() {
+    let cluster = TestCluster::start(6).await;
+    let client = cluster.client();
+    let values: Vec<Bytes> = (0..8)
+        .map(|i| {
+            random_bytes(
+                100 + i,
+                if i % 2 == 0 {
+                    5 * MIB + 4097 * i as usize
+                } else {
+                    1000 + i as usize
+                },
+            )
+        })
+        .collect();
+    let reader = {
+        let (client, values) = (client.clone(), values.clone());
+        tokio::spawn(async move {
+            let mut seen = 0;
+            for _ in 0..20 {
+                if read_one_of(&client, b"race", &values).await.is_some() {
+                    seen += 1;
+                }
+            }
+            seen
+        })
+    };
+    let writers: Vec<_> = values
+        .iter()
+        .map(|value| {
+            let (client, value) = (client.clone(), value.clone());
+            tokio::spawn(async move {
+                client
+                    .put(NS, b"race", value)
+                    .await
+                    .map(|r| r.hlc_timestamp)
+            })
+        })
+        .collect();
+    let mut stamps = Vec::new();
+    for writer in writers {
+        stamps.push(writer.await.expect("task").expect("put"));
+    }
+    reader.await.expect("reader");
+    // The newest put wins, and every reader agrees.
+    let newest = stamps
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, stamp)| **stamp)
+        .map(|(i, _)| i);
+    for _ in 0..3 {
+        assert_eq!(read_one_of(&client, b"race", &values).await, newest);
+    }
+    let fresh = cluster.client();
+    assert_eq!(read_one_of(&fresh, b"race", &values).await, newest);
+
+    // Overwrites racing deletes: afterwards every reader sees the same outcome.
+    let mut tasks = Vec::new();
+    for (i, value) in values.iter().take(4).enumerate() {
+        let (client, value) = (client.clone(), value.clone());
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                client.delete(NS, b"race").await
+            } else {
+                client.put(NS, b"race", value).await.map(drop)
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task").expect("put or delete");
+    }
+    let outcome = read_one_of(&client, b"race", &values).await;
+    assert_eq!(read_one_of(&fresh, b"race", &values).await, outcome);
+    let listed = client
+        .list(NS, b"race", None, 10)
+        .await
+        .expect("list")
+        .keys
+        .len();
+    assert_eq!(listed, usize::from(outcome.is_some()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_are_stored_in_the_cluster_and_streams_are_bounded() {
+    let cluster = TestCluster::start(6).await;
+    let client = cluster.client();
+    client
+        .create_namespace("two-copies", Durability::Replicas { copies: 2 })
+        .await
+        .expect("create namespace");
+    // A fresh client learns the policy from the `_system` namespace.
+    let fresh = cluster.client();
+    assert_eq!(
+        fresh.namespace_policy("two-copies").await.expect("policy"),
+        Durability::Replicas { copies: 2 }
+    );
+    assert!(matches!(
+        fresh.namespace_policy("nope").await,
+        Err(ClientError::NotFound(_))
+    ));
+    let bytes = random_bytes(50, 6 * MIB);
+    let receipt = fresh
+        .put_stream("two-copies", b"streamed", &bytes[..], Default::default())
+        .await
+        .expect("put stream");
+    assert_eq!(receipt.durability, Durability::Replicas { copies: 2 });
+    assert_eq!(receipt.shards_written, 4);
+    let mut out = Vec::new();
+    let mut reader = client
+        .get_stream("two-copies", b"streamed")
+        .await
+        .expect("stream");
+    assert_eq!(
+        reader.write_to(&mut out).await.expect("write_to"),
+        bytes.len() as u64
+    );
+    assert_same(&out, &bytes, "streamed");
+    assert!(matches!(
+        client.put("_system", b"x", Bytes::new()).await,
+        Err(ClientError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        client.put(NS, b"", Bytes::new()).await,
+        Err(ClientError::InvalidArgument(_))
+    ));
+}
+
+/// A TCP proxy in front of one node's data plane whose replies can be held back (a node that
+/// accepted requests and then stopped answering, like one paused by SIGSTOP).
+async fn stalling_proxy(
+    target: std::net::SocketAddr,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::net::SocketAddr {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(node) = tokio::net::TcpStream::connect(target).await else {
+                continue;
+            };
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut node_read, mut node_write) = node.into_split();
+            tokio::spawn(async move { tokio::io::copy(&mut client_read, &mut node_write).await });
+            let stalled = stalled.clone();
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 64 << 10];
+                while let Ok(read @ 1..) = node_read.read(&mut buffer).await {
+                    while stalled.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    if client_write.write_all(&buffer[..read]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_node_is_hedged_around() {
+    let cluster = TestCluster::start(6).await;
+    let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut members = cluster.members.clone();
+    let Endpoint::Tcp(target) = &members[0].data_addr else {
+        panic!("tcp members");
+    };
+    let target = target.parse().expect("socket address");
+    members[0].data_addr = Endpoint::from(stalling_proxy(target, stalled.clone()).await);
+    let config = ClientConfig {
+        request_timeout: Duration::from_secs(20),
+        ..ClientConfig::default()
+    };
+    let client =
+        Client::new(ClusterMap::new(cluster.token.clone(), members), config).expect("client");
+    let bytes = random_bytes(60, 16 * MIB + 5);
+    client.put(NS, b"hedged", bytes.clone()).await.expect("put");
+    stalled.store(true, std::sync::atomic::Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let got = client
+        .get(NS, b"hedged")
+        .await
+        .expect("get with a stalled node");
+    let took = started.elapsed();
+    assert_same(&got, &bytes, "hedged");
+    // Without hedging the read would wait for the 20 s request timeout.
+    assert!(took < Duration::from_secs(8), "hedged read took {took:?}");
+    stalled.store(false, std::sync::atomic::Ordering::Relaxed);
+}

@@ -1,0 +1,548 @@
+//! [`NodeConfig`]: one TOML file per node, parsed into a documented struct.
+//!
+//! Every field has a default that suits `nabu up` on one machine, so a config needs only what
+//! has no sensible default: the cluster token (a secret: the file holding it is readable by
+//! the node's user only, which is its writer's job). Unknown fields are refused, so a typo
+//! fails at start-up instead of silently running with a default. Units are in the names.
+//!
+//! ```toml
+//! id = 2
+//! zone = "rack-a"
+//! data_dirs = ["/var/lib/nabu/nvme0"]
+//! data_addr = "10.0.0.2:7400"
+//! peer_addr = "10.0.0.2:7401"
+//! http_addr = "10.0.0.2:7402"
+//! cluster_token = "…64 hex digits…"
+//!
+//! [[members]]
+//! id = 1
+//! data_addr = "10.0.0.1:7400"
+//! peer_addr = "10.0.0.1:7401"
+//! http_addr = "10.0.0.1:7402"
+//!
+//! [[members]]
+//! id = 2
+//! zone = "rack-a"
+//! data_addr = "10.0.0.2:7400"
+//! peer_addr = "10.0.0.2:7401"
+//! http_addr = "10.0.0.2:7402"
+//!
+//! [store]
+//! segment_bytes_max = 268435456
+//! ```
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nabu_core::ring::{Member, NodeId, Ring, WEIGHT_MAX};
+use nabu_proto::{ClusterToken, Limits};
+use nabu_store::{DirectIo, StoreConfig};
+use serde::{Deserialize, Serialize};
+
+/// Why a config was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("read node config {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for a [`NodeConfig`] (unknown fields included).
+    #[error("parse node config {}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's explanation, with the line.
+        message: String,
+    },
+    /// The values are inconsistent or out of range.
+    #[error("invalid node config: {0}")]
+    Invalid(String),
+}
+
+/// The configuration of one storage node. See the module docs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id, stable for its life (a StatefulSet ordinal on Kubernetes). Default 1.
+    pub id: u32,
+    /// This node's failure domain (rack, host, zone); placement spreads shards over zones.
+    /// Default `"default"`.
+    pub zone: String,
+    /// One directory per device holding the chunk store's segments. The list and its order
+    /// must not change over the node's life. Default `["nabu-data"]`.
+    pub data_dirs: Vec<PathBuf>,
+    /// The client data plane listener. Default `127.0.0.1:7400`.
+    pub data_addr: SocketAddr,
+    /// The peer plane listener (shard transfer, heartbeats). Default `127.0.0.1:7401`.
+    pub peer_addr: SocketAddr,
+    /// The management HTTP listener (`/healthz`, `/readyz`, `/metrics`, `/api/v1/cluster`).
+    /// Default `127.0.0.1:7402`.
+    pub http_addr: SocketAddr,
+    /// The cluster token as hex (16..=256 bytes; `nabu up` generates 32 random bytes).
+    /// Required: there is no safe default for a secret.
+    pub cluster_token: String,
+    /// The static member list, this node included. Empty (the default) means this node alone.
+    pub members: Vec<MemberConfig>,
+    /// The ring epoch of the static member list. Default 1.
+    pub ring_epoch: u64,
+    /// How often this node PINGs every other member's peer plane. Default 500 ms.
+    pub heartbeat_interval_ms: u64,
+    /// A member not heard from for this long is reported down. Default 2,000 ms.
+    pub down_after_ms: u64,
+    /// Open connections per listener (data and peer plane each); one more is answered BUSY
+    /// and closed. Default 1,024.
+    pub connections_max: u32,
+    /// Requests in flight per connection; one more is answered BUSY. Default 128.
+    pub inflight_max: u32,
+    /// The largest body one frame carries; longer bodies are streamed. Default 4 MiB.
+    pub frame_body_bytes_max: u32,
+    /// The largest body one request may declare. Default 64 MiB less 4 KiB, so that a shard
+    /// or value plus its stored header fits one store record (64 MiB).
+    pub request_body_bytes_max: u64,
+    /// Bytes of streamed request bodies the node buffers at once, over all connections; a
+    /// connection whose next body does not fit waits (TCP backpressure). At least
+    /// `request_body_bytes_max`. Default 1 GiB.
+    pub request_bodies_bytes_max: u64,
+    /// A new connection must complete HELLO within this. Default 5,000 ms.
+    pub hello_timeout_ms: u64,
+    /// A frame, once started, must complete within this; also the longest gap between the
+    /// DATA frames of one request body. Default 30,000 ms.
+    pub frame_timeout_ms: u64,
+    /// A connection with nothing in flight and nothing received for this long is closed.
+    /// Default 300,000 ms (5 min).
+    pub idle_timeout_ms: u64,
+    /// On shutdown, how long requests in flight may take to finish before connections are
+    /// dropped. Default 10,000 ms.
+    pub shutdown_grace_ms: u64,
+    /// The chunk store's options.
+    pub store: StoreOptions,
+}
+
+/// One member of the static member list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// The member's node id.
+    pub id: u32,
+    /// Its failure domain. Default `"default"`.
+    #[serde(default = "default_zone")]
+    pub zone: String,
+    /// Relative capacity (the member owns `150 × weight` virtual nodes). Default 1.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Its client data plane address.
+    pub data_addr: SocketAddr,
+    /// Its peer plane address (where heartbeats go).
+    pub peer_addr: SocketAddr,
+    /// Its management HTTP address.
+    pub http_addr: SocketAddr,
+}
+
+/// The chunk store's options; each defaults to [`StoreConfig::new`]'s value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreOptions {
+    /// A segment is sealed once it would grow past this. Default 256 MiB.
+    pub segment_bytes_max: u64,
+    /// `"auto"` (O_DIRECT where the filesystem allows it), `"required"` or `"off"`.
+    /// Default `"auto"`.
+    pub direct_io: DirectIoOption,
+    /// A group commit takes at most this many bytes. Default 8 MiB.
+    pub group_commit_bytes_max: usize,
+    /// A group commit takes at most this many records (≤ 1,024). Default 256.
+    pub group_commit_records_max: usize,
+    /// Writes queued per data dir before callers wait. Default 1,024.
+    pub write_queue_depth_max: usize,
+    /// Compaction rewrites a segment once this fraction of it is dead. Default 0.5.
+    pub compaction_dead_fraction_min: f64,
+    /// Index entries reserved per data dir at open. Default 1 Mi.
+    pub index_capacity_per_dir: usize,
+}
+
+/// [`DirectIo`] as it is spelled in the config file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectIoOption {
+    /// O_DIRECT where the filesystem allows it, else the page cache.
+    #[default]
+    Auto,
+    /// O_DIRECT or fail to open.
+    Required,
+    /// Always the page cache.
+    Off,
+}
+
+fn default_zone() -> String {
+    "default".to_owned()
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The default of [`NodeConfig::request_body_bytes_max`]: a store record's largest payload
+/// less room for the stored header.
+pub const REQUEST_BODY_BYTES_MAX_DEFAULT: u64 = (nabu_store::PAYLOAD_BYTES_MAX - 4096) as u64;
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        let limits = Limits::default();
+        Self {
+            id: 1,
+            zone: default_zone(),
+            data_dirs: vec![PathBuf::from("nabu-data")],
+            data_addr: loopback(7400),
+            peer_addr: loopback(7401),
+            http_addr: loopback(7402),
+            cluster_token: String::new(),
+            members: Vec::new(),
+            ring_epoch: 1,
+            heartbeat_interval_ms: 500,
+            down_after_ms: 2000,
+            connections_max: limits.connections_max,
+            inflight_max: limits.inflight_max,
+            frame_body_bytes_max: limits.frame_body_bytes_max,
+            request_body_bytes_max: REQUEST_BODY_BYTES_MAX_DEFAULT,
+            request_bodies_bytes_max: 1 << 30,
+            hello_timeout_ms: limits.hello_timeout.as_millis() as u64,
+            frame_timeout_ms: limits.frame_timeout.as_millis() as u64,
+            idle_timeout_ms: limits.idle_timeout.as_millis() as u64,
+            shutdown_grace_ms: 10_000,
+            store: StoreOptions::default(),
+        }
+    }
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        let store = StoreConfig::new(Vec::new());
+        Self {
+            segment_bytes_max: store.segment_bytes_max,
+            direct_io: DirectIoOption::Auto,
+            group_commit_bytes_max: store.group_commit_bytes_max,
+            group_commit_records_max: store.group_commit_records_max,
+            write_queue_depth_max: store.write_queue_depth_max,
+            compaction_dead_fraction_min: store.compaction_dead_fraction_min,
+            index_capacity_per_dir: store.index_capacity_per_dir,
+        }
+    }
+}
+
+impl MemberConfig {
+    /// The member entry for a node `id` in `zone` (weight 1) serving on `addrs`.
+    pub fn new(id: u32, zone: impl Into<String>, addrs: crate::ListenerAddrs) -> Self {
+        Self {
+            id,
+            zone: zone.into(),
+            weight: 1,
+            data_addr: addrs.data,
+            peer_addr: addrs.peer,
+            http_addr: addrs.http,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// A config with the defaults, for node `id` over `data_dir`, with `cluster_token` (hex).
+    pub fn new(id: u32, data_dir: impl Into<PathBuf>, cluster_token: impl Into<String>) -> Self {
+        Self {
+            id,
+            data_dirs: vec![data_dir.into()],
+            cluster_token: cluster_token.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Reads, parses and validates the TOML file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Self::from_toml(&text).map_err(|error| match error {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|error| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message: error.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The config as TOML text (what `nabu up` writes to `node.toml`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a NodeConfig always serialises")
+    }
+
+    /// Checks every field's range and the member list's consistency.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |message: String| Err(ConfigError::Invalid(message));
+        if self.data_dirs.is_empty() {
+            return fail("data_dirs is empty: name at least one data directory".into());
+        }
+        if let Err(error) = self.token() {
+            return fail(format!(
+                "cluster_token: {error} (nabu up generates one; it is hex, 16..=256 bytes)"
+            ));
+        }
+        self.validate_durations()?;
+        self.validate_limits()?;
+        self.validate_members()?;
+        if let Err(error) = self.store_config().validate() {
+            return fail(format!("store: {error}"));
+        }
+        Ok(())
+    }
+
+    fn validate_durations(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("down_after_ms", self.down_after_ms),
+            ("hello_timeout_ms", self.hello_timeout_ms),
+            ("frame_timeout_ms", self.frame_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError::Invalid(format!("{name} must be positive")));
+        }
+        if self.down_after_ms <= self.heartbeat_interval_ms {
+            return Err(ConfigError::Invalid(format!(
+                "down_after_ms ({}) must exceed heartbeat_interval_ms ({}), or every member \
+                 flaps down between two heartbeats",
+                self.down_after_ms, self.heartbeat_interval_ms
+            )));
+        }
+        Ok(())
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let fail = |message: &str| Err(ConfigError::Invalid(message.to_owned()));
+        if self.connections_max == 0 || self.inflight_max == 0 {
+            return fail("connections_max and inflight_max must be positive");
+        }
+        if self.frame_body_bytes_max == 0 {
+            return fail("frame_body_bytes_max must be positive");
+        }
+        if self.request_body_bytes_max > REQUEST_BODY_BYTES_MAX_DEFAULT {
+            return fail("request_body_bytes_max is at most 64 MiB less 4 KiB (one store record)");
+        }
+        if self.request_bodies_bytes_max < self.request_body_bytes_max
+            || self.request_bodies_bytes_max > u64::from(u32::MAX)
+        {
+            return fail(
+                "request_bodies_bytes_max must be between request_body_bytes_max and 4 GiB",
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_members(&self) -> Result<(), ConfigError> {
+        let fail = |message: String| Err(ConfigError::Invalid(message));
+        let members = self.effective_members();
+        let Some(own) = members.iter().find(|member| member.id == self.id) else {
+            return fail(format!(
+                "this node's id {} is missing from members (the list includes this node)",
+                self.id
+            ));
+        };
+        if (own.data_addr, own.peer_addr, own.http_addr)
+            != (self.data_addr, self.peer_addr, self.http_addr)
+        {
+            return fail(format!(
+                "member {} lists other addresses than this node's data_addr, peer_addr, http_addr",
+                self.id
+            ));
+        }
+        let mut ids = HashSet::new();
+        let mut addrs = HashSet::new();
+        for member in &members {
+            if !ids.insert(member.id) {
+                return fail(format!("member id {} is listed twice", member.id));
+            }
+            if member.weight > WEIGHT_MAX {
+                return fail(format!(
+                    "member {} has weight {}, over {WEIGHT_MAX}",
+                    member.id, member.weight
+                ));
+            }
+            for addr in [member.data_addr, member.peer_addr, member.http_addr] {
+                if !addrs.insert(addr) {
+                    return fail(format!("address {addr} is used twice in members"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The member list, this node included: `members`, or this node alone when it is empty.
+    pub fn effective_members(&self) -> Vec<MemberConfig> {
+        if !self.members.is_empty() {
+            return self.members.clone();
+        }
+        vec![MemberConfig {
+            id: self.id,
+            zone: self.zone.clone(),
+            weight: 1,
+            data_addr: self.data_addr,
+            peer_addr: self.peer_addr,
+            http_addr: self.http_addr,
+        }]
+    }
+
+    /// The ring of the static member list at `ring_epoch`.
+    pub fn ring(&self) -> Result<Ring, ConfigError> {
+        let members = self
+            .effective_members()
+            .into_iter()
+            .map(|member| Member {
+                id: NodeId(member.id),
+                zone: member.zone,
+                weight: member.weight,
+            })
+            .collect();
+        Ring::new(self.ring_epoch, members).map_err(|error| ConfigError::Invalid(error.to_string()))
+    }
+
+    /// The cluster token, parsed.
+    pub fn token(&self) -> Result<ClusterToken, nabu_proto::ProtoError> {
+        ClusterToken::from_hex(&self.cluster_token)
+    }
+
+    /// The protocol limits of the data and peer plane listeners.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            meta_bytes_max: u16::MAX,
+            frame_body_bytes_max: self.frame_body_bytes_max,
+            request_body_bytes_max: self.request_body_bytes_max,
+            inflight_max: self.inflight_max,
+            connections_max: self.connections_max,
+            hello_timeout: Duration::from_millis(self.hello_timeout_ms),
+            frame_timeout: Duration::from_millis(self.frame_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+        }
+    }
+
+    /// The chunk store's config.
+    pub fn store_config(&self) -> StoreConfig {
+        let options = &self.store;
+        StoreConfig {
+            data_dirs: self.data_dirs.clone(),
+            segment_bytes_max: options.segment_bytes_max,
+            direct_io: match options.direct_io {
+                DirectIoOption::Auto => DirectIo::Auto,
+                DirectIoOption::Required => DirectIo::Required,
+                DirectIoOption::Off => DirectIo::Off,
+            },
+            group_commit_bytes_max: options.group_commit_bytes_max,
+            group_commit_records_max: options.group_commit_records_max,
+            write_queue_depth_max: options.write_queue_depth_max,
+            compaction_dead_fraction_min: options.compaction_dead_fraction_min,
+            index_capacity_per_dir: options.index_capacity_per_dir,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "000102030405060708090a0b0c0d0e0f";
+
+    fn member(id: u32, port: u16) -> MemberConfig {
+        MemberConfig {
+            id,
+            zone: "z".into(),
+            weight: 1,
+            data_addr: loopback(port),
+            peer_addr: loopback(port + 1),
+            http_addr: loopback(port + 2),
+        }
+    }
+
+    #[test]
+    fn a_token_alone_is_a_valid_config_and_round_trips_through_toml() {
+        let config = NodeConfig::from_toml(&format!("cluster_token = \"{TOKEN}\"")).unwrap();
+        assert_eq!(config.id, 1);
+        assert_eq!(config.effective_members().len(), 1);
+        assert_eq!(config.store_config().segment_bytes_max, 256 << 20);
+        assert_eq!(NodeConfig::from_toml(&config.to_toml()).unwrap(), config);
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_the_reason() {
+        let cases = [
+            (String::new(), "cluster_token"),
+            (
+                format!("cluster_token = \"{TOKEN}\"\nfoo = 1"),
+                "unknown field",
+            ),
+            (
+                format!("cluster_token = \"{TOKEN}\"\nheartbeat_interval_ms = 0"),
+                "heartbeat_interval_ms",
+            ),
+            (
+                format!("cluster_token = \"{TOKEN}\"\ndown_after_ms = 100"),
+                "down_after_ms",
+            ),
+            (
+                format!("cluster_token = \"{TOKEN}\"\n[store]\nsegment_bytes_max = 1"),
+                "segment_bytes_max",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = NodeConfig::from_toml(&text).unwrap_err().to_string();
+            assert!(error.contains(expected), "{error:?} lacks {expected:?}");
+        }
+    }
+
+    #[test]
+    fn member_lists_must_hold_this_node_once_with_distinct_addresses() {
+        let mut config = NodeConfig::new(1, "d", TOKEN);
+        config.members = vec![member(2, 8000)];
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("missing")
+        );
+        config.data_addr = loopback(8000);
+        config.peer_addr = loopback(8001);
+        config.http_addr = loopback(8002);
+        config.members = vec![member(1, 8000), member(2, 8010), member(2, 8020)];
+        assert!(config.validate().unwrap_err().to_string().contains("twice"));
+        config.members = vec![member(1, 8000), member(2, 8001)];
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("used twice")
+        );
+        config.members = vec![member(1, 8000), member(2, 8010)];
+        config.validate().unwrap();
+        assert_eq!(config.ring().unwrap().members().len(), 2);
+        assert_eq!(NodeConfig::from_toml(&config.to_toml()).unwrap(), config);
+    }
+}

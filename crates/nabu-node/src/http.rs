@@ -1,0 +1,182 @@
+//! The management plane: health, readiness, Prometheus metrics and the cluster view.
+//!
+//! `/healthz` says the process answers; `/readyz` says the store is open and the listeners
+//! serve (it turns 503 as shutdown begins, so a load balancer drains the node first);
+//! `/metrics` is the Prometheus text format; `/api/v1/cluster` is JSON ([`ClusterView`],
+//! public so that `nabu status` and the client parse the same types the node writes).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::liveness::MemberState;
+use crate::node::{Node, capacity_bytes, until_stopped};
+
+/// `/api/v1/cluster`: this node and the members as it sees them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// This node's id.
+    pub node_id: u32,
+    /// The ring epoch of the member list.
+    pub ring_epoch: u64,
+    /// This node's zone.
+    pub zone: String,
+    /// Seconds since this node started.
+    pub uptime_s: u64,
+    /// Every member, this node included, in member-list order.
+    pub members: Vec<MemberView>,
+    /// This node's store.
+    pub store: StoreView,
+}
+
+/// One member in [`ClusterView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    /// Its node id.
+    pub id: u32,
+    /// Its zone.
+    pub zone: String,
+    /// Its ring weight.
+    pub weight: u32,
+    /// Its data plane address.
+    pub data_addr: SocketAddr,
+    /// Its peer plane address.
+    pub peer_addr: SocketAddr,
+    /// Its management address.
+    pub http_addr: SocketAddr,
+    /// Up or down, as this node's heartbeats see it.
+    pub state: MemberState,
+    /// Milliseconds since it last answered a heartbeat (`null`: never).
+    pub last_heard_ms_ago: Option<u64>,
+}
+
+/// This node's store in [`ClusterView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreView {
+    /// Shards held.
+    pub shards: u64,
+    /// Key records and manifests held (tombstones included).
+    pub meta_entries: u64,
+    /// Bytes of records on disk, garbage not yet compacted included.
+    pub bytes_used: u64,
+    /// Bytes the data dirs' filesystems hold.
+    pub bytes_capacity: u64,
+    /// `fdatasync` calls since start.
+    pub fdatasyncs: u64,
+    /// Per data dir: path and state (`serving`, `poisoned: …`, `failed: …`).
+    pub dirs: Vec<DirView>,
+}
+
+/// One data dir in [`StoreView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirView {
+    /// The directory.
+    pub path: String,
+    /// `serving`, or why not.
+    pub state: String,
+}
+
+/// Serves the management plane on `listener` until `shutdown` turns true.
+pub async fn serve(node: Arc<Node>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let router = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/cluster", get(cluster))
+        .with_state(node);
+    let stopped = async move {
+        until_stopped(&mut shutdown).await;
+    };
+    if let Err(error) = axum::serve(listener, router)
+        .with_graceful_shutdown(stopped)
+        .await
+    {
+        tracing::error!(%error, "the management listener failed");
+    }
+}
+
+async fn readyz(State(node): State<Arc<Node>>) -> Response {
+    if node.serving.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    let rendered = tokio::task::spawn_blocking(move || node.metrics.render(&node.snapshot())).await;
+    match rendered {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn cluster(State(node): State<Arc<Node>>) -> Response {
+    match tokio::task::spawn_blocking(move || cluster_view(&node)).await {
+        Ok(view) => Json(view).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// The cluster view (reads statvfs: call off the async threads).
+fn cluster_view(node: &Node) -> ClusterView {
+    let members = node
+        .liveness
+        .statuses()
+        .into_iter()
+        .map(|status| MemberView {
+            id: status.config.id,
+            zone: status.config.zone,
+            weight: status.config.weight,
+            data_addr: status.config.data_addr,
+            peer_addr: status.config.peer_addr,
+            http_addr: status.config.http_addr,
+            state: status.state,
+            last_heard_ms_ago: status.last_heard_ms_ago,
+        })
+        .collect();
+    let stats = node.store.stats();
+    let dirs = stats
+        .dirs
+        .iter()
+        .map(|dir| DirView {
+            path: dir.path.display().to_string(),
+            state: match &dir.state {
+                nabu_store::DirState::Serving => "serving".to_owned(),
+                nabu_store::DirState::Poisoned { reason } => format!("poisoned: {reason}"),
+                nabu_store::DirState::Failed { reason } => format!("failed: {reason}"),
+            },
+        })
+        .collect();
+    ClusterView {
+        node_id: node.id.0,
+        ring_epoch: node.ring_epoch,
+        zone: node.config.zone.clone(),
+        uptime_s: node.started.elapsed().as_secs(),
+        members,
+        store: StoreView {
+            shards: node.metrics.shards.load(Ordering::Relaxed).max(0) as u64,
+            meta_entries: node.meta.len() as u64,
+            bytes_used: stats.live_bytes + stats.dead_bytes,
+            bytes_capacity: capacity_bytes(&node.config.data_dirs),
+            fdatasyncs: stats.fdatasyncs,
+            dirs,
+        },
+    }
+}

@@ -1,0 +1,150 @@
+//! The NabuStore storage node as a library: what `nabu serve` and each node of `nabu up` run.
+//!
+//! **Why a library.** The daemon takes already-bound listeners and a shutdown future
+//! ([`run`]), so tests (this crate's, the client's, the binary's) start whole nodes in-process
+//! on port 0 and stop them deterministically; the `nabu` binary is a thin `main` over it.
+//!
+//! **What a node is.** Three listeners:
+//! - the client **data plane** and the **peer plane**: the binary protocol of
+//!   `docs/formats/protocol.md` (one connection handler, checked against the plane the HELLO
+//!   names): shard and metadata ops over the chunk store ([`nabu_store::Store`]);
+//! - the **management plane**: HTTP `/healthz`, `/readyz`, `/metrics` (Prometheus text),
+//!   `/api/v1/cluster` (JSON).
+//!
+//! and one background job, **liveness**: a PING to every other member's peer plane every
+//! `heartbeat_interval_ms`; a member not heard from for `down_after_ms` is down.
+//!
+//! **Invariants.** No input from a socket makes the node panic; every queue, table and buffer
+//! has a named bound (`connections_max`, `inflight_max`, the protocol's frame limits,
+//! [`RESPONSE_QUEUE_FRAMES_MAX`]); a byte that fails its checksum is never served (the
+//! request gets CORRUPT and the shard is counted and logged once).
+
+mod config;
+mod connection;
+mod handler;
+mod http;
+mod liveness;
+mod meta;
+mod metrics;
+mod node;
+mod records;
+mod server;
+mod shards;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use nabu_store::{Disk, RealDisk};
+use tokio::net::TcpListener;
+
+pub use config::{
+    ConfigError, DirectIoOption, MemberConfig, NodeConfig, REQUEST_BODY_BYTES_MAX_DEFAULT,
+    StoreOptions,
+};
+pub use connection::RESPONSE_QUEUE_FRAMES_MAX;
+pub use http::{ClusterView, DirView, MemberView, StoreView};
+pub use liveness::{MemberState, RECONNECT_BACKOFF_MAX};
+
+/// The three listeners of a node, already bound (so tests bind port 0 and read the ports).
+#[derive(Debug)]
+pub struct Listeners {
+    /// The client data plane.
+    pub data: TcpListener,
+    /// The peer plane.
+    pub peer: TcpListener,
+    /// The management HTTP plane.
+    pub http: TcpListener,
+}
+
+/// The addresses the three listeners are bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerAddrs {
+    /// The client data plane.
+    pub data: SocketAddr,
+    /// The peer plane.
+    pub peer: SocketAddr,
+    /// The management HTTP plane.
+    pub http: SocketAddr,
+}
+
+impl Listeners {
+    /// Binds the addresses of `config`.
+    pub async fn bind(config: &NodeConfig) -> io::Result<Self> {
+        Self::bind_addrs(config.data_addr, config.peer_addr, config.http_addr).await
+    }
+
+    /// Binds three fresh ports on 127.0.0.1 (port 0): for tests.
+    pub async fn bind_loopback() -> io::Result<Self> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::bind_addrs(any, any, any).await
+    }
+
+    async fn bind_addrs(data: SocketAddr, peer: SocketAddr, http: SocketAddr) -> io::Result<Self> {
+        let bind = |addr: SocketAddr, plane: &'static str| async move {
+            TcpListener::bind(addr).await.map_err(|error| {
+                io::Error::new(error.kind(), format!("bind {plane} {addr}: {error}"))
+            })
+        };
+        Ok(Self {
+            data: bind(data, "data plane").await?,
+            peer: bind(peer, "peer plane").await?,
+            http: bind(http, "http").await?,
+        })
+    }
+
+    /// The bound addresses.
+    pub fn addrs(&self) -> io::Result<ListenerAddrs> {
+        Ok(ListenerAddrs {
+            data: self.data.local_addr()?,
+            peer: self.peer.local_addr()?,
+            http: self.http.local_addr()?,
+        })
+    }
+}
+
+/// Runs a node until `shutdown` completes, then stops accepting, lets requests in flight
+/// finish (at most `shutdown_grace_ms`), flushes and returns. Uses the real filesystem.
+pub async fn run(
+    config: NodeConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    NodeBuilder::new(config).run(listeners, shutdown).await
+}
+
+/// Builds a node with non-default parts: a [`Disk`] other than [`RealDisk`] (tests inject
+/// `nabu_store::FaultDisk`).
+#[derive(Debug)]
+pub struct NodeBuilder {
+    config: NodeConfig,
+    disk: Arc<dyn Disk>,
+}
+
+impl NodeBuilder {
+    /// A builder over the real filesystem.
+    pub fn new(config: NodeConfig) -> Self {
+        Self {
+            config,
+            disk: Arc::new(RealDisk::new()),
+        }
+    }
+
+    /// Uses `disk` for the chunk store.
+    pub fn disk(mut self, disk: Arc<dyn Disk>) -> Self {
+        self.disk = disk;
+        self
+    }
+
+    /// Runs the node; see [`run`].
+    pub async fn run(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        self.config.validate().context("validate the node config")?;
+        node::serve(self.config, self.disk, listeners, shutdown).await
+    }
+}

@@ -1,0 +1,237 @@
+//! Liveness: which members answer heartbeats.
+//!
+//! Failure detection needs no consensus (DESIGN.md §5): every node keeps one long-lived,
+//! authenticated peer-plane connection to every other member and sends a PING each
+//! `heartbeat_interval_ms`; a member whose last answer is older than `down_after_ms` (or that
+//! never answered) is down. A broken connection is re-made with exponential backoff, capped
+//! at [`RECONNECT_BACKOFF_MAX`], so a dead member costs one connect attempt per backoff.
+//! Nothing here changes placement: the state is reported (`/api/v1/cluster`, `/metrics`) for
+//! clients and operators to act on.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use nabu_proto::ops::{HelloRequest, Ping, Plane};
+use nabu_proto::{ClusterToken, Frame, FrameDecoder, FrameKind, Limits};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, timeout};
+use tracing::Instrument;
+
+use crate::config::MemberConfig;
+use crate::node::{Node, until_stopped};
+
+/// The longest wait between two attempts to reach a member.
+pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Whether a member answers heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    /// Heard from within `down_after_ms` (this node itself is always up).
+    Up,
+    /// Not heard from for `down_after_ms`, or never.
+    Down,
+}
+
+/// One member and when it last answered.
+#[derive(Debug)]
+struct Slot {
+    config: MemberConfig,
+    /// Milliseconds after `started` of the last answer, plus one; 0 = never.
+    last_heard_ms: AtomicU64,
+}
+
+/// The member table of one node.
+#[derive(Debug)]
+pub struct Liveness {
+    self_id: u32,
+    started: Instant,
+    down_after: Duration,
+    slots: Vec<Slot>,
+}
+
+/// A member's state as reported.
+#[derive(Debug, Clone)]
+pub struct MemberStatus {
+    /// The member.
+    pub config: MemberConfig,
+    /// Up or down.
+    pub state: MemberState,
+    /// Milliseconds since it last answered (`None`: never; `Some(0)` for this node).
+    pub last_heard_ms_ago: Option<u64>,
+}
+
+impl Liveness {
+    /// The table for `members`, none heard from yet.
+    pub fn new(self_id: u32, members: Vec<MemberConfig>, down_after: Duration) -> Self {
+        let slots = members
+            .into_iter()
+            .map(|config| Slot {
+                config,
+                last_heard_ms: AtomicU64::new(0),
+            })
+            .collect();
+        Self {
+            self_id,
+            started: Instant::now(),
+            down_after,
+            slots,
+        }
+    }
+
+    fn heard(&self, index: usize) {
+        let since_start = self.started.elapsed().as_millis() as u64 + 1;
+        self.slots[index]
+            .last_heard_ms
+            .store(since_start, Ordering::Relaxed);
+    }
+
+    /// Every member's state, in member-list order.
+    pub fn statuses(&self) -> Vec<MemberStatus> {
+        let now_ms = self.started.elapsed().as_millis() as u64 + 1;
+        let down_after_ms = self.down_after.as_millis() as u64;
+        self.slots
+            .iter()
+            .map(|slot| {
+                let last_heard_ms_ago = if slot.config.id == self.self_id {
+                    Some(0)
+                } else {
+                    match slot.last_heard_ms.load(Ordering::Relaxed) {
+                        0 => None,
+                        heard => Some(now_ms.saturating_sub(heard)),
+                    }
+                };
+                let up = last_heard_ms_ago.is_some_and(|ago| ago <= down_after_ms);
+                MemberStatus {
+                    config: slot.config.clone(),
+                    state: if up {
+                        MemberState::Up
+                    } else {
+                        MemberState::Down
+                    },
+                    last_heard_ms_ago,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Sends heartbeats to every other member until `shutdown` turns true.
+pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
+    let mut tasks = JoinSet::new();
+    for (index, slot) in node.liveness.slots.iter().enumerate() {
+        if slot.config.id == node.liveness.self_id {
+            continue;
+        }
+        let span = tracing::debug_span!("heartbeat", node = node.id.0, member = slot.config.id);
+        tasks.spawn(heartbeat_member(Arc::clone(&node), index).instrument(span));
+    }
+    until_stopped(&mut shutdown).await;
+    tasks.shutdown().await;
+}
+
+/// Keeps one connection to member `index` and PINGs it, reconnecting with backoff.
+async fn heartbeat_member(node: Arc<Node>, index: usize) {
+    let interval = Duration::from_millis(node.config.heartbeat_interval_ms);
+    let mut backoff = interval;
+    loop {
+        let started = Instant::now();
+        if let Err(error) = ping_member(&node, index, interval).await {
+            tracing::debug!(%error, "heartbeat connection failed");
+        }
+        if started.elapsed() > RECONNECT_BACKOFF_MAX {
+            backoff = interval;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+    }
+}
+
+/// Connects to member `index`, authenticates, and PINGs it every `interval` until a PING
+/// fails or goes unanswered for `down_after_ms`.
+async fn ping_member(node: &Node, index: usize, interval: Duration) -> anyhow::Result<()> {
+    let member = &node.liveness.slots[index].config;
+    let answer_timeout = Duration::from_millis(node.config.down_after_ms);
+    let mut peer = timeout(
+        answer_timeout,
+        PeerConnection::connect(member.peer_addr, &node.token, node.id.0),
+    )
+    .await??;
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let request = peer.next_request_id();
+        let ping = Frame::from_meta(request, &Ping, Bytes::new(), false)?;
+        let reply = timeout(answer_timeout, peer.call(ping)).await??;
+        if reply.header().kind() != FrameKind::Response {
+            anyhow::bail!(
+                "member {} answered PING with {:?}",
+                member.id,
+                reply.header().kind()
+            );
+        }
+        node.liveness.heard(index);
+    }
+}
+
+/// A minimal peer-plane client: one request at a time (heartbeats need no more).
+struct PeerConnection {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+    buffer: BytesMut,
+    next_id: u64,
+}
+
+impl PeerConnection {
+    async fn connect(addr: SocketAddr, token: &ClusterToken, self_id: u32) -> anyhow::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let mut peer = Self {
+            stream,
+            decoder: FrameDecoder::new(Limits::default()),
+            buffer: BytesMut::with_capacity(4096),
+            next_id: 1,
+        };
+        let hello = HelloRequest {
+            plane: Plane::Peer,
+            features: 0,
+            token: token.clone(),
+            client_name: format!("nabu-node/{self_id} heartbeat"),
+        };
+        let request = peer.next_request_id();
+        let reply = peer
+            .call(Frame::from_meta(request, &hello, Bytes::new(), false)?)
+            .await?;
+        if reply.header().kind() != FrameKind::Response {
+            anyhow::bail!("HELLO refused: {}", reply.decode_error()?);
+        }
+        Ok(peer)
+    }
+
+    fn next_request_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Sends `frame` and returns the next frame received (the reply: one at a time).
+    async fn call(&mut self, frame: Frame) -> anyhow::Result<Frame> {
+        self.stream.write_all(&frame.to_vec()).await?;
+        loop {
+            if let Some(reply) = self.decoder.decode(&mut self.buffer)? {
+                return Ok(reply);
+            }
+            if self.stream.read_buf(&mut self.buffer).await? == 0 {
+                anyhow::bail!("the member closed the connection");
+            }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! A node's shared state and its life: open the store, serve the three planes and send
+//! heartbeats until shutdown, then drain and close the store.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nabu_core::ring::NodeId;
+use nabu_proto::ops::{NodeState, NodeStatusReply, Plane};
+use nabu_proto::{ClusterToken, Limits};
+use nabu_store::{DirState, Disk, Store};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::liveness::{self, Liveness};
+use crate::meta::MetaStore;
+use crate::metrics::{Metrics, Snapshot};
+use crate::records::is_shard_key;
+use crate::shards::Shards;
+use crate::{Listeners, NodeConfig, http, server};
+
+/// Everything the planes share. One per node, behind an `Arc`.
+#[derive(Debug)]
+pub struct Node {
+    /// The validated config.
+    pub config: NodeConfig,
+    /// This node's id.
+    pub id: NodeId,
+    /// The ring epoch of the member list.
+    pub ring_epoch: u64,
+    /// The cluster token every HELLO must carry.
+    pub token: ClusterToken,
+    /// The data and peer planes' limits.
+    pub limits: Limits,
+    /// The chunk store.
+    pub store: Arc<Store>,
+    /// Shard ops.
+    pub shards: Shards,
+    /// Key-record and manifest ops.
+    pub meta: MetaStore,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Member states.
+    pub liveness: Liveness,
+    /// When the node started.
+    pub started: Instant,
+    /// Whether the listeners are serving (for `/readyz`).
+    pub serving: AtomicBool,
+    /// Permits, one per byte, for streamed request bodies being collected
+    /// (`request_bodies_bytes_max`).
+    pub body_budget: Arc<Semaphore>,
+}
+
+impl Node {
+    /// The NODE_STATUS reply (reads statvfs: call off the async threads).
+    pub fn status(&self) -> NodeStatusReply {
+        let stats = self.store.stats();
+        let writable = stats.dirs.iter().any(|dir| dir.state == DirState::Serving);
+        let connections = self.metrics.data.connections_open.load(Ordering::Relaxed)
+            + self.metrics.peer.connections_open.load(Ordering::Relaxed);
+        NodeStatusReply {
+            node_id: self.id,
+            state: if writable {
+                NodeState::Up
+            } else {
+                NodeState::ReadOnly
+            },
+            ring_epoch: self.ring_epoch,
+            uptime_s: self.started.elapsed().as_secs(),
+            shards: self.metrics.shards.load(Ordering::Relaxed).max(0) as u64,
+            bytes_used: stats.live_bytes + stats.dead_bytes,
+            bytes_capacity: capacity_bytes(&self.config.data_dirs),
+            requests_inflight: self
+                .metrics
+                .requests_inflight
+                .load(Ordering::Relaxed)
+                .max(0) as u32,
+            connections: connections.max(0) as u32,
+        }
+    }
+
+    /// The gauges `/metrics` reads from elsewhere (reads statvfs: call off the async threads).
+    pub fn snapshot(&self) -> Snapshot {
+        let members = self.liveness.statuses();
+        Snapshot {
+            members: members
+                .iter()
+                .map(|m| (m.config.id, m.state == liveness::MemberState::Up))
+                .collect(),
+            store: Some(self.store.stats()),
+            meta_entries: self.meta.len() as u64,
+            bytes_capacity: capacity_bytes(&self.config.data_dirs),
+            uptime_s: self.started.elapsed().as_secs(),
+        }
+    }
+}
+
+/// The total size of the filesystems holding `dirs`, each filesystem counted once.
+pub fn capacity_bytes(dirs: &[impl AsRef<Path>]) -> u64 {
+    let mut seen = HashSet::new();
+    dirs.iter()
+        .filter_map(|dir| statvfs(dir.as_ref()))
+        .filter(|(fsid, _)| seen.insert(*fsid))
+        .map(|(_, bytes)| bytes)
+        .sum()
+}
+
+/// `(filesystem id, total bytes)` of the filesystem holding `path`.
+#[allow(
+    clippy::unnecessary_cast,
+    reason = "statvfs field types differ between platforms"
+)]
+fn statvfs(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `path` is NUL-terminated and `stat` is valid for writes of one `statvfs`.
+    let result = unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) };
+    if result != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `stat`.
+    let stat = unsafe { stat.assume_init() };
+    Some((
+        stat.f_fsid as u64,
+        stat.f_blocks as u64 * stat.f_frsize as u64,
+    ))
+}
+
+/// Opens the store and builds the shared state.
+async fn open(config: NodeConfig, disk: Arc<dyn Disk>) -> anyhow::Result<Arc<Node>> {
+    let store_config = config.store_config();
+    let metrics = Arc::new(Metrics::default());
+    let (store, meta, shard_count) = tokio::task::spawn_blocking(move || {
+        let store = Arc::new(Store::open(store_config, disk).context("open the chunk store")?);
+        let shard_count = store
+            .keys()
+            .context("list the chunk store's keys")?
+            .iter()
+            .filter(|key| is_shard_key(key))
+            .count();
+        let meta = MetaStore::open(Arc::clone(&store)).context("rebuild the meta index")?;
+        anyhow::Ok((store, meta, shard_count))
+    })
+    .await??;
+    metrics.shards.store(shard_count as i64, Ordering::Relaxed);
+    let ring = config.ring()?;
+    Ok(Arc::new(Node {
+        id: NodeId(config.id),
+        ring_epoch: ring.epoch(),
+        token: config.token()?,
+        limits: config.limits(),
+        shards: Shards::new(Arc::clone(&store), Arc::clone(&metrics)),
+        meta,
+        store,
+        metrics,
+        liveness: Liveness::new(
+            config.id,
+            config.effective_members(),
+            Duration::from_millis(config.down_after_ms),
+        ),
+        started: Instant::now(),
+        serving: AtomicBool::new(false),
+        body_budget: Arc::new(Semaphore::new(config.request_bodies_bytes_max as usize)),
+        config,
+    }))
+}
+
+/// Runs the node until `shutdown`; see [`crate::run`].
+pub(crate) async fn serve(
+    config: NodeConfig,
+    disk: Arc<dyn Disk>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let span = tracing::info_span!("node", node = config.id);
+    async move {
+        let node = open(config, disk).await?;
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        for (listener, plane) in [(listeners.data, Plane::Data), (listeners.peer, Plane::Peer)] {
+            let serve = server::serve_plane(Arc::clone(&node), listener, plane, stopped.clone());
+            tasks.spawn(serve.in_current_span());
+        }
+        tasks.spawn(
+            http::serve(Arc::clone(&node), listeners.http, stopped.clone()).in_current_span(),
+        );
+        tasks.spawn(liveness::run(Arc::clone(&node), stopped.clone()).in_current_span());
+        node.serving.store(true, Ordering::Relaxed);
+        tracing::info!(
+            members = node.config.effective_members().len(),
+            "node serving"
+        );
+        shutdown.await;
+        tracing::info!("shutting down: draining requests in flight");
+        node.serving.store(false, Ordering::Relaxed);
+        let _ = stop.send(true);
+        while let Some(result) = tasks.join_next().await {
+            if let Err(error) = result {
+                tracing::error!(%error, "a node task failed");
+            }
+        }
+        close_store(node).await;
+        tracing::info!("node stopped");
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+/// Completes once `shutdown` turns true (or its sender is gone). Returns nothing, so no
+/// lock guard of the channel is held across an `await`.
+pub async fn until_stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Drops the node's store on the blocking pool (joining its writer threads), once every task
+/// holding the node has ended.
+async fn close_store(node: Arc<Node>) {
+    let _ = tokio::task::spawn_blocking(move || drop(node)).await;
+}

@@ -1,0 +1,91 @@
+//! The accept loop of the data and peer planes: the connection cap and graceful shutdown.
+//!
+//! A listener holds at most `connections_max` connections (a semaphore's permits). One more is
+//! answered with ERROR BUSY (request id 0) by a non-blocking write — the frame is a few dozen
+//! bytes and the new socket's send buffer is empty — and closed, so refusing costs no task and
+//! cannot be slowed down by the refused peer. On shutdown the loop stops accepting, each
+//! connection stops reading and finishes the requests it has, and whatever is still running
+//! after `shutdown_grace_ms` is dropped.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use nabu_proto::ops::Plane;
+use nabu_proto::{ErrorCode, ErrorFrame, Frame};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::connection;
+use crate::node::{Node, until_stopped};
+
+/// How long the accept loop pauses after an accept error (out of file descriptors, say),
+/// so it does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Serves `plane` on `listener` until `shutdown` turns true, then drains.
+pub async fn serve_plane(
+    node: Arc<Node>,
+    listener: TcpListener,
+    plane: Plane,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let connections_max = node.limits.connections_max as usize;
+    let permits = Arc::new(Semaphore::new(connections_max));
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = until_stopped(&mut shutdown) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let counters = node.metrics.plane(plane);
+                    let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                        counters.connections_refused_total.fetch_add(1, Ordering::Relaxed);
+                        refuse(&stream, connections_max);
+                        continue;
+                    };
+                    counters.connections_total.fetch_add(1, Ordering::Relaxed);
+                    let span = tracing::debug_span!("connection", node = node.id.0, ?plane, %peer);
+                    let serve = connection::serve(Arc::clone(&node), plane, stream, shutdown.clone());
+                    connections.spawn(async move {
+                        serve.await;
+                        drop(permit);
+                    }.instrument(span));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, ?plane, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    let grace = Duration::from_millis(node.config.shutdown_grace_ms);
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            ?plane,
+            connections = connections.len(),
+            "requests still in flight after shutdown_grace_ms; dropping their connections"
+        );
+        connections.shutdown().await;
+    }
+}
+
+/// Answers a connection over the cap with ERROR BUSY, without waiting on the peer.
+fn refuse(stream: &TcpStream, connections_max: usize) {
+    let error = ErrorFrame::new(
+        ErrorCode::BUSY,
+        format!("this listener has its maximum of {connections_max} connections; retry later"),
+    );
+    if let Ok(frame) = Frame::error(0, 0, &error) {
+        let _ = stream.try_write(&frame.to_vec());
+    }
+    tracing::debug!("refused a connection over connections_max");
+}

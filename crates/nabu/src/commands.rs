@@ -1,0 +1,324 @@
+//! The client commands: `put`, `get`, `stat`, `ls`, `rm`, `status`.
+//!
+//! They find the cluster through `--cluster PATH|ADDR` (default `$NABU_CLUSTER`, else
+//! `./nabu-data/cluster.toml`): a `cluster.toml` path, or the management (HTTP) address of
+//! any node, in which case the member list comes from its `/api/v1/cluster` and the token from
+//! `$NABU_CLUSTER_TOKEN` (secrets never go on the command line).
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use nabu_client::{Client, ClientConfig, ClusterMap, MemberAddr};
+use nabu_proto::ClusterToken;
+use tokio::io::{AsyncRead, AsyncWriteExt};
+
+use crate::cluster_file::ClusterFile;
+use crate::http_probe;
+
+/// Transfers at least this large get a progress bar (when stderr is a terminal).
+const PROGRESS_BYTES_MIN: u64 = 8 << 20;
+
+/// Where the cluster is: shared by every client command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArg {
+    /// A cluster.toml path, or a node's HTTP address (token from $NABU_CLUSTER_TOKEN).
+    #[arg(long, env = "NABU_CLUSTER", default_value = "./nabu-data/cluster.toml")]
+    pub cluster: String,
+}
+
+/// The namespace a command addresses.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NamespaceArg {
+    /// The namespace (an S3 bucket is one).
+    #[arg(long = "ns", default_value = "default")]
+    pub namespace: String,
+}
+
+impl ClusterArg {
+    async fn cluster_map(&self) -> anyhow::Result<ClusterMap> {
+        if let Ok(addr) = self.cluster.parse::<SocketAddr>() {
+            return cluster_map_from_node(addr).await;
+        }
+        let file = ClusterFile::load(Path::new(&self.cluster))?;
+        let token = ClusterToken::from_hex(&file.cluster_token)
+            .with_context(|| format!("cluster_token in {}", self.cluster))?;
+        let members = file
+            .nodes
+            .iter()
+            .map(|node| MemberAddr::new(node.id, node.zone.clone(), node.data_addr))
+            .collect();
+        Ok(ClusterMap::new(token, members))
+    }
+
+    /// A client of the cluster.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::new(
+            self.cluster_map().await?,
+            ClientConfig::default(),
+        )?)
+    }
+}
+
+async fn cluster_map_from_node(addr: SocketAddr) -> anyhow::Result<ClusterMap> {
+    let token = std::env::var("NABU_CLUSTER_TOKEN")
+        .context("--cluster is an address: set NABU_CLUSTER_TOKEN to the cluster token")?;
+    let token = ClusterToken::from_hex(token.trim()).context("NABU_CLUSTER_TOKEN")?;
+    let view = cluster_view(addr).await?;
+    let members = view["members"]
+        .as_array()
+        .context("/api/v1/cluster has no members")?
+        .iter()
+        .map(|member| -> anyhow::Result<MemberAddr> {
+            let id = member["id"].as_u64().context("member id")? as u32;
+            let zone = member["zone"].as_str().unwrap_or("default");
+            let data: SocketAddr = member["data_addr"].as_str().context("data_addr")?.parse()?;
+            Ok(MemberAddr::new(id, zone, data))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(ClusterMap::new(token, members))
+}
+
+async fn cluster_view(http_addr: SocketAddr) -> anyhow::Result<serde_json::Value> {
+    let (status, body) = http_probe::get(http_addr, "/api/v1/cluster")
+        .await
+        .with_context(|| format!("node at {http_addr} did not answer"))?;
+    if status != 200 {
+        bail!("node at {http_addr} answered {status} to /api/v1/cluster");
+    }
+    serde_json::from_slice(&body).context("parse /api/v1/cluster")
+}
+
+fn progress_bar(bytes: u64, verb: &str) -> Option<ProgressBar> {
+    if bytes < PROGRESS_BYTES_MIN || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new(bytes).with_message(verb.to_owned());
+    let template = "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}";
+    bar.set_style(
+        ProgressStyle::with_template(template)
+            .ok()?
+            .progress_chars("=> "),
+    );
+    Some(bar)
+}
+
+/// `nabu put [--ns NS] KEY FILE|-`: prints the BlobId.
+pub async fn put(
+    cluster: &ClusterArg,
+    ns: &NamespaceArg,
+    key: &str,
+    file: &Path,
+) -> anyhow::Result<()> {
+    let client = cluster.client().await?;
+    let receipt = if file == Path::new("-") {
+        client
+            .put_stream(
+                &ns.namespace,
+                key.as_bytes(),
+                tokio::io::stdin(),
+                Default::default(),
+            )
+            .await?
+    } else {
+        let source = tokio::fs::File::open(file)
+            .await
+            .with_context(|| format!("open {}", file.display()))?;
+        let bytes = source.metadata().await?.len();
+        let bar = progress_bar(bytes, "put");
+        let reader: Box<dyn AsyncRead + Unpin + Send> = match &bar {
+            Some(bar) => Box::new(bar.wrap_async_read(source)),
+            None => Box::new(source),
+        };
+        let receipt = client
+            .put_stream(&ns.namespace, key.as_bytes(), reader, Default::default())
+            .await;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        receipt?
+    };
+    if receipt.shards_missing > 0 {
+        eprintln!(
+            "warning: {} shard(s) could not be placed (nodes down); stored with reduced redundancy",
+            receipt.shards_missing
+        );
+    }
+    println!("{}", receipt.blob_id);
+    Ok(())
+}
+
+/// `nabu get [--ns NS] KEY [-o FILE|-]`: a failed get leaves no partial file.
+pub async fn get(
+    cluster: &ClusterArg,
+    ns: &NamespaceArg,
+    key: &str,
+    output: Option<&Path>,
+) -> anyhow::Result<()> {
+    let client = cluster.client().await?;
+    let mut reader = client.get_stream(&ns.namespace, key.as_bytes()).await?;
+    let bar = progress_bar(reader.len(), "get");
+    let target = output.filter(|path| *path != Path::new("-"));
+    let Some(path) = target else {
+        let mut stdout = tokio::io::stdout();
+        while let Some(chunk) = reader.next_chunk().await {
+            stdout.write_all(&chunk?).await.context("write to stdout")?;
+        }
+        return stdout.flush().await.context("write to stdout");
+    };
+    let partial = partial_path(path);
+    let result = async {
+        let mut file = tokio::fs::File::create(&partial)
+            .await
+            .with_context(|| format!("create {}", partial.display()))?;
+        while let Some(chunk) = reader.next_chunk().await {
+            let chunk = chunk?;
+            file.write_all(&chunk)
+                .await
+                .with_context(|| format!("write {}", partial.display()))?;
+            if let Some(bar) = &bar {
+                bar.inc(chunk.len() as u64);
+            }
+        }
+        file.sync_all()
+            .await
+            .with_context(|| format!("sync {}", partial.display()))?;
+        tokio::fs::rename(&partial, path)
+            .await
+            .with_context(|| format!("rename into {}", path.display()))
+    }
+    .await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&partial).await;
+    }
+    result
+}
+
+fn partial_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.nabu-partial-{}", std::process::id()))
+}
+
+/// `nabu stat [--ns NS] KEY`.
+pub async fn stat(cluster: &ClusterArg, ns: &NamespaceArg, key: &str) -> anyhow::Result<()> {
+    let info = cluster
+        .client()
+        .await?
+        .stat(&ns.namespace, key.as_bytes())
+        .await?;
+    println!("key:       {}/{key}", ns.namespace);
+    println!("size:      {} bytes", info.size);
+    println!("blob id:   {}", info.blob_id);
+    println!("written:   hlc {}", info.hlc_timestamp);
+    for (name, value) in info.metadata.iter() {
+        println!("meta:      {name} = {value}");
+    }
+    Ok(())
+}
+
+/// `nabu ls [--ns NS] [PREFIX]`: every key, in order.
+pub async fn ls(cluster: &ClusterArg, ns: &NamespaceArg, prefix: &str) -> anyhow::Result<()> {
+    let client = cluster.client().await?;
+    let mut continuation: Option<Vec<u8>> = None;
+    loop {
+        let page = client
+            .list(
+                &ns.namespace,
+                prefix.as_bytes(),
+                continuation.as_deref(),
+                1000,
+            )
+            .await?;
+        for key in &page.keys {
+            println!("{}", String::from_utf8_lossy(&key.key));
+        }
+        match page.continuation {
+            Some(next) => continuation = Some(next),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// `nabu rm [--ns NS] KEY`.
+pub async fn rm(cluster: &ClusterArg, ns: &NamespaceArg, key: &str) -> anyhow::Result<()> {
+    cluster
+        .client()
+        .await?
+        .delete(&ns.namespace, key.as_bytes())
+        .await?;
+    Ok(())
+}
+
+/// `nabu status`: one row per node — zone, up/down, capacity used, shards.
+pub async fn status(cluster: &ClusterArg) -> anyhow::Result<()> {
+    let members = status_members(cluster).await?;
+    println!(
+        "{:<6} {:<10} {:<6} {:>12} {:>12} {:>10}",
+        "node", "zone", "state", "used", "capacity", "shards"
+    );
+    for (id, zone, http_addr) in members {
+        let view = tokio::time::timeout(Duration::from_secs(3), cluster_view(http_addr)).await;
+        match view {
+            Ok(Ok(view)) => {
+                let store = &view["store"];
+                let used = store["bytes_used"].as_u64().unwrap_or(0);
+                let capacity = store["bytes_capacity"].as_u64().unwrap_or(0);
+                let shards = store["shards"].as_u64().unwrap_or(0);
+                println!(
+                    "n{id:<5} {zone:<10} {:<6} {:>12} {:>12} {shards:>10}",
+                    "up",
+                    human_bytes(used),
+                    human_bytes(capacity)
+                );
+            }
+            _ => println!(
+                "n{id:<5} {zone:<10} {:<6} {:>12} {:>12} {:>10}",
+                "down", "-", "-", "-"
+            ),
+        }
+    }
+    Ok(())
+}
+
+async fn status_members(cluster: &ClusterArg) -> anyhow::Result<Vec<(u32, String, SocketAddr)>> {
+    if let Ok(addr) = cluster.cluster.parse::<SocketAddr>() {
+        let view = cluster_view(addr).await?;
+        let members = view["members"]
+            .as_array()
+            .context("/api/v1/cluster has no members")?;
+        return members
+            .iter()
+            .map(|m| {
+                let http: SocketAddr = m["http_addr"].as_str().context("http_addr")?.parse()?;
+                let zone = m["zone"].as_str().unwrap_or("default").to_owned();
+                Ok((m["id"].as_u64().context("id")? as u32, zone, http))
+            })
+            .collect();
+    }
+    let file = ClusterFile::load(Path::new(&cluster.cluster))?;
+    Ok(file
+        .nodes
+        .into_iter()
+        .map(|n| (n.id, n.zone, n.http_addr))
+        .collect())
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}

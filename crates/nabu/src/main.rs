@@ -1,0 +1,143 @@
+//! `nabu`: one binary, several roles. `nabu up` runs a local cluster (the embedded default),
+//! `nabu serve` runs one storage node, and the client commands talk to a running cluster.
+//! Failures print one clear line on stderr and exit non-zero.
+
+mod cluster_file;
+mod commands;
+mod http_probe;
+mod node_config;
+mod serve;
+mod up;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// NabuStore: storage for AI inference.
+#[derive(Debug, Parser)]
+#[command(name = "nabu", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a local cluster of N node processes on 127.0.0.1 (the embedded default).
+    Up(up::UpArgs),
+    /// Run one storage node from its config file.
+    Serve(serve::ServeArgs),
+    /// Store FILE (or stdin with `-`) under KEY; prints the BlobId.
+    Put {
+        #[command(flatten)]
+        cluster: commands::ClusterArg,
+        #[command(flatten)]
+        ns: commands::NamespaceArg,
+        /// The key.
+        key: String,
+        /// The file to store, or `-` for stdin.
+        file: PathBuf,
+    },
+    /// Fetch KEY to stdout or to a file (a failed get leaves no partial file).
+    Get {
+        #[command(flatten)]
+        cluster: commands::ClusterArg,
+        #[command(flatten)]
+        ns: commands::NamespaceArg,
+        /// The key.
+        key: String,
+        /// Where to write: a file, or `-` for stdout (the default).
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+    },
+    /// Show size, BlobId and metadata of KEY.
+    Stat {
+        #[command(flatten)]
+        cluster: commands::ClusterArg,
+        #[command(flatten)]
+        ns: commands::NamespaceArg,
+        /// The key.
+        key: String,
+    },
+    /// List keys (optionally only those starting with PREFIX), in order.
+    Ls {
+        #[command(flatten)]
+        cluster: commands::ClusterArg,
+        #[command(flatten)]
+        ns: commands::NamespaceArg,
+        /// Only keys starting with this.
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+    /// Delete KEY.
+    Rm {
+        #[command(flatten)]
+        cluster: commands::ClusterArg,
+        #[command(flatten)]
+        ns: commands::NamespaceArg,
+        /// The key.
+        key: String,
+    },
+    /// One row per node: zone, up/down, capacity used, shards.
+    Status {
+        #[command(flatten)]
+        cluster: commands::ClusterArg,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&anyhow::Error::new(error).context("start the async runtime")),
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => up::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
+            Command::Put {
+                cluster,
+                ns,
+                key,
+                file,
+            } => commands::put(&cluster, &ns, &key, &file).await,
+            Command::Get {
+                cluster,
+                ns,
+                key,
+                output,
+            } => commands::get(&cluster, &ns, &key, output.as_deref()).await,
+            Command::Stat { cluster, ns, key } => commands::stat(&cluster, &ns, &key).await,
+            Command::Ls {
+                cluster,
+                ns,
+                prefix,
+            } => commands::ls(&cluster, &ns, &prefix).await,
+            Command::Rm { cluster, ns, key } => commands::rm(&cluster, &ns, &key).await,
+            Command::Status { cluster } => commands::status(&cluster).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => fail(&error),
+    }
+}
+
+fn fail(error: &anyhow::Error) -> std::process::ExitCode {
+    eprintln!("error: {error:#}");
+    std::process::ExitCode::FAILURE
+}
+
+/// Logs go to stderr; `RUST_LOG` filters them (default `info`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

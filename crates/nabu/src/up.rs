@@ -1,0 +1,296 @@
+//! `nabu up`: the embedded default — N node processes on 127.0.0.1, nothing else to install.
+//!
+//! The first run creates `<dir>/cluster.toml` (cluster token, one `[[node]]` per node) and
+//! `<dir>/n<id>/node.toml`; later runs on the same `--dir` reuse them, so the same nodes come
+//! back with the same data. Each node is a separate `nabu serve --config` process, so tests
+//! and operators can kill and restart any one of them. `nabu up` prints the endpoints, then a
+//! line containing `ready` once every node answers `/readyz`, and stops every node cleanly on
+//! SIGINT or SIGTERM.
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::process::{Child, Command};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cluster_file::{ClusterFile, NodeEntry, write_secret_file};
+use crate::http_probe;
+
+/// Most nodes one `nabu up` starts (ports are laid out in blocks of 100).
+pub const NODES_MAX: usize = 100;
+/// How long `nabu up` waits for every node to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a node gets to stop after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Arguments of `nabu up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Number of node processes (default 6, or as many as an existing cluster in --dir has).
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// Directory for the cluster file, node configs, data and logs.
+    #[arg(long, default_value = "./nabu-data")]
+    pub dir: PathBuf,
+    /// First port: node i listens on BASE+i-1 (data), BASE+100+i-1 (peer) and BASE+200+i-1
+    /// (HTTP). 0 picks free ports.
+    #[arg(long, default_value_t = 7400)]
+    pub base_port: u16,
+}
+
+/// Runs `nabu up` until SIGINT/SIGTERM.
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
+    let dir = args.dir.canonicalize().context("resolve --dir")?;
+    let cluster_path = dir.join("cluster.toml");
+    let mut cluster = if cluster_path.exists() {
+        reuse_cluster(&cluster_path, args.nodes)?
+    } else {
+        create_cluster(&dir, args.nodes.unwrap_or(6), args.base_port)?
+    };
+    let mut children = Vec::with_capacity(cluster.nodes.len());
+    for node in &mut cluster.nodes {
+        let child = spawn_node(&dir, node)?;
+        node.pid = child.id().unwrap_or(0);
+        children.push(child);
+    }
+    cluster.save(&cluster_path)?;
+    print_endpoints(&dir, &cluster);
+    if let Err(error) = wait_ready(&cluster, &mut children).await {
+        stop_all(&mut children).await;
+        return Err(error);
+    }
+    println!(
+        "ready: {} nodes serving (cluster file {}). Stop with Ctrl-C.",
+        cluster.nodes.len(),
+        cluster_path.display()
+    );
+    supervise(&cluster, &mut children).await?;
+    stop_all(&mut children).await;
+    for node in &mut cluster.nodes {
+        node.pid = 0;
+    }
+    cluster.save(&cluster_path)?;
+    println!("stopped: all nodes shut down");
+    Ok(())
+}
+
+fn reuse_cluster(path: &Path, nodes: Option<usize>) -> anyhow::Result<ClusterFile> {
+    let cluster = ClusterFile::load(path)?;
+    if let Some(wanted) = nodes
+        && wanted != cluster.nodes.len()
+    {
+        bail!(
+            "the cluster in {} has {} nodes, not {wanted}; run without --nodes, or use another --dir",
+            path.display(),
+            cluster.nodes.len()
+        );
+    }
+    for node in &cluster.nodes {
+        if node.pid != 0 && process_alive(node.pid) {
+            bail!(
+                "node n{} of {} is still running (pid {}); stop it before `nabu up`",
+                node.id,
+                path.display(),
+                node.pid
+            );
+        }
+    }
+    Ok(cluster)
+}
+
+fn create_cluster(dir: &Path, nodes: usize, base_port: u16) -> anyhow::Result<ClusterFile> {
+    if nodes == 0 || nodes > NODES_MAX {
+        bail!("--nodes must be between 1 and {NODES_MAX}, got {nodes}");
+    }
+    let token = random_token()?;
+    let addresses = node_addresses(nodes, base_port)?;
+    let entries: Vec<NodeEntry> = addresses
+        .iter()
+        .enumerate()
+        .map(|(index, &(data_addr, peer_addr, http_addr))| {
+            let id = index as u32 + 1;
+            NodeEntry {
+                id,
+                zone: "default".into(),
+                pid: 0,
+                data_addr,
+                peer_addr,
+                http_addr,
+                config: dir.join(format!("n{id}")).join("node.toml"),
+            }
+        })
+        .collect();
+    for entry in &entries {
+        let node_dir = dir.join(format!("n{}", entry.id));
+        fs::create_dir_all(node_dir.join("data"))
+            .with_context(|| format!("create {}", node_dir.display()))?;
+        let text = crate::node_config::render(entry, &entries, &token, &node_dir.join("data"))?;
+        write_secret_file(&entry.config, &text)?;
+    }
+    Ok(ClusterFile {
+        cluster_token: token,
+        nodes: entries,
+    })
+}
+
+/// `(data, peer, http)` for each node: fixed blocks from `base_port`, or free ports when it
+/// is 0 (bound and released here; a race with another program is reported at start-up).
+fn node_addresses(
+    nodes: usize,
+    base_port: u16,
+) -> anyhow::Result<Vec<(SocketAddr, SocketAddr, SocketAddr)>> {
+    let free_port = || -> anyhow::Result<u16> {
+        Ok(TcpListener::bind("127.0.0.1:0")
+            .context("find a free port")?
+            .local_addr()?
+            .port())
+    };
+    let address = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    (0..nodes)
+        .map(|index| {
+            if base_port == 0 {
+                return Ok((
+                    address(free_port()?),
+                    address(free_port()?),
+                    address(free_port()?),
+                ));
+            }
+            let port = |block: usize| {
+                u16::try_from(usize::from(base_port) + block * NODES_MAX + index)
+                    .context("--base-port too high for this many nodes")
+            };
+            Ok((address(port(0)?), address(port(1)?), address(port(2)?)))
+        })
+        .collect()
+}
+
+fn random_token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("generate the cluster token: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn spawn_node(dir: &Path, node: &NodeEntry) -> anyhow::Result<Child> {
+    let log_path = dir.join(format!("n{}", node.id)).join("node.log");
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("open {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("find the nabu binary")?;
+    Command::new(exe)
+        .arg("serve")
+        .arg("--config")
+        .arg(&node.config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("start node n{}", node.id))
+}
+
+fn print_endpoints(dir: &Path, cluster: &ClusterFile) {
+    println!(
+        "NabuStore local cluster: {} nodes in {}",
+        cluster.nodes.len(),
+        dir.display()
+    );
+    println!(
+        "{:<5} {:<8} {:<22} {:<22} http (dashboard, /metrics)",
+        "node", "pid", "data", "peer"
+    );
+    for node in &cluster.nodes {
+        println!(
+            "n{:<4} {:<8} {:<22} {:<22} http://{}/",
+            node.id, node.pid, node.data_addr, node.peer_addr, node.http_addr
+        );
+    }
+}
+
+async fn wait_ready(cluster: &ClusterFile, children: &mut [Child]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    for (node, child) in cluster.nodes.iter().zip(children.iter_mut()) {
+        let mut delay = Duration::from_millis(20);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "node n{} exited during start-up ({status}); see {}",
+                    node.id,
+                    node.config.with_file_name("node.log").display()
+                );
+            }
+            if http_probe::get_status(node.http_addr, "/readyz").await == Some(200) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("node n{} was not ready within {READY_TIMEOUT:?}", node.id);
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(250));
+        }
+    }
+    Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM, reporting nodes that exit on their own meanwhile (a killed
+/// node is left for the operator or test to restart with `nabu serve`).
+async fn supervise(cluster: &ClusterFile, children: &mut [Child]) -> anyhow::Result<()> {
+    let mut interrupt = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut exited = vec![false; children.len()];
+    loop {
+        let watch = async {
+            loop {
+                for (index, child) in children.iter_mut().enumerate() {
+                    if !exited[index]
+                        && let Ok(Some(status)) = child.try_wait()
+                    {
+                        return (index, status);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        tokio::select! {
+            _ = interrupt.recv() => return Ok(()),
+            _ = terminate.recv() => return Ok(()),
+            (index, status) = watch => {
+                exited[index] = true;
+                let node = &cluster.nodes[index];
+                eprintln!(
+                    "node n{} exited ({status}); restart it with: nabu serve --config {}",
+                    node.id,
+                    node.config.display()
+                );
+            }
+        }
+    }
+}
+
+async fn stop_all(children: &mut [Child]) {
+    for child in children.iter() {
+        if let Some(pid) = child.id() {
+            // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        }
+    }
+    for child in children.iter_mut() {
+        if tokio::time::timeout(STOP_TIMEOUT, child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!("a node did not stop within {STOP_TIMEOUT:?}; killing it");
+            let _ = child.kill().await;
+        }
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}

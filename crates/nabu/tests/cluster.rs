@@ -1,0 +1,159 @@
+//! Real-process cluster tests: the `nabu` binary, `nabu up`, SIGKILL and `nabu serve`.
+//! They run one at a time (nextest group `serial-cluster`).
+
+mod support;
+
+use std::path::Path;
+
+use rand::{RngCore, SeedableRng};
+use support::TestCluster;
+
+fn random_file(path: &Path, bytes: usize, seed: u64) -> Vec<u8> {
+    let mut data = vec![0u8; bytes];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut data);
+    std::fs::write(path, &data).expect("write input file");
+    data
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn cluster_survives_two_lost_nodes_and_reports_a_third_clearly() {
+    let mut cluster = TestCluster::up(6);
+    let input = cluster.dir.path().join("input.bin");
+    let data = random_file(&input, 256 << 20, 1);
+    let put = cluster.nabu(&["put", "big", input.to_str().unwrap()]);
+    assert!(put.status.success(), "put failed: {}", stderr(&put));
+    let blob_id = String::from_utf8_lossy(&put.stdout).trim().to_owned();
+    assert_eq!(blob_id, nabu_core::id::BlobId::of(&data).to_string());
+
+    let output = cluster.dir.path().join("output.bin");
+    let get = |cluster: &TestCluster| cluster.nabu(&["get", "big", "-o", output.to_str().unwrap()]);
+
+    cluster.kill(2);
+    cluster.kill(5);
+    let read = get(&cluster);
+    assert!(
+        read.status.success(),
+        "get with two nodes down failed: {}",
+        stderr(&read)
+    );
+    assert!(
+        std::fs::read(&output).unwrap() == data,
+        "bytes differ with two nodes down"
+    );
+    std::fs::remove_file(&output).unwrap();
+
+    cluster.kill(3);
+    let read = get(&cluster);
+    assert!(
+        !read.status.success(),
+        "get with three nodes down succeeded"
+    );
+    let message = stderr(&read);
+    assert!(
+        message.contains("stripe"),
+        "error does not name the stripes: {message}"
+    );
+    assert_eq!(
+        message.trim().lines().count(),
+        1,
+        "not one clear line: {message}"
+    );
+    assert!(!output.exists(), "a failed get left a partial file");
+
+    for id in [2, 3, 5] {
+        cluster.restart(id);
+    }
+    let read = get(&cluster);
+    assert!(
+        read.status.success(),
+        "get after restarts failed: {}",
+        stderr(&read)
+    );
+    assert!(
+        std::fs::read(&output).unwrap() == data,
+        "bytes differ after restarts"
+    );
+}
+
+#[test]
+fn cli_round_trip_list_stat_and_delete() {
+    let cluster = TestCluster::up(6);
+    let dir = cluster.dir.path();
+    let small = random_file(&dir.join("small"), 10_000, 2);
+    let medium = random_file(&dir.join("medium"), 9 << 20, 3);
+    for (key, file) in [
+        ("models/a/small", "small"),
+        ("models/a/medium", "medium"),
+        ("other", "small"),
+    ] {
+        let put = cluster.nabu(&["put", key, dir.join(file).to_str().unwrap()]);
+        assert!(put.status.success(), "put {key}: {}", stderr(&put));
+    }
+    let ls = cluster.nabu(&["ls", "models/"]);
+    assert!(ls.status.success(), "{}", stderr(&ls));
+    assert_eq!(
+        String::from_utf8_lossy(&ls.stdout),
+        "models/a/medium\nmodels/a/small\n"
+    );
+
+    let stat = cluster.nabu(&["stat", "models/a/medium"]);
+    let stat_text = String::from_utf8_lossy(&stat.stdout);
+    assert!(
+        stat_text.contains(&format!("{} bytes", medium.len())),
+        "{stat_text}"
+    );
+
+    let get = cluster.nabu(&["get", "models/a/small"]);
+    assert!(get.stdout == small, "get to stdout differs");
+
+    // Two keys with identical contents: deleting one leaves the other intact.
+    let rm = cluster.nabu(&["rm", "other"]);
+    assert!(rm.status.success(), "{}", stderr(&rm));
+    let gone = cluster.nabu(&["get", "other"]);
+    assert!(!gone.status.success());
+    assert!(
+        stderr(&gone).to_lowercase().contains("not found"),
+        "{}",
+        stderr(&gone)
+    );
+    let still = cluster.nabu(&["get", "models/a/small"]);
+    assert!(
+        still.stdout == small,
+        "deleting a twin removed shared bytes"
+    );
+
+    let status = cluster.nabu(&["status"]);
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(
+        table.lines().filter(|l| l.contains(" up ")).count(),
+        6,
+        "{table}"
+    );
+}
+
+#[test]
+fn bad_cluster_file_and_missing_key_fail_with_one_clear_line() {
+    let cluster = TestCluster::up(3);
+    let missing = cluster.nabu(&["get", "no-such-key"]);
+    assert!(!missing.status.success());
+    assert_eq!(
+        stderr(&missing).trim().lines().count(),
+        1,
+        "{}",
+        stderr(&missing)
+    );
+    let output = std::process::Command::new(support::nabu_binary())
+        .args(["ls", "--cluster", "/nonexistent/cluster.toml"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("/nonexistent/cluster.toml"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -87,7 +87,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // Nodes log their work; a client command prints its result or one error line, so its
+    // library logs stay quiet unless RUST_LOG asks for them.
+    let serving = matches!(cli.command, Command::Up(_) | Command::Serve(_));
+    init_tracing(if serving { "info" } else { "error" });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -132,10 +135,10 @@ fn fail(error: &anyhow::Error) -> std::process::ExitCode {
     std::process::ExitCode::FAILURE
 }
 
-/// Logs go to stderr; `RUST_LOG` filters them (default `info`).
-fn init_tracing() {
+/// Logs go to stderr; `RUST_LOG` filters them (default `default_level`).
+fn init_tracing(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

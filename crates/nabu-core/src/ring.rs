@@ -233,9 +233,8 @@ impl Ring {
         let start = self.first_point_at_or_after(point);
         if self.weighted_zones == 1 {
             // One zone (a local cluster): the first `width` distinct nodes, one walk.
-            let count = self.points.len();
-            for step in 0..count {
-                let id = self.members[self.owners[(start + step) % count] as usize].id;
+            for &owner in self.walk_owners(start) {
+                let id = self.members[owner as usize].id;
                 if !nodes.contains(&id) {
                     nodes.push(id);
                     if nodes.len() == width {
@@ -260,12 +259,11 @@ impl Ring {
                 .count();
             // The pass ends when every zone is full at this level (or after one turn).
             let mut hungry_zones = self.weighted_zones - full_already;
-            let count = self.points.len();
-            for step in 0..count {
+            for &owner in self.walk_owners(start) {
                 if nodes.len() == width || hungry_zones == 0 {
                     break;
                 }
-                let owner = self.owners[(start + step) % count] as usize;
+                let owner = owner as usize;
                 let (id, zone) = (self.members[owner].id, self.zone_of_member[owner]);
                 if nodes.contains(&id) || full(&zones[..nodes.len()], zone) {
                     continue;
@@ -284,6 +282,13 @@ impl Ring {
 }
 
 impl Ring {
+    /// The owners of every point in walk order from index `start`: one turn of the ring, as
+    /// two slices chained (no division per step).
+    fn walk_owners(&self, start: usize) -> impl Iterator<Item = &u32> {
+        let start = start.min(self.owners.len());
+        self.owners[start..].iter().chain(&self.owners[..start])
+    }
+
     /// The index of the first point at or after `point` (`points.len()` wraps to 0 in the
     /// walk's modulo).
     fn first_point_at_or_after(&self, point: u64) -> usize {

@@ -726,3 +726,76 @@ async fn a_stalled_node_is_hedged_around() {
     assert!(took < Duration::from_secs(8), "hedged read took {took:?}");
     stalled.store(false, std::sync::atomic::Ordering::Relaxed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_3_survive_two_lost_nodes_and_none_reports_lost_stripes() {
+    let mut cluster = TestCluster::start(6).await;
+    let client = cluster.client();
+    let triple = Durability::Replicas { copies: 3 };
+    client
+        .create_namespace("triple", triple)
+        .await
+        .expect("create triple");
+    client
+        .create_namespace("scratch", Durability::None)
+        .await
+        .expect("create scratch");
+    let data = random_bytes(21, 9 * MIB + 7);
+    let receipt = client
+        .put("triple", b"obj", data.clone())
+        .await
+        .expect("put triple");
+    assert_eq!((receipt.durability, receipt.stripes), (triple, 3));
+    assert_eq!(receipt.shards_written, 9);
+    // Other bytes: identical stripes are stored once, so the same bytes would still be found
+    // through `triple`'s copies.
+    let scratch_data = random_bytes(22, 9 * MIB + 7);
+    let scratch = client
+        .put("scratch", b"obj", scratch_data.clone())
+        .await
+        .expect("put scratch");
+    assert_eq!(scratch.shards_written, 3);
+
+    // Lose two nodes that hold copies of the first stripe.
+    let manifest = client
+        .read_manifest("triple", receipt.blob_id)
+        .await
+        .expect("manifest");
+    let first = manifest.stripes[0].stripe_id.ring_point();
+    let holders = client.ring().placement(first, 3);
+    cluster.stop(holders[0]).await;
+    cluster.stop(holders[1]).await;
+    let client = cluster.client();
+    let read = client
+        .get("triple", b"obj")
+        .await
+        .expect("replicas:3 with two nodes lost");
+    assert_same(&read, &data, "replicas:3 after two losses");
+
+    // Under `none`, losing the one node that holds a stripe loses that stripe, said clearly.
+    let manifest = client
+        .read_manifest("scratch", scratch.blob_id)
+        .await
+        .expect("manifest");
+    let lost: Vec<u64> = (0..manifest.stripes.len() as u64)
+        .filter(|&index| {
+            let point = manifest.stripes[index as usize].stripe_id.ring_point();
+            holders[..2].contains(&client.ring().placement(point, 1)[0])
+        })
+        .collect();
+    assert!(
+        !lost.is_empty(),
+        "the chosen data must have a stripe on a lost node"
+    );
+    match client.get("scratch", b"obj").await {
+        Err(ClientError::Unavailable { stripes, .. }) => {
+            assert!(
+                stripes.iter().all(|s| lost.contains(s)),
+                "{stripes:?} vs {lost:?}"
+            );
+            let message = client.get("scratch", b"obj").await.unwrap_err().to_string();
+            assert!(message.contains("unreadable"), "{message}");
+        }
+        other => panic!("lost stripes {lost:?}, got {:?}", other.map(|b| b.len())),
+    }
+}

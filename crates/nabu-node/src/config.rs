@@ -534,6 +534,14 @@ mod tests {
                 "down_after_ms",
             ),
             (
+                format!("cluster_token = \"{TOKEN}\"\nhint_replay_concurrency = 0"),
+                "hint_replay_concurrency",
+            ),
+            (
+                format!("cluster_token = \"{TOKEN}\"\nhint_retry_backoff_max_ms = 10"),
+                "hint_retry_backoff_max_ms",
+            ),
+            (
                 format!("cluster_token = \"{TOKEN}\"\n[store]\nsegment_bytes_max = 1"),
                 "segment_bytes_max",
             ),

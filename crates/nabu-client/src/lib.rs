@@ -27,9 +27,12 @@
 //! `requests_inflight_per_connection_max`, [`connection::OUTGOING_REQUESTS_MAX`],
 //! [`connection::RESPONSE_BODY_BYTES_MAX`]).
 //!
-//! **Deliberately absent (later work):** a repair queue (missing shards are reported in the
-//! [`PutReceipt`] and logged), moving handed-off shards home, garbage collection of
-//! unreferenced stripes, ring epochs that change while a client runs.
+//! **Shards off their home node** are made a node's job with HINT_PUT (handoff: move it home;
+//! repair: rebuild it there); the nodes replay hints once the home is up, and the
+//! [`PutReceipt`] still names shards that found no node.
+//!
+//! **Deliberately absent (later work):** garbage collection of unreferenced stripes, ring
+//! epochs that change while a client runs.
 
 mod client;
 pub mod config;
@@ -48,4 +51,4 @@ pub use error::{ClientError, Result};
 pub use format::{FormatError, KeyRecord, Manifest, StripeEntry, UserMetadata};
 pub use hlc::Hlc;
 pub use read::BlobReader;
-pub use write::{MissingShard, PutOptions, PutReceipt};
+pub use write::{MissingShard, PutOptions, PutReceipt, REPAIR_HINT_COPIES};

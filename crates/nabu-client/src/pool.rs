@@ -12,8 +12,8 @@ use bytes::Bytes;
 use nabu_core::id::StripeId;
 use nabu_core::ring::NodeId;
 use nabu_proto::ops::{
-    ListEntry, MetaDelete, MetaGet, MetaList, MetaPut, NodeStatus, NodeStatusReply, PutOutcome,
-    ShardGet, ShardInfo, ShardLayout, ShardPut, ShardStat, decode_list_entries,
+    HintPut, ListEntry, MetaDelete, MetaGet, MetaList, MetaPut, NodeStatus, NodeStatusReply,
+    PutOutcome, ShardGet, ShardInfo, ShardLayout, ShardPut, ShardStat, decode_list_entries,
 };
 use nabu_proto::{ClusterToken, Meta, ProtoError, Response};
 
@@ -204,6 +204,15 @@ impl Pool {
             Ok(other) => Err(unexpected(node, &other.meta)),
             Err(error) if error.is_remote_not_found() => Ok(None),
             Err(error) => Err(error),
+        }
+    }
+
+    /// HINT_PUT: asks `node` to keep a hint (move or rebuild a shard on its home node once
+    /// that is up); returns how many hints `node` keeps now.
+    pub async fn hint_put(&self, node: NodeId, request: &HintPut) -> Result<u32> {
+        match self.call(node, request, Bytes::new()).await?.meta {
+            Response::HintPut(reply) => Ok(reply.hints_pending),
+            other => Err(unexpected(node, &other)),
         }
     }
 

@@ -6,7 +6,14 @@
 //! placement, shard `i` to the `i`-th node; a shard whose node fails goes to the next node of
 //! the ring walk that holds no shard of the stripe (hinted handoff). A stripe is acknowledged
 //! at K+1 durable shards (two copies for replicas); fewer fail the put. Shards that found no
-//! node are counted in the [`PutReceipt`] and logged for repair.
+//! node are counted in the [`PutReceipt`] and logged.
+//!
+//! **Hints.** A shard not on its placement node (its *home*) is made someone's job with
+//! HINT_PUT: a handed-off shard's holder gets a *handoff* hint (move it home when the home is
+//! up); a shard that found no node gets a *repair* hint on [`REPAIR_HINT_COPIES`] nodes that
+//! hold other shards of the stripe (rebuild it on the home). The nodes replay hints in the
+//! background (`nabu_node`'s hint replay). A hint that cannot be sent is logged; the put still
+//! succeeds, its receipt naming the shard.
 //!
 //! Only when every stripe is durable is the manifest written, and only when the manifest is
 //! durable is the key record written: so a reader never sees a key whose bytes are not all
@@ -20,8 +27,9 @@ use nabu_core::aligned::AlignedBuf;
 use nabu_core::ec::{CodecId, ErasureCodec, codec};
 use nabu_core::id::{BlobId, StripeId};
 use nabu_core::policy::Durability;
+use nabu_core::ring::NodeId;
 use nabu_core::stripe::split_stripe;
-use nabu_proto::ops::{MetaTable, ShardInfo, ShardLayout};
+use nabu_proto::ops::{HintKind, HintPut, MetaTable, ShardInfo, ShardLayout};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::task::JoinSet;
 
@@ -30,6 +38,10 @@ use crate::error::{ClientError, KeyDisplay, Result};
 use crate::format::{
     KeyRecord, Manifest, StripeEntry, UserMetadata, key_record_point, manifest_point,
 };
+
+/// How many nodes holding shards of a stripe are asked to rebuild a shard that found no node:
+/// two, so that the repair survives the loss of one of them (rebuilding is idempotent).
+pub const REPAIR_HINT_COPIES: usize = 2;
 
 /// What a put stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -382,6 +394,8 @@ impl Client {
                 required,
             });
         }
+        self.send_hints(index, stripe_id, &walk, &infos, &fan.placed)
+            .await;
         let missing: Vec<u8> = (0..width)
             .filter(|&slot| fan.placed[slot].is_none())
             .map(|slot| slot as u8)
@@ -405,6 +419,52 @@ impl Client {
             written: durable,
             missing,
         })
+    }
+}
+
+impl Client {
+    /// Sends the hints of one written stripe (see the module docs): `placed[slot]` is where
+    /// shard `slot` went, `walk[slot]` its home.
+    async fn send_hints(
+        &self,
+        index: u64,
+        stripe_id: StripeId,
+        walk: &[NodeId],
+        infos: &[ShardInfo],
+        placed: &[Option<NodeId>],
+    ) {
+        let holders: Vec<NodeId> = placed.iter().flatten().copied().collect();
+        let mut tasks = JoinSet::new();
+        for (slot, (&home, &shard)) in walk.iter().zip(infos).enumerate() {
+            let hint = |kind| HintPut {
+                stripe_id,
+                home: home.0,
+                kind,
+                shard,
+            };
+            let targets: Vec<(NodeId, HintPut)> = match placed[slot] {
+                Some(node) if node == home => continue,
+                Some(node) => vec![(node, hint(HintKind::Handoff))],
+                None => holders
+                    .iter()
+                    .take(REPAIR_HINT_COPIES)
+                    .map(|&holder| (holder, hint(HintKind::Repair)))
+                    .collect(),
+            };
+            for (node, request) in targets {
+                let client = self.clone();
+                tasks.spawn(async move {
+                    let result = client.inner.pool.hint_put(node, &request).await;
+                    (node, request, result)
+                });
+            }
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let (node, request, result) = joined.expect("hint task panicked");
+            if let Err(error) = result {
+                tracing::warn!(%node, %error, stripe = index, %stripe_id, home = request.home, kind = ?request.kind, "could not leave a hint; the shard stays off its home node");
+            }
+        }
     }
 }
 

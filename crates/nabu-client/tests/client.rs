@@ -27,6 +27,7 @@ const NS: &str = "default";
 struct TestNode {
     id: u32,
     data_dir: PathBuf,
+    config: NodeConfig,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -66,14 +67,12 @@ impl TestCluster {
             config.peer_addr = addrs.peer;
             config.http_addr = addrs.http;
             config.shutdown_grace_ms = 1_000;
-            let (stop, stopped) = oneshot::channel::<()>();
-            let shutdown = async move {
-                let _ = stopped.await;
-            };
-            let task = tokio::spawn(nabu_node::run(config, bound, shutdown));
+            config.hint_replay_interval_ms = 200;
+            let (stop, task) = spawn_node(config.clone(), bound);
             nodes.push(TestNode {
                 id,
                 data_dir,
+                config,
                 stop: Some(stop),
                 task: Some(task),
             });
@@ -120,6 +119,21 @@ impl TestCluster {
             result.expect("node shut down cleanly");
         }
     }
+}
+
+/// Runs a node until its stop sender fires (or is dropped).
+fn spawn_node(
+    config: NodeConfig,
+    listeners: Listeners,
+) -> (oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    (
+        stop,
+        tokio::spawn(nabu_node::run(config, listeners, shutdown)),
+    )
 }
 
 impl Drop for TestCluster {
@@ -799,3 +813,6 @@ async fn replicas_3_survive_two_lost_nodes_and_none_reports_lost_stripes() {
         other => panic!("lost stripes {lost:?}, got {:?}", other.map(|b| b.len())),
     }
 }
+
+#[path = "client/repair.rs"]
+mod repair;

@@ -121,6 +121,19 @@ pub struct NodeConfig {
     /// On shutdown, how long requests in flight may take to finish before connections are
     /// dropped. Default 10,000 ms.
     pub shutdown_grace_ms: u64,
+    /// How often the hint-replay job looks for hints whose home node is up (and retries
+    /// failed ones, with exponential backoff from this). Default 1,000 ms.
+    pub hint_replay_interval_ms: u64,
+    /// The longest wait before a failed hint is tried again. Default 30,000 ms.
+    pub hint_retry_backoff_max_ms: u64,
+    /// Hints replayed at once (shards moved home or rebuilt in parallel). Default 2.
+    pub hint_replay_concurrency: u32,
+    /// Shard bytes the hint-replay job sends per second, over all its transfers, so repair
+    /// never starves client traffic. Default 64 MiB/s.
+    pub hint_replay_bytes_per_s: u64,
+    /// Hints this node keeps at most; a HINT_PUT beyond it is answered BUSY (the writer's
+    /// receipt still names the shard). Default 1,000,000 (a few tens of MiB of memory).
+    pub hints_max: u32,
     /// The chunk store's options.
     pub store: StoreOptions,
 }
@@ -219,6 +232,11 @@ impl Default for NodeConfig {
             frame_timeout_ms: limits.frame_timeout.as_millis() as u64,
             idle_timeout_ms: limits.idle_timeout.as_millis() as u64,
             shutdown_grace_ms: 10_000,
+            hint_replay_interval_ms: 1_000,
+            hint_retry_backoff_max_ms: 30_000,
+            hint_replay_concurrency: 2,
+            hint_replay_bytes_per_s: 64 << 20,
+            hints_max: 1_000_000,
             store: StoreOptions::default(),
         }
     }
@@ -322,6 +340,13 @@ impl NodeConfig {
             ("hello_timeout_ms", self.hello_timeout_ms),
             ("frame_timeout_ms", self.frame_timeout_ms),
             ("idle_timeout_ms", self.idle_timeout_ms),
+            ("hint_replay_interval_ms", self.hint_replay_interval_ms),
+            (
+                "hint_replay_concurrency",
+                u64::from(self.hint_replay_concurrency),
+            ),
+            ("hint_replay_bytes_per_s", self.hint_replay_bytes_per_s),
+            ("hints_max", u64::from(self.hints_max)),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::Invalid(format!("{name} must be positive")));
@@ -340,6 +365,9 @@ impl NodeConfig {
         let fail = |message: &str| Err(ConfigError::Invalid(message.to_owned()));
         if self.connections_max == 0 || self.inflight_max == 0 {
             return fail("connections_max and inflight_max must be positive");
+        }
+        if self.hint_retry_backoff_max_ms < self.hint_replay_interval_ms {
+            return fail("hint_retry_backoff_max_ms must be at least hint_replay_interval_ms");
         }
         if self.frame_body_bytes_max == 0 {
             return fail("frame_body_bytes_max must be positive");
@@ -504,6 +532,14 @@ mod tests {
             (
                 format!("cluster_token = \"{TOKEN}\"\ndown_after_ms = 100"),
                 "down_after_ms",
+            ),
+            (
+                format!("cluster_token = \"{TOKEN}\"\nhint_replay_concurrency = 0"),
+                "hint_replay_concurrency",
+            ),
+            (
+                format!("cluster_token = \"{TOKEN}\"\nhint_retry_backoff_max_ms = 10"),
+                "hint_retry_backoff_max_ms",
             ),
             (
                 format!("cluster_token = \"{TOKEN}\"\n[store]\nsegment_bytes_max = 1"),

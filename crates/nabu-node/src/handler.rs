@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use nabu_proto::ops::{
-    MetaDeleteReply, MetaGetReply, MetaListReply, MetaPutReply, NodeStatusReply, PingReply,
-    ShardDeleteReply, ShardGetReply, ShardPutReply, ShardStatReply, encode_list_entries,
+    HintPutReply, MetaDeleteReply, MetaGetReply, MetaListReply, MetaPutReply, NodeStatusReply,
+    PingReply, ShardDeleteReply, ShardGetReply, ShardPutReply, ShardStatReply, encode_list_entries,
 };
 use nabu_proto::{ErrorCode, ErrorFrame, Flags, Frame, FrameKind, ProtoError, Request, Response};
 
@@ -106,6 +106,12 @@ pub async fn execute(node: &Arc<Node>, request: Request, body: Bytes) -> Result<
             let shard = blocking(node, move |node| node.shards.stat(&stat.stripe_id)).await?;
             Ok(Reply::bodiless(Response::ShardStat(ShardStatReply {
                 shard,
+            })))
+        }
+        Request::HintPut(put) => {
+            let pending = blocking(node, move |node| crate::hints::put_hint(node, &put)).await?;
+            Ok(Reply::bodiless(Response::HintPut(HintPutReply {
+                hints_pending: u32::try_from(pending).unwrap_or(u32::MAX),
             })))
         }
         other => execute_meta(node, other, body).await,

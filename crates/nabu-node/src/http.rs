@@ -66,6 +66,9 @@ pub struct StoreView {
     pub shards: u64,
     /// Key records and manifests held (tombstones included).
     pub meta_entries: u64,
+    /// Hints kept: shards to move home or rebuild once their node is up.
+    #[serde(default)]
+    pub hints_pending: u64,
     /// Bytes of records on disk, garbage not yet compacted included.
     pub bytes_used: u64,
     /// Bytes the data dirs' filesystems hold.
@@ -173,6 +176,7 @@ fn cluster_view(node: &Node) -> ClusterView {
         store: StoreView {
             shards: node.metrics.shards.load(Ordering::Relaxed).max(0) as u64,
             meta_entries: node.meta.len() as u64,
+            hints_pending: node.hints.len() as u64,
             bytes_used: stats.live_bytes + stats.dead_bytes,
             bytes_capacity: capacity_bytes(&node.config.data_dirs),
             fdatasyncs: stats.fdatasyncs,

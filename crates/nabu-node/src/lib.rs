@@ -11,8 +11,10 @@
 //! - the **management plane**: HTTP `/healthz`, `/readyz`, `/metrics` (Prometheus text),
 //!   `/api/v1/cluster` (JSON).
 //!
-//! and one background job, **liveness**: a PING to every other member's peer plane every
-//! `heartbeat_interval_ms`; a member not heard from for `down_after_ms` is down.
+//! and two background jobs: **liveness**, a PING to every other member's peer plane every
+//! `heartbeat_interval_ms` (a member not heard from for `down_after_ms` is down), and **hint
+//! replay** (`repair`): shards that writers handed off to this node, or asked it to rebuild,
+//! go to their home node once it is up again (`hints`: HINT_PUT, kept durably).
 //!
 //! **Invariants.** No input from a socket makes the node panic; every queue, table and buffer
 //! has a named bound (`connections_max`, `inflight_max`, the protocol's frame limits,
@@ -22,12 +24,15 @@
 mod config;
 mod connection;
 mod handler;
+mod hints;
 mod http;
 mod liveness;
 mod meta;
 mod metrics;
 mod node;
+mod peer;
 mod records;
+mod repair;
 mod server;
 mod shards;
 

@@ -13,12 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use nabu_proto::ops::{HelloRequest, Ping, Plane};
-use nabu_proto::{ClusterToken, Frame, FrameDecoder, FrameKind, Limits};
+use bytes::Bytes;
+use nabu_proto::ops::Ping;
+use nabu_proto::{Frame, FrameKind, Limits};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
@@ -26,6 +24,7 @@ use tracing::Instrument;
 
 use crate::config::MemberConfig;
 use crate::node::{Node, until_stopped};
+use crate::peer::PeerConnection;
 
 /// The longest wait between two attempts to reach a member.
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -91,6 +90,21 @@ impl Liveness {
         self.slots[index]
             .last_heard_ms
             .store(since_start, Ordering::Relaxed);
+    }
+
+    /// Whether member `id` answers heartbeats (this node always does).
+    pub fn is_up(&self, id: u32) -> bool {
+        self.statuses()
+            .iter()
+            .any(|status| status.config.id == id && status.state == MemberState::Up)
+    }
+
+    /// The peer-plane address of member `id`.
+    pub fn peer_addr(&self, id: u32) -> Option<SocketAddr> {
+        self.slots
+            .iter()
+            .find(|slot| slot.config.id == id)
+            .map(|slot| slot.config.peer_addr)
     }
 
     /// Every member's state, in member-list order.
@@ -161,7 +175,13 @@ async fn ping_member(node: &Node, index: usize, interval: Duration) -> anyhow::R
     let answer_timeout = Duration::from_millis(node.config.down_after_ms);
     let mut peer = timeout(
         answer_timeout,
-        PeerConnection::connect(member.peer_addr, &node.token, node.id.0),
+        PeerConnection::connect(
+            member.peer_addr,
+            &node.token,
+            node.id.0,
+            "heartbeat",
+            Limits::default(),
+        ),
     )
     .await??;
     let mut ticks = tokio::time::interval(interval);
@@ -179,59 +199,5 @@ async fn ping_member(node: &Node, index: usize, interval: Duration) -> anyhow::R
             );
         }
         node.liveness.heard(index);
-    }
-}
-
-/// A minimal peer-plane client: one request at a time (heartbeats need no more).
-struct PeerConnection {
-    stream: TcpStream,
-    decoder: FrameDecoder,
-    buffer: BytesMut,
-    next_id: u64,
-}
-
-impl PeerConnection {
-    async fn connect(addr: SocketAddr, token: &ClusterToken, self_id: u32) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let mut peer = Self {
-            stream,
-            decoder: FrameDecoder::new(Limits::default()),
-            buffer: BytesMut::with_capacity(4096),
-            next_id: 1,
-        };
-        let hello = HelloRequest {
-            plane: Plane::Peer,
-            features: 0,
-            token: token.clone(),
-            client_name: format!("nabu-node/{self_id} heartbeat"),
-        };
-        let request = peer.next_request_id();
-        let reply = peer
-            .call(Frame::from_meta(request, &hello, Bytes::new(), false)?)
-            .await?;
-        if reply.header().kind() != FrameKind::Response {
-            anyhow::bail!("HELLO refused: {}", reply.decode_error()?);
-        }
-        Ok(peer)
-    }
-
-    fn next_request_id(&mut self) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        id
-    }
-
-    /// Sends `frame` and returns the next frame received (the reply: one at a time).
-    async fn call(&mut self, frame: Frame) -> anyhow::Result<Frame> {
-        self.stream.write_all(&frame.to_vec()).await?;
-        loop {
-            if let Some(reply) = self.decoder.decode(&mut self.buffer)? {
-                return Ok(reply);
-            }
-            if self.stream.read_buf(&mut self.buffer).await? == 0 {
-                anyhow::bail!("the member closed the connection");
-            }
-        }
     }
 }

@@ -50,6 +50,15 @@ pub struct Metrics {
     pub corrupt_reads_total: AtomicU64,
     /// Shards held (maintained on put and delete; counted at start-up).
     pub shards: AtomicI64,
+    /// Handoff hints completed: the shard is on its home node and gone from here.
+    pub hints_replayed_total: AtomicU64,
+    /// Repair hints completed: a missing shard was rebuilt and put on its home node.
+    pub shards_repaired_total: AtomicU64,
+    /// Hints ended without moving anything (home already had the shard, holds another shard
+    /// of the stripe, or the local copy is gone).
+    pub hints_dropped_total: AtomicU64,
+    /// Shard bytes sent to home nodes by hint replay.
+    pub hint_bytes_moved_total: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -65,6 +74,10 @@ impl Default for Metrics {
             corrupt_shards_total: AtomicU64::new(0),
             corrupt_reads_total: AtomicU64::new(0),
             shards: AtomicI64::new(0),
+            hints_replayed_total: AtomicU64::new(0),
+            shards_repaired_total: AtomicU64::new(0),
+            hints_dropped_total: AtomicU64::new(0),
+            hint_bytes_moved_total: AtomicU64::new(0),
         }
     }
 }
@@ -96,6 +109,8 @@ pub struct Snapshot {
     pub store: Option<nabu_store::StoreStats>,
     /// Meta entries (values and tombstones) held.
     pub meta_entries: u64,
+    /// Hints kept, not yet replayed.
+    pub hints_pending: u64,
     /// Bytes the data dirs' filesystems can hold.
     pub bytes_capacity: u64,
     /// Seconds since start.
@@ -147,6 +162,36 @@ impl Metrics {
                 "counter",
                 "Reads refused because stored bytes failed a checksum.",
                 self.corrupt_reads_total.load(Ordering::Relaxed),
+            ),
+            (
+                "nabu_hints_pending",
+                "gauge",
+                "Hints kept: shards to move or rebuild on a node that was down.",
+                snapshot.hints_pending,
+            ),
+            (
+                "nabu_hints_replayed_total",
+                "counter",
+                "Handed-off shards moved to their home node.",
+                self.hints_replayed_total.load(Ordering::Relaxed),
+            ),
+            (
+                "nabu_shards_repaired_total",
+                "counter",
+                "Missing shards rebuilt and put on their home node.",
+                self.shards_repaired_total.load(Ordering::Relaxed),
+            ),
+            (
+                "nabu_hints_dropped_total",
+                "counter",
+                "Hints ended with nothing to move (already home, conflicting, or gone).",
+                self.hints_dropped_total.load(Ordering::Relaxed),
+            ),
+            (
+                "nabu_hint_bytes_moved_total",
+                "counter",
+                "Shard bytes sent to home nodes by hint replay.",
+                self.hint_bytes_moved_total.load(Ordering::Relaxed),
             ),
             (
                 "nabu_meta_entries",

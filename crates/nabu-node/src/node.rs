@@ -1,5 +1,5 @@
 //! A node's shared state and its life: open the store, serve the three planes and send
-//! heartbeats until shutdown, then drain and close the store.
+//! heartbeats and replay hints until shutdown, then drain and close the store.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use nabu_core::ring::NodeId;
+use nabu_core::ring::{NodeId, Ring};
 use nabu_proto::ops::{NodeState, NodeStatusReply, Plane};
 use nabu_proto::{ClusterToken, Limits};
 use nabu_store::{DirState, Disk, Store};
@@ -17,12 +17,13 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::hints::Hints;
 use crate::liveness::{self, Liveness};
 use crate::meta::MetaStore;
 use crate::metrics::{Metrics, Snapshot};
 use crate::records::is_shard_key;
 use crate::shards::Shards;
-use crate::{Listeners, NodeConfig, http, server};
+use crate::{Listeners, NodeConfig, http, repair, server};
 
 /// Everything the planes share. One per node, behind an `Arc`.
 #[derive(Debug)]
@@ -33,6 +34,8 @@ pub struct Node {
     pub id: NodeId,
     /// The ring epoch of the member list.
     pub ring_epoch: u64,
+    /// The ring of the static member list (placement of the stripes this node repairs).
+    pub ring: Ring,
     /// The cluster token every HELLO must carry.
     pub token: ClusterToken,
     /// The data and peer planes' limits.
@@ -43,6 +46,8 @@ pub struct Node {
     pub shards: Shards,
     /// Key-record and manifest ops.
     pub meta: MetaStore,
+    /// Hints kept for the replay job.
+    pub hints: Hints,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Member states.
@@ -94,6 +99,7 @@ impl Node {
                 .collect(),
             store: Some(self.store.stats()),
             meta_entries: self.meta.len() as u64,
+            hints_pending: self.hints.len() as u64,
             bytes_capacity: capacity_bytes(&self.config.data_dirs),
             uptime_s: self.started.elapsed().as_secs(),
         }
@@ -136,7 +142,8 @@ fn statvfs(path: &Path) -> Option<(u64, u64)> {
 async fn open(config: NodeConfig, disk: Arc<dyn Disk>) -> anyhow::Result<Arc<Node>> {
     let store_config = config.store_config();
     let metrics = Arc::new(Metrics::default());
-    let (store, meta, shard_count) = tokio::task::spawn_blocking(move || {
+    let hints_max = config.hints_max as usize;
+    let (store, meta, hints, shard_count) = tokio::task::spawn_blocking(move || {
         let store = Arc::new(Store::open(store_config, disk).context("open the chunk store")?);
         let shard_count = store
             .keys()
@@ -145,7 +152,8 @@ async fn open(config: NodeConfig, disk: Arc<dyn Disk>) -> anyhow::Result<Arc<Nod
             .filter(|key| is_shard_key(key))
             .count();
         let meta = MetaStore::open(Arc::clone(&store)).context("rebuild the meta index")?;
-        anyhow::Ok((store, meta, shard_count))
+        let hints = Hints::open(Arc::clone(&store), hints_max).context("load the hints")?;
+        anyhow::Ok((store, meta, hints, shard_count))
     })
     .await??;
     metrics.shards.store(shard_count as i64, Ordering::Relaxed);
@@ -153,10 +161,12 @@ async fn open(config: NodeConfig, disk: Arc<dyn Disk>) -> anyhow::Result<Arc<Nod
     Ok(Arc::new(Node {
         id: NodeId(config.id),
         ring_epoch: ring.epoch(),
+        ring,
         token: config.token()?,
         limits: config.limits(),
         shards: Shards::new(Arc::clone(&store), Arc::clone(&metrics)),
         meta,
+        hints,
         store,
         metrics,
         liveness: Liveness::new(
@@ -191,6 +201,7 @@ pub(crate) async fn serve(
             http::serve(Arc::clone(&node), listeners.http, stopped.clone()).in_current_span(),
         );
         tasks.spawn(liveness::run(Arc::clone(&node), stopped.clone()).in_current_span());
+        tasks.spawn(repair::run(Arc::clone(&node), stopped.clone()).in_current_span());
         node.serving.store(true, Ordering::Relaxed);
         tracing::info!(
             members = node.config.effective_members().len(),

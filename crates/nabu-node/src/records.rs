@@ -7,6 +7,7 @@
 //! | `0x01` ‖ stripe id (32) | the shard bytes ‖ a 32-byte shard trailer |
 //! | `0x02` ‖ table ‖ namespace length (u8) ‖ namespace ‖ key | a meta record |
 //! | `0x03` ‖ BLAKE3(table ‖ namespace length ‖ namespace ‖ key) | a meta record |
+//! | `0x04` ‖ stripe id (32) ‖ home node id (u32) | a hint record |
 //!
 //! **Why a trailer, not a header, for shards.** The store returns a record's payload in a
 //! 4 KiB-aligned buffer; with the shard first its bytes stay aligned (DMA-ready) and a reply
@@ -23,12 +24,13 @@
 //!
 //! Meta record: `format u8` (1), `hlc_timestamp u64`, `deleted u8`, `table u8`,
 //! `namespace_len u8`, `namespace`, `key_len u16`, `key`, then the value (empty for a
-//! tombstone). Integers are little-endian. Both formats are protected by the store's record
+//! tombstone). Hint record (26 bytes): `format u8` (1), `kind u8` (1 handoff, 2 repair), shard
+//! info as on the wire (24 bytes). Integers are little-endian. Both formats are protected by the store's record
 //! CRC32C; a record that decodes badly anyway is reported as corrupt.
 
 use nabu_core::id::StripeId;
 use nabu_proto::Meta;
-use nabu_proto::ops::{MetaTable, ShardInfo, ShardStatReply};
+use nabu_proto::ops::{HintKind, MetaTable, ShardInfo, ShardStatReply};
 
 /// Key prefix of shard records.
 const SHARD_PREFIX: u8 = 0x01;
@@ -36,6 +38,9 @@ const SHARD_PREFIX: u8 = 0x01;
 const META_DIRECT_PREFIX: u8 = 0x02;
 /// Key prefix of meta records stored under their address's hash.
 const META_HASHED_PREFIX: u8 = 0x03;
+/// Key prefix of hint records.
+const HINT_PREFIX: u8 = 0x04;
+const HINT_FORMAT: u8 = 1;
 /// The shard trailer's length.
 pub const SHARD_TRAILER_BYTES: usize = 32;
 const SHARD_TRAILER_MAGIC: [u8; 4] = *b"NSH1";
@@ -52,6 +57,44 @@ pub fn shard_key(stripe_id: &StripeId) -> [u8; 33] {
 /// Whether a store key is a shard's.
 pub fn is_shard_key(key: &[u8]) -> bool {
     key.len() == 33 && key[0] == SHARD_PREFIX
+}
+
+/// The store key of the hint that `stripe_id`'s shard belongs on node `home`.
+pub fn hint_key(stripe_id: &StripeId, home: u32) -> [u8; 37] {
+    let mut key = [0u8; 37];
+    key[0] = HINT_PREFIX;
+    key[1..33].copy_from_slice(stripe_id.as_bytes());
+    key[33..].copy_from_slice(&home.to_le_bytes());
+    key
+}
+
+/// The stripe id and home of a hint key, or `None` if the key is not one.
+pub fn parse_hint_key(key: &[u8]) -> Option<(StripeId, u32)> {
+    if key.len() != 37 || key[0] != HINT_PREFIX {
+        return None;
+    }
+    let stripe_id = StripeId::from_bytes(key[1..33].try_into().ok()?);
+    Some((stripe_id, u32::from_le_bytes(key[33..].try_into().ok()?)))
+}
+
+/// The hint record: format, kind, shard info.
+pub fn encode_hint(kind: HintKind, info: &ShardInfo) -> Vec<u8> {
+    let mut record = vec![HINT_FORMAT, kind as u8];
+    ShardStatReply { shard: *info }
+        .encode(&mut record)
+        .expect("shard info from a decoded request encodes");
+    record
+}
+
+/// The kind and shard info of a hint record, or `None` if it does not decode.
+pub fn decode_hint(record: &[u8]) -> Option<(HintKind, ShardInfo)> {
+    let (&[format, kind], info) = record.split_first_chunk::<2>()?;
+    let kind = match (format, kind) {
+        (HINT_FORMAT, 1) => HintKind::Handoff,
+        (HINT_FORMAT, 2) => HintKind::Repair,
+        _ => return None,
+    };
+    Some((kind, ShardStatReply::decode(info).ok()?.shard))
 }
 
 /// The shard record: the shard bytes, then the trailer.
@@ -242,6 +285,31 @@ mod tests {
         assert_eq!(decode_shard(&damaged), None);
         assert_eq!(decode_shard(&record[1..]), None);
         assert_eq!(decode_shard(b"short"), None);
+    }
+
+    #[test]
+    fn hint_records_round_trip_and_are_neither_shards_nor_meta() {
+        let stripe_id = StripeId::of(b"stripe");
+        let key = hint_key(&stripe_id, 0x0102_0304);
+        assert_eq!(parse_hint_key(&key), Some((stripe_id, 0x0102_0304)));
+        assert!(!is_shard_key(&key));
+        assert_eq!(classify_meta_key(&key), MetaKey::Other);
+        assert_eq!(parse_hint_key(&shard_key(&stripe_id)), None);
+        let info = ShardInfo {
+            layout: ShardLayout::Whole,
+            stripe_bytes: 5,
+            shard_bytes: 5,
+            shard_crc: 9,
+        };
+        for kind in [HintKind::Handoff, HintKind::Repair] {
+            let record = encode_hint(kind, &info);
+            assert_eq!(record.len(), 26);
+            assert_eq!(decode_hint(&record), Some((kind, info)));
+        }
+        let mut damaged = encode_hint(HintKind::Repair, &info);
+        damaged[1] = 3;
+        assert_eq!(decode_hint(&damaged), None);
+        assert_eq!(decode_hint(&damaged[..1]), None);
     }
 
     #[test]

@@ -97,6 +97,13 @@ fn fixed_layouts_have_the_documented_sizes() {
         range: None,
     };
     assert_eq!(size(Request::ShardGet(get)), 49);
+    let hint = HintPut {
+        stripe_id: stripe_id(),
+        home: 2,
+        kind: HintKind::Repair,
+        shard: erasure_shard(),
+    };
+    assert_eq!(size(Request::HintPut(hint)), 61);
     let delete = ShardDelete {
         stripe_id: stripe_id(),
     };
@@ -116,6 +123,7 @@ fn fixed_layouts_have_the_documented_sizes() {
         (Op::ShardGet, 40),
         (Op::ShardDelete, 1),
         (Op::ShardStat, 24),
+        (Op::HintPut, 4),
         (Op::MetaPut, 1),
         (Op::MetaGet, 17),
         (Op::MetaDelete, 1),

@@ -9,6 +9,7 @@
 //! ([`Meta::body_bytes`]) so the receiver can refuse or reserve before the first body byte.
 
 mod connection;
+mod hint;
 mod metadata;
 mod shard;
 
@@ -18,6 +19,7 @@ pub use connection::{
     CLIENT_NAME_BYTES_MAX, HelloReply, HelloRequest, NodeState, NodeStatus, NodeStatusReply, Ping,
     PingReply, Plane,
 };
+pub use hint::{HintKind, HintPut, HintPutReply};
 pub use metadata::{
     CONTINUATION_BYTES_MAX, KEY_BYTES_MAX, LIST_LIMIT_MAX, ListEntry, MetaDelete, MetaDeleteReply,
     MetaGet, MetaGetReply, MetaList, MetaListReply, MetaPut, MetaPutReply, MetaTable,
@@ -32,7 +34,8 @@ use crate::error::ProtoError;
 use crate::header::FrameKind;
 
 /// An operation (u16 on the wire). The high byte groups them: `0x00` connection, `0x01` shards,
-/// `0x02` key records and manifests. Code 0 is never an op.
+/// `0x02` key records and manifests, `0x03` hints (repair work kept by nodes). Code 0 is never an
+/// op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u16)]
 pub enum Op {
@@ -58,11 +61,13 @@ pub enum Op {
     MetaDelete = 0x0203,
     /// List key records or manifests by prefix, a page at a time.
     MetaList = 0x0204,
+    /// Keep a hint: a shard that belongs on another node, to move or rebuild there.
+    HintPut = 0x0301,
 }
 
 impl Op {
     /// Every op, in code order.
-    pub const ALL: [Op; 11] = [
+    pub const ALL: [Op; 12] = [
         Op::Hello,
         Op::Ping,
         Op::NodeStatus,
@@ -74,6 +79,7 @@ impl Op {
         Op::MetaGet,
         Op::MetaDelete,
         Op::MetaList,
+        Op::HintPut,
     ];
 
     /// The op with this code, or [`ProtoError::UnknownOp`] (which the receiver answers with an
@@ -104,6 +110,7 @@ impl Op {
             Op::MetaGet => "META_GET",
             Op::MetaDelete => "META_DELETE",
             Op::MetaList => "META_LIST",
+            Op::HintPut => "HINT_PUT",
         }
     }
 }
@@ -231,6 +238,7 @@ op_enums! {
     MetaGet => MetaGet, MetaGetReply;
     MetaDelete => MetaDelete, MetaDeleteReply;
     MetaList => MetaList, MetaListReply;
+    HintPut => HintPut, HintPutReply;
 }
 
 /// Implements [`Meta`] for a type with inherent `encode_fields`/`decode_fields` methods.
@@ -279,7 +287,7 @@ mod tests {
         codes.dedup();
         assert_eq!(codes.len(), Op::ALL.len());
         assert!(codes.is_sorted());
-        for unknown in [0, 4, 0x0100, 0x0105, 0x0300, 0xffff] {
+        for unknown in [0, 4, 0x0100, 0x0105, 0x0300, 0x0302, 0xffff] {
             assert_eq!(
                 Op::from_code(unknown),
                 Err(ProtoError::UnknownOp { op: unknown })

@@ -124,7 +124,7 @@ pub struct ShardInfo {
 }
 
 impl ShardInfo {
-    fn encode(&self, writer: &mut Writer<'_>) -> Result<(), ProtoError> {
+    pub(super) fn encode(&self, writer: &mut Writer<'_>) -> Result<(), ProtoError> {
         self.check()?;
         self.layout.encode(writer);
         writer.u64(self.stripe_bytes);
@@ -133,7 +133,7 @@ impl ShardInfo {
         Ok(())
     }
 
-    fn decode(reader: &mut Reader<'_>) -> Result<Self, ProtoError> {
+    pub(super) fn decode(reader: &mut Reader<'_>) -> Result<Self, ProtoError> {
         let info = Self {
             layout: ShardLayout::decode(reader)?,
             stripe_bytes: reader.u64("stripe_bytes")?,

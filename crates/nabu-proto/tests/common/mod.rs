@@ -89,6 +89,18 @@ pub fn requests() -> Vec<Request> {
         Request::ShardStat(ShardStat {
             stripe_id: stripe_id(),
         }),
+        Request::HintPut(HintPut {
+            stripe_id: stripe_id(),
+            home: 7,
+            kind: HintKind::Handoff,
+            shard: erasure_shard(),
+        }),
+        Request::HintPut(HintPut {
+            stripe_id: stripe_id(),
+            home: u32::MAX,
+            kind: HintKind::Repair,
+            shard: whole_shard(),
+        }),
         Request::MetaPut(MetaPut {
             table: MetaTable::KeyRecords,
             namespace: "weights".to_owned(),
@@ -170,6 +182,7 @@ pub fn responses() -> Vec<Response> {
         Response::ShardStat(ShardStatReply {
             shard: whole_shard(),
         }),
+        Response::HintPut(HintPutReply { hints_pending: 3 }),
         Response::MetaPut(MetaPutReply { applied: false }),
         Response::MetaGet(MetaGetReply {
             hlc_timestamp: 5,

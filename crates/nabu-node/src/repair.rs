@@ -1,0 +1,467 @@
+//! The hint-replay job: moves handed-off shards home and rebuilds missing ones.
+//!
+//! Every `hint_replay_interval_ms` the job takes the hints ([`crate::hints`]) whose home its
+//! heartbeats see up and that are not waiting out a backoff, and replays up to
+//! `hint_replay_concurrency` of them at once, sending at most `hint_replay_bytes_per_s`:
+//!
+//! - **handoff**: SHARD_PUT this node's copy to the home over the peer plane; once the home
+//!   has acknowledged it durable, delete the local copy, then the hint;
+//! - **repair**: if the home does not hold the shard yet, fetch K shards of the stripe (or one
+//!   whole copy) from the members with SHARD_GET, rebuild the shard with the stripe's codec,
+//!   check it against the hint's `shard_crc`, SHARD_PUT it to the home, then drop the hint.
+//!
+//! **Invariants.** Nothing is deleted before the home confirms durability; a failed replay
+//! keeps its hint and is retried with exponential backoff (capped at
+//! `hint_retry_backoff_max_ms`); a home that stays down keeps the hint forever. Replays are
+//! idempotent: a home that already holds the shard answers `already held`. A home holding
+//! another shard of the stripe (`CONFLICT`) ends the hint; the local copy stays (readers
+//! still find it on the ring walk).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use nabu_core::AlignedBuf;
+use nabu_core::ec::codec_for_id;
+use nabu_core::id::StripeId;
+use nabu_core::ring::NodeId;
+use nabu_proto::ErrorCode;
+use nabu_proto::ops::{HintKind, ShardGet, ShardInfo, ShardLayout, ShardPut, ShardStat};
+use nabu_proto::{Meta, Response};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, timeout};
+use tracing::Instrument;
+
+use crate::hints::Hint;
+use crate::node::{Node, until_stopped};
+use crate::peer::{PeerConnection, PeerError};
+
+/// The longest one peer request of a replay may take (a shard of a few MiB takes
+/// milliseconds; a stuck peer must not hold a replay slot forever).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a replay did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replayed {
+    /// A handed-off shard of this many bytes is home and gone from here.
+    Moved(u64),
+    /// A missing shard of this many bytes was rebuilt on its home.
+    Repaired(u64),
+    /// Nothing to move: the hint is dropped.
+    Dropped(&'static str),
+}
+
+/// When a failed hint may be tried again.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    at: Instant,
+    delay: Duration,
+}
+
+/// Spaces transfers so that their bytes average at most `bytes_per_s`.
+#[derive(Debug)]
+struct Pacer {
+    bytes_per_s: u64,
+    next: tokio::sync::Mutex<Instant>,
+}
+
+impl Pacer {
+    async fn wait(&self, bytes: u64) {
+        let start = {
+            let mut next = self.next.lock().await;
+            let start = (*next).max(Instant::now());
+            *next = start + Duration::from_secs_f64(bytes as f64 / self.bytes_per_s as f64);
+            start
+        };
+        tokio::time::sleep_until(start).await;
+    }
+}
+
+/// Replays hints until `shutdown` turns true.
+pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(node.config.hint_replay_interval_ms);
+    let pacer = Arc::new(Pacer {
+        bytes_per_s: node.config.hint_replay_bytes_per_s,
+        next: tokio::sync::Mutex::new(Instant::now()),
+    });
+    let mut retries: HashMap<(StripeId, u32), Retry> = HashMap::new();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = until_stopped(&mut shutdown) => return,
+        }
+        tokio::select! {
+            () = replay_round(&node, &pacer, &mut retries) => {}
+            () = until_stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+/// Replays every hint that is due, `hint_replay_concurrency` at a time.
+async fn replay_round(
+    node: &Arc<Node>,
+    pacer: &Arc<Pacer>,
+    retries: &mut HashMap<(StripeId, u32), Retry>,
+) {
+    let now = Instant::now();
+    retries.retain(|(stripe_id, home), _| node.hints.contains(stripe_id, *home));
+    let due: Vec<Hint> = node
+        .hints
+        .all()
+        .into_iter()
+        .filter(|hint| node.liveness.is_up(hint.home))
+        .filter(|hint| {
+            retries
+                .get(&(hint.stripe_id, hint.home))
+                .is_none_or(|retry| retry.at <= now)
+        })
+        .collect();
+    let concurrency = node.config.hint_replay_concurrency as usize;
+    let mut tasks = JoinSet::new();
+    for hint in due {
+        while tasks.len() >= concurrency {
+            settle(node, retries, tasks.join_next().await);
+        }
+        let span = tracing::debug_span!("hint", stripe = %hint.stripe_id, home = hint.home, kind = ?hint.kind);
+        let (node, pacer) = (Arc::clone(node), Arc::clone(pacer));
+        tasks.spawn(async move { (hint, replay(&node, &pacer, &hint).await) }.instrument(span));
+    }
+    while let Some(joined) = tasks.join_next().await {
+        settle(node, retries, Some(joined));
+    }
+}
+
+type Joined = Result<(Hint, anyhow::Result<Replayed>), tokio::task::JoinError>;
+
+/// Counts a finished replay, or schedules its retry.
+fn settle(node: &Node, retries: &mut HashMap<(StripeId, u32), Retry>, joined: Option<Joined>) {
+    let Some(joined) = joined else { return };
+    let (hint, result) = match joined {
+        Ok(done) => done,
+        Err(error) => {
+            tracing::error!(%error, "a hint replay task panicked");
+            return;
+        }
+    };
+    let address = (hint.stripe_id, hint.home);
+    let metrics = &node.metrics;
+    match result {
+        Ok(Replayed::Moved(bytes)) => {
+            metrics.hints_replayed_total.fetch_add(1, Ordering::Relaxed);
+            metrics
+                .hint_bytes_moved_total
+                .fetch_add(bytes, Ordering::Relaxed);
+            retries.remove(&address);
+        }
+        Ok(Replayed::Repaired(bytes)) => {
+            metrics
+                .shards_repaired_total
+                .fetch_add(1, Ordering::Relaxed);
+            metrics
+                .hint_bytes_moved_total
+                .fetch_add(bytes, Ordering::Relaxed);
+            retries.remove(&address);
+        }
+        Ok(Replayed::Dropped(reason)) => {
+            tracing::info!(stripe = %hint.stripe_id, home = hint.home, reason, "hint ended without a transfer");
+            metrics.hints_dropped_total.fetch_add(1, Ordering::Relaxed);
+            retries.remove(&address);
+        }
+        Err(error) => {
+            let first = Duration::from_millis(node.config.hint_replay_interval_ms);
+            let max = Duration::from_millis(node.config.hint_retry_backoff_max_ms);
+            let delay = retries
+                .get(&address)
+                .map_or(first, |retry| (retry.delay * 2).min(max));
+            tracing::debug!(stripe = %hint.stripe_id, home = hint.home, error = format!("{error:#}"), ?delay, "hint replay failed; will retry");
+            retries.insert(
+                address,
+                Retry {
+                    at: Instant::now() + delay,
+                    delay,
+                },
+            );
+        }
+    }
+}
+
+/// Replays one hint.
+async fn replay(node: &Arc<Node>, pacer: &Pacer, hint: &Hint) -> anyhow::Result<Replayed> {
+    let mut home = connect(node, hint.home, "hint replay").await?;
+    let replayed = match hint.kind {
+        HintKind::Handoff => move_home(node, pacer, &mut home, hint).await?,
+        HintKind::Repair => repair(node, pacer, &mut home, hint).await?,
+    };
+    let (stripe_id, home_id) = (hint.stripe_id, hint.home);
+    blocking(node, move |node| op(node.hints.remove(&stripe_id, home_id))).await?;
+    Ok(replayed)
+}
+
+/// Handoff: this node's copy goes home, then is deleted here.
+async fn move_home(
+    node: &Arc<Node>,
+    pacer: &Pacer,
+    home: &mut PeerConnection,
+    hint: &Hint,
+) -> anyhow::Result<Replayed> {
+    let stripe_id = hint.stripe_id;
+    let Some((info, body)) = local_shard(node, stripe_id).await? else {
+        return Ok(Replayed::Dropped("the handed-off copy is gone"));
+    };
+    if info != hint.shard {
+        return Ok(Replayed::Dropped(
+            "this node holds another shard of the stripe",
+        ));
+    }
+    let bytes = body.len() as u64;
+    pacer.wait(bytes).await;
+    if !put_home(node, home, stripe_id, info, body).await? {
+        return Ok(Replayed::Dropped(
+            "the home holds another shard of the stripe",
+        ));
+    }
+    // The home has it durably: drop the local copy, unless this node is itself one of the
+    // stripe's placement nodes (then the copy is not a handoff one; keep it).
+    let placed = match info.layout {
+        ShardLayout::Erasure {
+            data_shards,
+            parity_shards,
+            ..
+        } => usize::from(data_shards) + usize::from(parity_shards),
+        ShardLayout::Whole => 0,
+    };
+    let placement = node.ring.placement(stripe_id.ring_point(), placed);
+    if !placement.contains(&node.id) {
+        blocking(node, move |node| op(node.shards.delete(&stripe_id))).await?;
+    }
+    Ok(Replayed::Moved(bytes))
+}
+
+/// Repair: rebuild the missing shard and put it on its home.
+async fn repair(
+    node: &Arc<Node>,
+    pacer: &Pacer,
+    home: &mut PeerConnection,
+    hint: &Hint,
+) -> anyhow::Result<Replayed> {
+    let stat = ShardStat {
+        stripe_id: hint.stripe_id,
+    };
+    match call(home, &stat, Bytes::new()).await {
+        Ok((Response::ShardStat(reply), _)) if reply.shard == hint.shard => {
+            return Ok(Replayed::Dropped("the home already holds the shard"));
+        }
+        Ok(_) => {
+            return Ok(Replayed::Dropped(
+                "the home holds another shard of the stripe",
+            ));
+        }
+        Err(PeerError::Remote(error)) if error.code == ErrorCode::NOT_FOUND => {}
+        Err(error) => return Err(error).context("SHARD_STAT the home"),
+    }
+    let body = rebuild(node, hint).await?;
+    let bytes = body.len() as u64;
+    pacer.wait(bytes).await;
+    if !put_home(node, home, hint.stripe_id, hint.shard, body).await? {
+        return Ok(Replayed::Dropped(
+            "the home holds another shard of the stripe",
+        ));
+    }
+    Ok(Replayed::Repaired(bytes))
+}
+
+/// SHARD_PUT to the home: `true` once durable there, `false` on CONFLICT.
+async fn put_home(
+    node: &Node,
+    home: &mut PeerConnection,
+    stripe_id: StripeId,
+    shard: ShardInfo,
+    body: Bytes,
+) -> anyhow::Result<bool> {
+    let put = ShardPut { stripe_id, shard };
+    match call(home, &put, body).await {
+        Ok((Response::ShardPut(_), _)) => Ok(true),
+        Ok((other, _)) => anyhow::bail!("SHARD_PUT answered with {}", other.op()),
+        Err(PeerError::Remote(error)) if error.code == ErrorCode::CONFLICT => {
+            tracing::warn!(%stripe_id, node = node.id.0, message = error.message, "the home node holds another shard of the stripe; keeping the local copy");
+            Ok(false)
+        }
+        Err(error) => Err(error).context("SHARD_PUT to the home"),
+    }
+}
+
+/// The shard of `hint` rebuilt from the other members' shards, verified against its CRC32C.
+async fn rebuild(node: &Arc<Node>, hint: &Hint) -> anyhow::Result<Bytes> {
+    let wanted = hint.shard;
+    let members = node.ring.members().len();
+    let sources: Vec<NodeId> = node
+        .ring
+        .placement(hint.stripe_id.ring_point(), members)
+        .into_iter()
+        .filter(|source| source.0 != hint.home)
+        .filter(|source| *source == node.id || node.liveness.is_up(source.0))
+        .collect();
+    let ShardLayout::Erasure {
+        codec,
+        data_shards,
+        parity_shards,
+        index,
+    } = wanted.layout
+    else {
+        // A whole copy: any other copy is the shard.
+        for source in sources {
+            if let Some((info, body)) = fetch_shard(node, source, hint.stripe_id).await
+                && info == wanted
+            {
+                return Ok(body);
+            }
+        }
+        anyhow::bail!("no member holds a whole copy of the stripe");
+    };
+    let (k, width) = (
+        usize::from(data_shards),
+        usize::from(data_shards) + usize::from(parity_shards),
+    );
+    let mut shards: Vec<Option<AlignedBuf>> = (0..width).map(|_| None).collect();
+    let mut found = 0;
+    for source in sources {
+        if found == k {
+            break;
+        }
+        let Some((info, body)) = fetch_shard(node, source, hint.stripe_id).await else {
+            continue;
+        };
+        let ShardLayout::Erasure {
+            codec: got_codec,
+            data_shards: got_k,
+            parity_shards: got_m,
+            index: got,
+        } = info.layout
+        else {
+            continue;
+        };
+        let same_geometry = (got_codec, got_k, got_m) == (codec, data_shards, parity_shards)
+            && (info.stripe_bytes, info.shard_bytes) == (wanted.stripe_bytes, wanted.shard_bytes);
+        let slot = usize::from(got);
+        if same_geometry && got != index && shards[slot].is_none() {
+            shards[slot] = Some(AlignedBuf::copy_from(&body));
+            found += 1;
+        }
+    }
+    if found < k {
+        anyhow::bail!("only {found} of the {k} shards needed to rebuild are reachable");
+    }
+    let rebuilt = tokio::task::spawn_blocking(move || {
+        let codec = codec_for_id(codec, k, width - k)?;
+        codec.reconstruct(&mut shards)?;
+        let shard = shards[usize::from(index)]
+            .take()
+            .context("the codec rebuilt the shard")?;
+        anyhow::Ok(Bytes::copy_from_slice(&shard))
+    })
+    .await??;
+    let crc = crc32c::crc32c(&rebuilt);
+    if crc != wanted.shard_crc || rebuilt.len() as u64 != wanted.shard_bytes {
+        anyhow::bail!(
+            "the rebuilt shard fails its checksum ({crc:#010x}, want {:#010x})",
+            wanted.shard_crc
+        );
+    }
+    Ok(rebuilt)
+}
+
+/// `source`'s shard of `stripe_id`, checksum verified; `None` if it has none or fails.
+async fn fetch_shard(
+    node: &Arc<Node>,
+    source: NodeId,
+    stripe_id: StripeId,
+) -> Option<(ShardInfo, Bytes)> {
+    if source == node.id {
+        return local_shard(node, stripe_id).await.ok().flatten();
+    }
+    let result = async {
+        let mut peer = connect(node, source.0, "shard rebuild").await?;
+        let get = ShardGet {
+            stripe_id,
+            range: None,
+        };
+        match call(&mut peer, &get, Bytes::new()).await? {
+            (Response::ShardGet(reply), body)
+                if reply.offset == 0
+                    && body.len() as u64 == reply.shard.shard_bytes
+                    && crc32c::crc32c(&body) == reply.shard.shard_crc =>
+            {
+                anyhow::Ok((reply.shard, body))
+            }
+            _ => anyhow::bail!("a SHARD_GET reply that is not the whole, intact shard"),
+        }
+    };
+    match result.await {
+        Ok(shard) => Some(shard),
+        Err(error) => {
+            tracing::debug!(
+                node = source.0,
+                error = format!("{error:#}"),
+                "no shard from this member"
+            );
+            None
+        }
+    }
+}
+
+/// This node's shard of `stripe_id`, `None` if it holds none.
+async fn local_shard(
+    node: &Arc<Node>,
+    stripe_id: StripeId,
+) -> anyhow::Result<Option<(ShardInfo, Bytes)>> {
+    blocking(node, move |node| match node.shards.get(&stripe_id, None) {
+        Ok(read) => Ok(Some((read.info, read.body))),
+        Err(error) if error.code == ErrorCode::NOT_FOUND => Ok(None),
+        Err(error) => op(Err(error)),
+    })
+    .await
+}
+
+/// A peer-plane connection to member `id`, within `frame_timeout_ms`.
+async fn connect(node: &Node, id: u32, purpose: &str) -> anyhow::Result<PeerConnection> {
+    let addr = node
+        .liveness
+        .peer_addr(id)
+        .with_context(|| format!("node {id} is not a member"))?;
+    let connect = PeerConnection::connect(addr, &node.token, node.id.0, purpose, node.limits);
+    timeout(node.limits.frame_timeout, connect)
+        .await
+        .with_context(|| format!("connect to node {id}"))?
+        .with_context(|| format!("connect to node {id}"))
+}
+
+/// An op's result as an `anyhow` one.
+fn op<T>(result: Result<T, crate::handler::OpError>) -> anyhow::Result<T> {
+    result.map_err(|error| anyhow::anyhow!("{}: {}", error.code.name(), error.message))
+}
+
+/// One request within [`REQUEST_TIMEOUT`].
+async fn call<M: Meta>(
+    peer: &mut PeerConnection,
+    meta: &M,
+    body: Bytes,
+) -> Result<(Response, Bytes), PeerError> {
+    let limit = REQUEST_TIMEOUT;
+    match timeout(limit, peer.request(meta, body)).await {
+        Ok(result) => result,
+        Err(_) => Err(anyhow::anyhow!("{} took over {limit:?}", M::OP).into()),
+    }
+}
+
+/// Runs a store call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    node: &Arc<Node>,
+    call: impl FnOnce(&Node) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let node = Arc::clone(node);
+    tokio::task::spawn_blocking(move || call(&node)).await?
+}

@@ -179,25 +179,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let disk = tokio::task::spawn_blocking(move || limits::disk(&limits_dir))
         .await
         .context("device limit task panicked")??;
-    let mut keys = Vec::new();
-    let measured = run_passes(&args, &client, &run_id, &mut keys).await;
+    let measured = run_passes(&args, &client, &run_id).await;
     let paused = match (&measured, args.pause_node) {
-        (Ok(_), Some(node)) => paused_pass(
-            &args,
-            &client,
-            &run_id,
-            node,
-            cluster_file.as_ref(),
-            &mut keys,
-        )
-        .await
-        .map(Some),
+        (Ok(_), Some(node)) => paused_pass(&args, &client, &run_id, node, cluster_file.as_ref())
+            .await
+            .map(Some),
         _ => Ok(None),
     };
-    eprintln!("deleting {} benchmark objects", keys.len());
-    let failed = workload::delete_all(&client, &namespace, keys).await;
-    if failed > 0 {
-        eprintln!("warning: {failed} benchmark objects could not be deleted (bench/{run_id}/)");
+    // Deleting by listing the run's prefix also finds the objects of a pass that failed.
+    let prefix = format!("bench/{run_id}/");
+    match workload::delete_prefix(&client, &namespace, &prefix).await {
+        Ok(deleted) => eprintln!("deleted {deleted} benchmark objects under {prefix}"),
+        Err(error) => eprintln!("warning: could not delete every object under {prefix}: {error:#}"),
     }
     let mut report = Report {
         nodes: client.ring().members().len(),
@@ -266,7 +259,6 @@ async fn run_passes(
     args: &BenchArgs,
     client: &Client,
     run_id: &str,
-    keys: &mut Vec<Vec<u8>>,
 ) -> anyhow::Result<Vec<PassResult>> {
     let mut passes = Vec::new();
     for &object_bytes in &args.sizes {
@@ -275,16 +267,8 @@ async fn run_passes(
                 "bench/{run_id}/{}-c{concurrency}/",
                 format_size(object_bytes)
             );
-            let (put, get) = put_then_get(
-                args,
-                client,
-                run_id,
-                &prefix,
-                object_bytes,
-                concurrency,
-                keys,
-            )
-            .await?;
+            let (put, get) =
+                put_then_get(args, client, run_id, &prefix, object_bytes, concurrency).await?;
             passes.push(put);
             passes.push(get);
         }
@@ -299,7 +283,6 @@ async fn put_then_get(
     prefix: &str,
     object_bytes: u64,
     concurrency: usize,
-    keys: &mut Vec<Vec<u8>>,
 ) -> anyhow::Result<(PassResult, PassResult)> {
     let mut plan = PassPlan {
         op: Op::Put,
@@ -312,11 +295,7 @@ async fn put_then_get(
         objects: 0,
         run_number: u64::from_str_radix(run_id, 16).unwrap_or(0),
     };
-    let put = workload::run_pass(client, plan.clone()).await;
-    // Even a failed pass may have stored some objects: remember every key it could have used.
-    let stored = put.as_ref().map(|p| p.ops).unwrap_or(0);
-    keys.extend((0..stored).map(|index| format!("{prefix}{index}").into_bytes()));
-    let put = put?;
+    let put = workload::run_pass(client, plan.clone()).await?;
     plan.op = Op::Get;
     plan.objects = put.ops;
     let get = workload::run_pass(client, plan).await?;
@@ -330,7 +309,6 @@ async fn paused_pass(
     run_id: &str,
     node: u32,
     cluster: Option<&ClusterFile>,
-    keys: &mut Vec<Vec<u8>>,
 ) -> anyhow::Result<PausedResult> {
     let pid = cluster
         .and_then(|file| file.nodes.iter().find(|n| n.id == node))
@@ -347,10 +325,9 @@ async fn paused_pass(
         &prefix,
         PAUSED_OBJECT_BYTES,
         PAUSED_CONCURRENCY,
-        keys,
     )
     .await?;
-    let mut plan = PassPlan {
+    let plan = PassPlan {
         op: Op::Get,
         namespace: args.ns.namespace.clone(),
         key_prefix: prefix,
@@ -361,7 +338,6 @@ async fn paused_pass(
         objects: healthy.ops,
         run_number: 0,
     };
-    plan.objects = healthy.ops;
     signal(pid, libc::SIGSTOP)?;
     let paused = workload::run_pass(client, plan).await;
     signal(pid, libc::SIGCONT)?;

@@ -23,6 +23,8 @@ const STREAM_BYTES_MIN: u64 = 4 << 20;
 const STAMP_EVERY_BYTES: usize = 64 << 10;
 /// Deletes in flight at once while cleaning up.
 const DELETES_INFLIGHT_MAX: usize = 16;
+/// Keys per LIST page while cleaning up.
+const LIST_PAGE_KEYS: u32 = 1000;
 
 /// What one pass does.
 #[derive(Debug, Clone)]
@@ -222,23 +224,41 @@ fn progress_line(plan: &PassPlan) -> ProgressBar {
     bar
 }
 
-/// Deletes `keys`, a bounded number at a time; returns how many deletes failed.
-pub async fn delete_all(client: &Client, namespace: &str, keys: Vec<Vec<u8>>) -> usize {
-    let mut failed = 0;
-    let mut tasks = JoinSet::new();
-    for key in keys {
-        if tasks.len() >= DELETES_INFLIGHT_MAX
-            && let Some(joined) = tasks.join_next().await
-        {
-            failed += usize::from(!matches!(joined, Ok(Ok(()))));
+/// Deletes every key under `prefix`, a page at a time, a bounded number of deletes at once;
+/// returns how many were deleted.
+pub async fn delete_prefix(client: &Client, namespace: &str, prefix: &str) -> anyhow::Result<u64> {
+    let mut deleted = 0;
+    let mut continuation: Option<Vec<u8>> = None;
+    loop {
+        let page = client
+            .list(
+                namespace,
+                prefix.as_bytes(),
+                continuation.as_deref(),
+                LIST_PAGE_KEYS,
+            )
+            .await
+            .context("list benchmark objects")?;
+        let mut tasks = JoinSet::new();
+        for listed in page.keys {
+            if tasks.len() >= DELETES_INFLIGHT_MAX
+                && let Some(joined) = tasks.join_next().await
+            {
+                joined.context("delete task panicked")??;
+                deleted += 1;
+            }
+            let (client, namespace) = (client.clone(), namespace.to_owned());
+            tasks.spawn(async move { client.delete(&namespace, &listed.key).await });
         }
-        let (client, namespace) = (client.clone(), namespace.to_owned());
-        tasks.spawn(async move { client.delete(&namespace, &key).await });
+        while let Some(joined) = tasks.join_next().await {
+            joined.context("delete task panicked")??;
+            deleted += 1;
+        }
+        match page.continuation {
+            Some(next) => continuation = Some(next),
+            None => return Ok(deleted),
+        }
     }
-    while let Some(joined) = tasks.join_next().await {
-        failed += usize::from(!matches!(joined, Ok(Ok(()))));
-    }
-    failed
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! `nabu serve` runs one storage node, and the client commands talk to a running cluster.
 //! Failures print one clear line on stderr and exit non-zero.
 
+mod bench;
 mod cluster_file;
 mod commands;
 mod http_probe;
@@ -83,6 +84,8 @@ enum Command {
         #[command(flatten)]
         cluster: commands::ClusterArg,
     },
+    /// PUT/GET throughput and latency, each as a ratio to limits measured in the same run.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -122,6 +125,7 @@ fn main() -> std::process::ExitCode {
             } => commands::ls(&cluster, &ns, &prefix).await,
             Command::Rm { cluster, ns, key } => commands::rm(&cluster, &ns, &key).await,
             Command::Status { cluster } => commands::status(&cluster).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {

@@ -201,7 +201,7 @@ fn print_endpoints(dir: &Path, cluster: &ClusterFile) {
         dir.display()
     );
     println!(
-        "{:<5} {:<8} {:<22} {:<22} http (dashboard, /metrics)",
+        "{:<5} {:<8} {:<22} {:<22} http (/metrics, /api/v1/cluster)",
         "node", "pid", "data", "peer"
     );
     for node in &cluster.nodes {

@@ -43,7 +43,12 @@ struct TestCluster {
 impl TestCluster {
     async fn start(count: u32) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let token = ClusterToken::new(&[7u8; 32]).expect("token");
+        // A fresh token per cluster: tests run in parallel, and a port freed by a stopped node
+        // may be bound by another test's node; with a shared token a hint replay (or any
+        // client) could then authenticate to the wrong cluster and "succeed" there.
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        let token = ClusterToken::new(&secret).expect("token");
         let mut listeners = Vec::new();
         for id in 1..=count {
             let bound = Listeners::bind_loopback().await.expect("bind");

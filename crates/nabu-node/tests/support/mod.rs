@@ -24,12 +24,23 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
 
-pub const TOKEN_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+/// The cluster token of this test process, random: nextest runs each test in its own process
+/// and tests run in parallel, so a port freed by a stopped node may be bound by another test's
+/// node; a shared token would let heartbeats or clients reach the wrong cluster.
+pub fn token_hex() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| {
+        use rand::RngCore;
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        secret.iter().map(|byte| format!("{byte:02x}")).collect()
+    })
+}
 /// How long any single wait in these tests may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
 pub fn token() -> ClusterToken {
-    ClusterToken::from_hex(TOKEN_HEX).unwrap()
+    ClusterToken::from_hex(token_hex()).unwrap()
 }
 
 // ---- a node under test ----
@@ -65,7 +76,7 @@ impl TestNode {
         let dir = tempfile::tempdir().unwrap();
         let addrs = listeners.addrs().unwrap();
         let data_dir = dir.path().join("data");
-        let mut config = NodeConfig::new(id, &data_dir, TOKEN_HEX);
+        let mut config = NodeConfig::new(id, &data_dir, token_hex());
         (config.data_addr, config.peer_addr, config.http_addr) =
             (addrs.data, addrs.peer, addrs.http);
         configure(&mut config);

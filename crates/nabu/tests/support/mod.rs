@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 /// How long `nabu up` may take to print `ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// How many times a cluster start is tried (see [`TestCluster::up`]).
+const START_ATTEMPTS: usize = 3;
 
 /// The `nabu` binary under test.
 pub fn nabu_binary() -> PathBuf {
@@ -38,7 +40,24 @@ pub struct TestCluster {
 
 impl TestCluster {
     /// Starts `nodes` nodes and waits for `ready`.
+    ///
+    /// `--base-port 0` finds free ports by binding and releasing them, so another test may
+    /// take one before the node binds it; a start that fails that way is retried with fresh
+    /// ports (at most `START_ATTEMPTS` times).
     pub fn up(nodes: usize) -> Self {
+        for attempt in 1..=START_ATTEMPTS {
+            match Self::try_up(nodes) {
+                Ok(cluster) => return cluster,
+                Err(why) if attempt < START_ATTEMPTS => {
+                    eprintln!("nabu up attempt {attempt} failed ({why}); retrying on new ports")
+                }
+                Err(why) => panic!("nabu up did not print ready: {why}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn try_up(nodes: usize) -> Result<Self, String> {
         let dir = tempfile::Builder::new()
             .prefix("nabu-test-")
             .tempdir()
@@ -73,17 +92,22 @@ impl TestCluster {
             match lines_rx.recv_timeout(left) {
                 Ok(line) if line.contains("ready") => break,
                 Ok(_) => continue,
-                Err(error) => panic!("nabu up did not print ready: {error}"),
+                Err(error) => {
+                    // SAFETY: kill(2) on the process this function started.
+                    unsafe { libc::kill(up.id() as libc::pid_t, libc::SIGTERM) };
+                    let status = up.wait().map(|s| s.to_string()).unwrap_or_default();
+                    return Err(format!("{error}; nabu up {status}"));
+                }
             }
         }
         let nodes = read_nodes(&dir.path().join("cluster.toml"));
-        Self {
+        Ok(Self {
             dir,
             up,
             nodes,
             restarted: Vec::new(),
             expected_errors: Vec::new(),
-        }
+        })
     }
 
     /// The cluster file.

@@ -183,6 +183,13 @@ impl Connection {
         let mut decoder = FrameDecoder::new(Limits::default());
         let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
         let reply = read_hello_reply(node, &mut reader, &mut decoder, &mut buffer).await?;
+        if reply.node_id != node {
+            // A port reused by another node of the cluster: its shards are not `node`'s.
+            return Err(ClientError::Connection {
+                node,
+                reason: format!("{endpoint} is node {} now, not {node}", reply.node_id),
+            });
+        }
         let mut limits = Limits::default();
         limits.frame_body_bytes_max = reply
             .frame_body_bytes_max

@@ -177,6 +177,7 @@ async fn ping_member(node: &Node, index: usize, interval: Duration) -> anyhow::R
         answer_timeout,
         PeerConnection::connect(
             member.peer_addr,
+            member.id,
             &node.token,
             node.id.0,
             "heartbeat",

@@ -49,9 +49,11 @@ pub struct PeerConnection {
 
 impl PeerConnection {
     /// Connects to `addr` and sends HELLO with `token`; `purpose` names the connection in the
-    /// peer's logs. `limits` bound what this side accepts.
+    /// peer's logs. `limits` bound what this side accepts. The reply must come from member
+    /// `expected`: a port reused by another node must not receive that member's traffic.
     pub async fn connect(
         addr: SocketAddr,
+        expected: u32,
         token: &ClusterToken,
         self_id: u32,
         purpose: &str,
@@ -76,6 +78,12 @@ impl PeerConnection {
         let Response::Hello(reply) = reply else {
             anyhow::bail!("HELLO answered with {}", reply.op());
         };
+        if reply.node_id.0 != expected {
+            anyhow::bail!(
+                "{addr} is node {} now, not node {expected}; refusing to talk to it as {expected}",
+                reply.node_id.0
+            );
+        }
         peer.frame_body_bytes_max = (reply.frame_body_bytes_max as usize).max(1);
         Ok(peer)
     }

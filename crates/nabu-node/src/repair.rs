@@ -432,7 +432,7 @@ async fn connect(node: &Node, id: u32, purpose: &str) -> anyhow::Result<PeerConn
         .liveness
         .peer_addr(id)
         .with_context(|| format!("node {id} is not a member"))?;
-    let connect = PeerConnection::connect(addr, &node.token, node.id.0, purpose, node.limits);
+    let connect = PeerConnection::connect(addr, id, &node.token, node.id.0, purpose, node.limits);
     timeout(node.limits.frame_timeout, connect)
         .await
         .with_context(|| format!("connect to node {id}"))?

@@ -37,7 +37,8 @@ pub struct UpArgs {
     #[arg(long, default_value = "./nabu-data")]
     pub dir: PathBuf,
     /// First port: node i listens on BASE+i-1 (data), BASE+100+i-1 (peer) and BASE+200+i-1
-    /// (HTTP). 0 picks free ports.
+    /// (HTTP). 0 picks free ports (below the kernel's ephemeral range, so a restarted node
+    /// gets them back).
     #[arg(long, default_value_t = 7400)]
     pub base_port: u16,
 }
@@ -139,27 +140,21 @@ fn create_cluster(dir: &Path, nodes: usize, base_port: u16) -> anyhow::Result<Cl
 }
 
 /// `(data, peer, http)` for each node: fixed blocks from `base_port`, or free ports when it
-/// is 0 (bound and released here; a race with another program is reported at start-up).
+/// is 0 (see [`free_ports`]).
 fn node_addresses(
     nodes: usize,
     base_port: u16,
 ) -> anyhow::Result<Vec<(SocketAddr, SocketAddr, SocketAddr)>> {
-    let free_port = || -> anyhow::Result<u16> {
-        Ok(TcpListener::bind("127.0.0.1:0")
-            .context("find a free port")?
-            .local_addr()?
-            .port())
-    };
     let address = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    if base_port == 0 {
+        let ports = free_ports(nodes * 3)?;
+        return Ok(ports
+            .chunks(3)
+            .map(|p| (address(p[0]), address(p[1]), address(p[2])))
+            .collect());
+    }
     (0..nodes)
         .map(|index| {
-            if base_port == 0 {
-                return Ok((
-                    address(free_port()?),
-                    address(free_port()?),
-                    address(free_port()?),
-                ));
-            }
             let port = |block: usize| {
                 u16::try_from(usize::from(base_port) + block * NODES_MAX + index)
                     .context("--base-port too high for this many nodes")
@@ -167,6 +162,41 @@ fn node_addresses(
             Ok((address(port(0)?), address(port(1)?), address(port(2)?)))
         })
         .collect()
+}
+
+/// The lowest port `--base-port 0` picks from.
+const FREE_PORT_LOW: u16 = 10_000;
+
+/// `count` distinct ports that are free now, chosen at random *below* the kernel's ephemeral
+/// range: a node restarted later (`nabu serve` after a kill) must get its ports back, and
+/// ports in the ephemeral range may meanwhile be handed to any program's outgoing connection
+/// or port-0 listener.
+fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
+    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let high = ephemeral_low.max(FREE_PORT_LOW + 1_000);
+    let span = u32::from(high - FREE_PORT_LOW);
+    let mut ports = Vec::with_capacity(count);
+    for _ in 0..count * 100 {
+        if ports.len() == count {
+            return Ok(ports);
+        }
+        let mut random = [0u8; 4];
+        getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("pick a port: {e}"))?;
+        let port = FREE_PORT_LOW + (u32::from_le_bytes(random) % span) as u16;
+        if !ports.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    if ports.len() == count {
+        return Ok(ports);
+    }
+    anyhow::bail!(
+        "found only {} free ports in {FREE_PORT_LOW}..{high}",
+        ports.len()
+    )
 }
 
 fn random_token() -> anyhow::Result<String> {

@@ -554,7 +554,7 @@ where
     FanOut { placed, failures }
 }
 
-/// Asks every node of `nodes` in parallel; once `enough` have answered (or failed), waits at
+/// Asks every node of `nodes` in parallel; once `enough` have answered successfully, waits at
 /// most `grace` for the rest (forever if `None`). Unanswered nodes count as failed.
 async fn gather<F, Fut, T>(
     nodes: &[NodeId],
@@ -571,10 +571,14 @@ where
     for &node in nodes {
         tasks.spawn(ask(node));
     }
-    let mut answers = Vec::with_capacity(nodes.len());
+    let mut answers: Vec<Result<T>> = Vec::with_capacity(nodes.len());
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
-        if answers.len() >= enough && deadline.is_none() {
+        // Only successful answers count towards `enough`: failures that arrive first (nodes
+        // that are down answer fastest) must not start the grace period and cut off the live
+        // nodes still answering.
+        let succeeded = answers.iter().filter(|answer| answer.is_ok()).count();
+        if succeeded >= enough && deadline.is_none() {
             deadline = grace.map(|grace| tokio::time::Instant::now() + grace);
         }
         let next = match deadline {

@@ -207,10 +207,7 @@ impl Client {
                 &what,
             )
             .await?;
-        let value = match stored {
-            Some(value) if !value.deleted => value,
-            _ => return Err(ClientError::NotFound(what)),
-        };
+        let value = live(stored, || what.clone())?;
         let record = NamespaceRecord::decode(&value.value)
             .map_err(|source| ClientError::Format { what, source })?;
         let mut cache = self.inner.namespaces.write().expect("namespaces lock");
@@ -281,14 +278,8 @@ impl Client {
         let stored = self
             .meta_read(MetaTable::KeyRecords, namespace, key, point, copies, &what)
             .await?;
-        match stored {
-            Some(value) if !value.deleted => KeyRecord::decode(&value.value)
-                .map_err(|source| ClientError::Format { what, source }),
-            _ => Err(ClientError::NotFound(format!(
-                "{namespace}/{}",
-                KeyDisplay(key)
-            ))),
-        }
+        let value = live(stored, || format!("{namespace}/{}", KeyDisplay(key)))?;
+        KeyRecord::decode(&value.value).map_err(|source| ClientError::Format { what, source })
     }
 
     /// Deletes `key`: a tombstone with a newer HLC timestamp than any put this client has
@@ -552,6 +543,15 @@ where
         }
     }
     FanOut { placed, failures }
+}
+
+/// The value a metadata read found, or `NotFound` (named by `what`) when it found nothing
+/// or a tombstone.
+pub(crate) fn live(stored: Option<MetaValue>, what: impl FnOnce() -> String) -> Result<MetaValue> {
+    match stored {
+        Some(value) if !value.deleted => Ok(value),
+        _ => Err(ClientError::NotFound(what())),
+    }
 }
 
 /// Asks every node of `nodes` in parallel; once `enough` have answered successfully, waits at

@@ -237,10 +237,7 @@ impl Client {
                 &what,
             )
             .await?;
-        let value = match stored {
-            Some(value) if !value.deleted => value,
-            _ => return Err(ClientError::NotFound(what)),
-        };
+        let value = crate::client::live(stored, || what.clone())?;
         let manifest = Manifest::decode(&value.value).map_err(|source| ClientError::Format {
             what: what.clone(),
             source,

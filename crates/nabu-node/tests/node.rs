@@ -12,8 +12,8 @@ use nabu_core::id::StripeId;
 use nabu_node::{Listeners, MemberConfig, MemberState, NodeConfig};
 use nabu_proto::ops::{
     HelloRequest, MetaDelete, MetaDeleteReply, MetaGetReply, MetaList, MetaListReply, MetaPutReply,
-    MetaTable, NodeStatus, NodeStatusReply, Ping, Plane, PutOutcome, ShardGet, ShardGetReply,
-    ShardPut, ShardStat, ShardStatReply, decode_list_entries,
+    MetaTable, NodeStatus, NodeStatusReply, Ping, Plane, PutOutcome, ShardGet, ShardPut, ShardStat,
+    ShardStatReply, decode_list_entries,
 };
 use nabu_proto::{ClusterToken, ErrorCode, ErrorFrame, Flags, Frame, FrameKind, Op};
 use support::*;
@@ -224,15 +224,7 @@ async fn a_flipped_byte_on_disk_is_corrupt_never_served_and_counted_once() {
         put_shard(&mut client, stripe_id, whole_shard(&shard), shard.clone()).await,
         PutOutcome::Stored
     );
-    let (_, body) = client
-        .ok::<_, ShardGetReply>(
-            &ShardGet {
-                stripe_id,
-                range: None,
-            },
-            Bytes::new(),
-        )
-        .await;
+    let body = get_shard(&mut client, stripe_id).await;
     assert_eq!(body, shard);
 }
 // ---- metadata ----
@@ -334,15 +326,7 @@ async fn bad_input_on_every_listener_gets_errors_and_stored_data_survives() {
 
     node.assert_alive().await;
     let mut reader = node.client().await;
-    let (_, body) = reader
-        .ok::<_, ShardGetReply>(
-            &ShardGet {
-                stripe_id,
-                range: None,
-            },
-            Bytes::new(),
-        )
-        .await;
+    let body = get_shard(&mut reader, stripe_id).await;
     assert_eq!(body, shard, "stored shard intact");
     let (_, body) = reader
         .ok::<_, MetaGetReply>(&get_meta("k"), Bytes::new())
@@ -704,15 +688,7 @@ async fn data_survives_a_restart_on_the_same_dirs() {
     }
     let node = TestNode::start(|config| config.data_dirs = vec![data_dir.clone()]).await;
     let mut client = node.client().await;
-    let (_, body) = client
-        .ok::<_, ShardGetReply>(
-            &ShardGet {
-                stripe_id,
-                range: None,
-            },
-            Bytes::new(),
-        )
-        .await;
+    let body = get_shard(&mut client, stripe_id).await;
     assert_eq!(body, shard);
     let (reply, _) = client
         .ok::<_, MetaGetReply>(&get_meta("kept"), Bytes::new())

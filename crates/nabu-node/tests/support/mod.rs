@@ -386,6 +386,16 @@ pub async fn put_shard(
     reply.outcome
 }
 
+/// The whole shard of `stripe_id` the node holds (GET must succeed).
+pub async fn get_shard(client: &mut Client, stripe_id: StripeId) -> Bytes {
+    let request = ShardGet {
+        stripe_id,
+        range: None,
+    };
+    let (_, body) = client.ok::<_, ShardGetReply>(&request, Bytes::new()).await;
+    body
+}
+
 // ---- HTTP ----
 
 pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {

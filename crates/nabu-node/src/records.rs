@@ -97,18 +97,23 @@ pub fn decode_hint(record: &[u8]) -> Option<(HintKind, ShardInfo)> {
     Some((kind, ShardStatReply::decode(info).ok()?.shard))
 }
 
-/// The shard record: the shard bytes, then the trailer.
+/// The shard record: the shard bytes, then the trailer (joined; the node itself hands the
+/// two parts to the store separately).
+#[cfg(test)]
 pub fn encode_shard(info: &ShardInfo, shard: &[u8]) -> Vec<u8> {
-    let mut record = Vec::with_capacity(shard.len() + SHARD_TRAILER_BYTES);
-    record.extend_from_slice(shard);
-    let mut info_bytes = Vec::with_capacity(24);
+    [shard, &shard_trailer(info)].concat()
+}
+
+/// The trailer that follows a shard's bytes in its store record (the store writes the two
+/// parts into one record without joining them first: see `Store::put_parts`).
+pub fn shard_trailer(info: &ShardInfo) -> Vec<u8> {
+    let mut trailer = Vec::with_capacity(SHARD_TRAILER_BYTES);
     ShardStatReply { shard: *info }
-        .encode(&mut info_bytes)
+        .encode(&mut trailer)
         .expect("shard info from a decoded request encodes");
-    record.extend_from_slice(&info_bytes);
-    record.extend_from_slice(&[0; 4]);
-    record.extend_from_slice(&SHARD_TRAILER_MAGIC);
-    record
+    trailer.extend_from_slice(&[0; 4]);
+    trailer.extend_from_slice(&SHARD_TRAILER_MAGIC);
+    trailer
 }
 
 /// The shard info and the shard's length in a shard record, or `None` if the record is not

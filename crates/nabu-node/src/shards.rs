@@ -24,7 +24,7 @@ use nabu_store::{Store, StoreError};
 
 use crate::handler::OpError;
 use crate::metrics::Metrics;
-use crate::records::{SHARD_TRAILER_BYTES, decode_shard, encode_shard, shard_key};
+use crate::records::{SHARD_TRAILER_BYTES, decode_shard, shard_key, shard_trailer};
 
 /// Lock stripes serialising check-then-write per stripe id (two puts of different shards of
 /// one stripe must not both succeed).
@@ -120,7 +120,7 @@ impl Shards {
             Ok(None) | Err(_) => {}
         }
         let existed = self.store.contains(&key)?;
-        self.store.put(&key, &encode_shard(info, shard))?;
+        self.store.put_parts(&key, &[shard, &shard_trailer(info)])?;
         if !existed {
             self.metrics.shards.fetch_add(1, Ordering::Relaxed);
         }

@@ -254,24 +254,36 @@ pub struct EncodedRecord {
 impl EncodedRecord {
     /// Lays out `key` and `payload`. The caller has checked both lengths.
     pub fn new(kind: RecordKind, key: &[u8], payload: &[u8]) -> Self {
+        Self::from_parts(kind, key, &[payload])
+    }
+
+    /// A record whose payload is the concatenation of `parts`, copied straight into the
+    /// record buffer (the caller need not join them first: one copy of the payload, not two).
+    pub fn from_parts(kind: RecordKind, key: &[u8], parts: &[&[u8]]) -> Self {
+        let payload_len: usize = parts.iter().map(|part| part.len()).sum();
         assert!(
             (1..=KEY_BYTES_MAX).contains(&key.len()),
             "key length checked by caller"
         );
         assert!(
-            payload.len() <= PAYLOAD_BYTES_MAX,
+            payload_len <= PAYLOAD_BYTES_MAX,
             "payload length checked by caller"
         );
-        let payload_at = payload_offset(key.len(), payload.len());
-        let mut buf = AlignedBuf::zeroed(record_bytes(key.len(), payload.len()));
+        let mut at = payload_offset(key.len(), payload_len);
+        let mut buf = AlignedBuf::zeroed(record_bytes(key.len(), payload_len));
         buf[RECORD_HEADER_BYTES..][..key.len()].copy_from_slice(key);
-        buf[payload_at..][..payload.len()].copy_from_slice(payload);
+        let mut crc = crc32c::crc32c(key);
+        for part in parts {
+            buf[at..][..part.len()].copy_from_slice(part);
+            crc = crc32c::crc32c_append(crc, part);
+            at += part.len();
+        }
         Self {
             buf,
             kind,
             key_len: key.len() as u16,
-            payload_len: payload.len() as u32,
-            body_crc: body_crc(key, payload),
+            payload_len: payload_len as u32,
+            body_crc: crc,
         }
     }
 

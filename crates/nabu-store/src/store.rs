@@ -168,16 +168,23 @@ impl Store {
 
     /// Stores `payload` under `key`, replacing any value; returns once durable.
     pub fn put(&self, key: &[u8], payload: &[u8]) -> Result<(), StoreError> {
+        self.put_parts(key, &[payload])
+    }
+
+    /// [`Store::put`] of the concatenation of `parts` (a shard and its trailer, say), without
+    /// joining them into one buffer first.
+    pub fn put_parts(&self, key: &[u8], parts: &[&[u8]]) -> Result<(), StoreError> {
         check_key(key)?;
-        if payload.len() > PAYLOAD_BYTES_MAX {
+        let len: usize = parts.iter().map(|part| part.len()).sum();
+        if len > PAYLOAD_BYTES_MAX {
             return Err(StoreError::PayloadTooLarge {
-                len: payload.len(),
+                len,
                 max: PAYLOAD_BYTES_MAX,
             });
         }
         let open = self.dir_for(key)?;
         open.dir.check_writable()?;
-        let record = EncodedRecord::new(RecordKind::Put, key, payload);
+        let record = EncodedRecord::from_parts(RecordKind::Put, key, parts);
         submit(open, key_hash(key), record).map(drop)
     }
 

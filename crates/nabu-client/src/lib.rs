@@ -31,14 +31,17 @@
 //! repair: rebuild it there); the nodes replay hints once the home is up, and the
 //! [`PutReceipt`] still names shards that found no node.
 //!
-//! **Deliberately absent (later work):** garbage collection of unreferenced stripes, ring
-//! epochs that change while a client runs.
+//! **Space comes back** through [`Client::collect_garbage`] (`gc`): mark what the key records
+//! reach, sweep the rest on each node, sparing anything written within a grace period.
+//!
+//! **Deliberately absent (later work):** ring epochs that change while a client runs.
 
 mod client;
 pub mod config;
 pub mod connection;
 mod error;
 pub mod format;
+mod gc;
 pub mod hlc;
 mod list;
 pub mod pool;
@@ -49,6 +52,7 @@ pub use client::{Client, ListPage, ListedKey, ObjectInfo, SYSTEM_NAMESPACE};
 pub use config::{ClientConfig, ClusterMap, Endpoint, Hedge, MemberAddr, builtin_namespaces};
 pub use error::{ClientError, Result};
 pub use format::{FormatError, KeyRecord, Manifest, StripeEntry, UserMetadata};
+pub use gc::{GcOptions, GcPhase, GcReport};
 pub use hlc::Hlc;
 pub use read::BlobReader;
 pub use write::{MissingShard, PutOptions, PutReceipt, REPAIR_HINT_COPIES};

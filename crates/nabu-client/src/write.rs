@@ -21,6 +21,7 @@
 //! changes nothing visible.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use nabu_core::aligned::AlignedBuf;
@@ -205,6 +206,7 @@ impl Client {
         })?;
         let policy = self.namespace_policy(namespace).await?;
         self.check_durability(policy)?;
+        let started = Instant::now();
         let stripe_bytes = self.inner.config.stripe_bytes;
         let first = source.next_stripe(stripe_bytes).await?;
         let layout = self.stripe_durability(policy, first.len() as u64, stripe_bytes);
@@ -240,6 +242,16 @@ impl Client {
         }
         written.sort_by_key(|stripe| stripe.index);
         let blob_id = BlobId::from_bytes(*hasher.finalize().as_bytes());
+        // Garbage collection spares stripes written within its grace period, which is at
+        // least twice this: a PUT slower than it must not make its stripes reachable.
+        let deadline = self.inner.config.put_deadline;
+        if started.elapsed() > deadline {
+            return Err(ClientError::InvalidArgument(format!(
+                "put of {what} took {:?}, longer than put_deadline ({deadline:?}); nothing \
+                 became visible: retry it, or raise put_deadline (and the collector's grace)",
+                started.elapsed()
+            )));
+        }
         self.commit(
             namespace,
             key,

@@ -822,5 +822,7 @@ async fn replicas_3_survive_two_lost_nodes_and_none_reports_lost_stripes() {
     }
 }
 
+#[path = "client/gc.rs"]
+mod gc;
 #[path = "client/repair.rs"]
 mod repair;

@@ -134,6 +134,10 @@ pub struct NodeConfig {
     /// Hints this node keeps at most; a HINT_PUT beyond it is answered BUSY (the writer's
     /// receipt still names the shard). Default 1,000,000 (a few tens of MiB of memory).
     pub hints_max: u32,
+    /// Recent write times kept for garbage collection (an entry of about 50 bytes per shard
+    /// or manifest written within the collector's grace period). When full the table is
+    /// cleared and sweeps drop nothing for one grace period. Default 1,000,000.
+    pub gc_touch_entries_max: u32,
     /// The chunk store's options.
     pub store: StoreOptions,
 }
@@ -237,6 +241,7 @@ impl Default for NodeConfig {
             hint_replay_concurrency: 2,
             hint_replay_bytes_per_s: 64 << 20,
             hints_max: 1_000_000,
+            gc_touch_entries_max: 1_000_000,
             store: StoreOptions::default(),
         }
     }
@@ -347,6 +352,7 @@ impl NodeConfig {
             ),
             ("hint_replay_bytes_per_s", self.hint_replay_bytes_per_s),
             ("hints_max", u64::from(self.hints_max)),
+            ("gc_touch_entries_max", u64::from(self.gc_touch_entries_max)),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::Invalid(format!("{name} must be positive")));

@@ -9,6 +9,9 @@ use nabu_proto::ops::{
     HintPutReply, MetaDeleteReply, MetaGetReply, MetaListReply, MetaPutReply, NodeStatusReply,
     PingReply, ShardDeleteReply, ShardGetReply, ShardPutReply, ShardStatReply, encode_list_entries,
 };
+use nabu_proto::ops::{
+    MetaNamespacesReply, ShardListReply, decode_sweep_body, encode_namespaces, encode_stripe_ids,
+};
 use nabu_proto::{ErrorCode, ErrorFrame, Flags, Frame, FrameKind, ProtoError, Request, Response};
 
 use crate::node::Node;
@@ -76,7 +79,8 @@ pub async fn execute(node: &Arc<Node>, request: Request, body: Bytes) -> Result<
         }
         Request::ShardPut(put) => {
             let outcome = blocking(node, move |node| {
-                node.shards.put(&put.stripe_id, &put.shard, &body)
+                node.shards
+                    .put(&put.stripe_id, &put.shard, &body, &node.touches)
             })
             .await?;
             Ok(Reply::bodiless(Response::ShardPut(ShardPutReply {
@@ -108,6 +112,30 @@ pub async fn execute(node: &Arc<Node>, request: Request, body: Bytes) -> Result<
                 shard,
             })))
         }
+        Request::ShardList(list) => {
+            let (ids, more) = blocking(node, move |node| {
+                crate::gc::list_shards(node, list.after, list.limit)
+            })
+            .await?;
+            let meta = Response::ShardList(ShardListReply {
+                stripes: ids.len() as u32,
+                more,
+            });
+            Ok(Reply {
+                meta,
+                body: Bytes::from(encode_stripe_ids(&ids)),
+            })
+        }
+        Request::GcSweep(sweep) => {
+            let (shards, manifests) =
+                decode_sweep_body(&sweep, &body).map_err(|error| OpError::from(&error))?;
+            let grace = std::time::Duration::from_millis(sweep.grace_ms);
+            let reply = blocking(node, move |node| {
+                crate::gc::sweep(node, grace, &shards, &manifests)
+            })
+            .await?;
+            Ok(Reply::bodiless(Response::GcSweep(reply)))
+        }
         Request::HintPut(put) => {
             let pending = blocking(node, move |node| crate::hints::put_hint(node, &put)).await?;
             Ok(Reply::bodiless(Response::HintPut(HintPutReply {
@@ -123,7 +151,8 @@ async fn execute_meta(node: &Arc<Node>, request: Request, body: Bytes) -> Result
         Request::MetaPut(put) => {
             let address = MetaAddress::new(put.table, &put.namespace, &put.key);
             let applied = blocking(node, move |node| {
-                node.meta.put(address, put.hlc_timestamp, &body)
+                node.meta
+                    .put(address, put.hlc_timestamp, &body, &node.touches)
             })
             .await?;
             Ok(Reply::bodiless(Response::MetaPut(MetaPutReply { applied })))
@@ -164,6 +193,19 @@ async fn execute_meta(node: &Arc<Node>, request: Request, body: Bytes) -> Result
             let meta = Response::MetaList(MetaListReply {
                 entries: page.entries.len() as u32,
                 continuation: page.continuation,
+                body_bytes: body.len() as u64,
+            });
+            Ok(Reply {
+                meta,
+                body: Bytes::from(body),
+            })
+        }
+        Request::MetaNamespaces(list) => {
+            let (namespaces, more) = node.meta.namespaces(&list.after, list.limit);
+            let body = encode_namespaces(&namespaces).map_err(|error| OpError::from(&error))?;
+            let meta = Response::MetaNamespaces(MetaNamespacesReply {
+                namespaces: namespaces.len() as u32,
+                more,
                 body_bytes: body.len() as u64,
             });
             Ok(Reply {

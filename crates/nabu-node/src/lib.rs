@@ -23,6 +23,7 @@
 
 mod config;
 mod connection;
+mod gc;
 mod handler;
 mod hints;
 mod http;

@@ -17,6 +17,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::gc::Touches;
 use crate::hints::Hints;
 use crate::liveness::{self, Liveness};
 use crate::meta::MetaStore;
@@ -48,6 +49,8 @@ pub struct Node {
     pub meta: MetaStore,
     /// Hints kept for the replay job.
     pub hints: Hints,
+    /// Recent write times, so a garbage-collection sweep spares writes in flight.
+    pub touches: Touches,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Member states.
@@ -167,6 +170,7 @@ async fn open(config: NodeConfig, disk: Arc<dyn Disk>) -> anyhow::Result<Arc<Nod
         shards: Shards::new(Arc::clone(&store), Arc::clone(&metrics)),
         meta,
         hints,
+        touches: Touches::new(config.gc_touch_entries_max as usize),
         store,
         metrics,
         liveness: Liveness::new(

@@ -14,6 +14,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use nabu_core::AlignedBuf;
@@ -22,6 +23,7 @@ use nabu_proto::ErrorCode;
 use nabu_proto::ops::{ByteRange, PutOutcome, ShardInfo};
 use nabu_store::{Store, StoreError};
 
+use crate::gc::{Swept, Touches};
 use crate::handler::OpError;
 use crate::metrics::Metrics;
 use crate::records::{SHARD_TRAILER_BYTES, decode_shard, shard_key, shard_trailer};
@@ -86,6 +88,7 @@ impl Shards {
         stripe_id: &StripeId,
         info: &ShardInfo,
         shard: &[u8],
+        touches: &Touches,
     ) -> Result<PutOutcome, OpError> {
         if shard.len() as u64 != info.shard_bytes {
             return Err(OpError::new(
@@ -105,6 +108,8 @@ impl Shards {
         }
         let key = shard_key(stripe_id);
         let _guard = self.lock(stripe_id);
+        // Before anything else: a collector must not sweep a stripe a PUT is reusing.
+        touches.touch(*stripe_id.as_bytes());
         match self.read_verified(stripe_id) {
             Ok(Some((held, _))) if held == *info => return Ok(PutOutcome::AlreadyHeld),
             Ok(Some((held, _))) => {
@@ -174,6 +179,28 @@ impl Shards {
         }
         self.forget_corrupt(stripe_id);
         Ok(existed)
+    }
+
+    /// Drops this node's shard of `stripe_id` if nothing wrote it within `grace` (GC_SWEEP).
+    pub fn delete_if_quiet(
+        &self,
+        stripe_id: &StripeId,
+        touches: &Touches,
+        grace: Duration,
+    ) -> Result<Swept, OpError> {
+        let key = shard_key(stripe_id);
+        let _guard = self.lock(stripe_id);
+        let Some(bytes) = self.store.record_bytes(&key)? else {
+            return Ok(Swept::Absent);
+        };
+        if !touches.quiet_for(stripe_id.as_bytes(), grace) {
+            return Ok(Swept::Kept);
+        }
+        if self.store.delete(&key)? {
+            self.metrics.shards.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.forget_corrupt(stripe_id);
+        Ok(Swept::Deleted(bytes))
     }
 
     /// The stored shard and its info, both checksums verified; `CORRUPT` if either fails.

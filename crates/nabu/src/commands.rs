@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use nabu_client::{Client, ClientConfig, ClusterMap, MemberAddr};
+use nabu_client::{Client, ClientConfig, ClusterMap, GcOptions, GcPhase, MemberAddr};
 use nabu_proto::ClusterToken;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
@@ -39,7 +39,7 @@ pub struct NamespaceArg {
 }
 
 impl ClusterArg {
-    async fn cluster_map(&self) -> anyhow::Result<ClusterMap> {
+    pub(crate) async fn cluster_map(&self) -> anyhow::Result<ClusterMap> {
         if let Ok(addr) = self.cluster.parse::<SocketAddr>() {
             return cluster_map_from_node(addr).await;
         }
@@ -255,6 +255,78 @@ pub async fn rm(cluster: &ClusterArg, ns: &NamespaceArg, key: &str) -> anyhow::R
         .await?
         .delete(&ns.namespace, key.as_bytes())
         .await?;
+    Ok(())
+}
+
+/// `nabu gc` arguments.
+#[derive(Debug, clap::Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    cluster: ClusterArg,
+    /// Keep anything a node wrote within this long (PUTs in flight are safe as long as no
+    /// client's put deadline exceeds half of it).
+    #[arg(long, value_parser = crate::bench::parse_duration, default_value = "6h")]
+    grace: Duration,
+    /// The longest PUT the cluster's clients allow (their `put_deadline`; 1h by default).
+    /// The grace period must be at least twice it.
+    #[arg(long, value_parser = crate::bench::parse_duration, default_value = "1h")]
+    put_deadline: Duration,
+    /// Report what would be reclaimed; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// `nabu gc`: one mark-and-sweep collection, with a line per phase on a terminal.
+pub async fn gc(args: &GcArgs) -> anyhow::Result<()> {
+    let config = ClientConfig {
+        put_deadline: args.put_deadline,
+        ..ClientConfig::default()
+    };
+    let client = Client::new(args.cluster.cluster_map().await?, config)?;
+    let spinner = std::io::stderr().is_terminal().then(|| {
+        let spinner = ProgressBar::new_spinner();
+        spinner.enable_steady_tick(Duration::from_millis(120));
+        spinner
+    });
+    let options = GcOptions {
+        grace: args.grace,
+        dry_run: args.dry_run,
+    };
+    let report = client
+        .collect_garbage(options, |phase| {
+            if let Some(spinner) = &spinner {
+                spinner.set_message(match phase {
+                    GcPhase::Mark => "marking: reading key records and manifests",
+                    GcPhase::List => "listing the shards each node holds",
+                    GcPhase::Sweep => "sweeping unreferenced shards and manifests",
+                });
+            }
+        })
+        .await;
+    if let Some(spinner) = spinner {
+        spinner.finish_and_clear();
+    }
+    let report = report?;
+    println!(
+        "live: {} blobs, {} stripes in {} namespaces; {} shards held",
+        report.blobs_live, report.stripes_live, report.namespaces, report.shards_held
+    );
+    println!(
+        "unreferenced: {} shards, {} manifest copies",
+        report.shards_unreferenced, report.manifests_unreferenced
+    );
+    if args.dry_run {
+        println!("dry run: nothing deleted");
+    } else {
+        println!(
+            "deleted: {} shards, {} manifest copies, {} freed; kept {} written within {:?}",
+            report.shards_deleted,
+            report.manifests_deleted,
+            human_bytes(report.bytes_freed),
+            report.kept_recent,
+            args.grace
+        );
+    }
     Ok(())
 }
 

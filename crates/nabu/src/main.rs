@@ -84,6 +84,9 @@ enum Command {
         #[command(flatten)]
         cluster: commands::ClusterArg,
     },
+    /// Reclaim the space of blobs no key references any more (mark and sweep; every node
+    /// must be up). Items written within the grace period are kept.
+    Gc(commands::GcArgs),
     /// PUT/GET throughput and latency, each as a ratio to limits measured in the same run.
     Bench(bench::BenchArgs),
 }
@@ -125,6 +128,7 @@ fn main() -> std::process::ExitCode {
             } => commands::ls(&cluster, &ns, &prefix).await,
             Command::Rm { cluster, ns, key } => commands::rm(&cluster, &ns, &key).await,
             Command::Status { cluster } => commands::status(&cluster).await,
+            Command::Gc(args) => commands::gc(&args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     });

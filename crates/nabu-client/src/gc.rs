@@ -14,8 +14,11 @@
 //!    stripes.
 //! 3. **List:** each node's stripes (SHARD_LIST) and manifests (META_LIST); what the mark did
 //!    not reach is a candidate.
-//! 4. **Sweep:** each node drops a candidate only if it did not write it within `grace`
-//!    (GC_SWEEP; see `crates/nabu-node/src/gc.rs`).
+//! 4. **Sweep:** each node condemns a candidate the first time; a collection at least `grace`
+//!    later drops it if it is still unreferenced and the node did not write it within `grace`
+//!    (GC_SWEEP; see `crates/nabu-node/src/gc.rs`). So space comes back after two
+//!    collections a grace period apart, and a read that resolved a key before its last
+//!    reference went has `grace` to finish.
 //!
 //! **Why that is safe against PUTs in flight.** A PUT writes (or finds, deduplicated) its
 //! stripes on their nodes, then its manifest, then the key record. If the mark missed the key
@@ -33,7 +36,7 @@ use nabu_core::id::{BlobId, StripeId};
 use nabu_core::ring::NodeId;
 use nabu_proto::ops::{
     LIST_LIMIT_MAX, ManifestRef, MetaGet, MetaList, MetaTable, SHARD_LIST_LIMIT_MAX,
-    SWEEP_ITEMS_MAX,
+    SWEEP_ITEMS_MAX, SweepRun,
 };
 use tokio::task::JoinSet;
 
@@ -73,6 +76,9 @@ pub struct GcReport {
     pub shards_deleted: u64,
     /// Manifest copies dropped.
     pub manifests_deleted: u64,
+    /// Unreferenced items condemned (now, or by an earlier collection less than a grace
+    /// period ago): a collection a grace period after their condemnation drops them.
+    pub condemned: u64,
     /// Unreferenced items kept because their node wrote them within the grace period (or
     /// restarted within it).
     pub kept_recent: u64,
@@ -161,21 +167,31 @@ impl Client {
         }
 
         phase(GcPhase::Sweep);
+        let run_id = self.inner.hlc.now();
+        let grace_ms = u64::try_from(options.grace.as_millis()).unwrap_or(u64::MAX);
         for (node, found) in candidates {
-            let manifests_per_request = SWEEP_ITEMS_MAX as usize;
-            let shard_batches = found.shards.chunks(SWEEP_ITEMS_MAX as usize);
-            let manifest_batches = found.manifests.chunks(manifests_per_request);
-            let batches = shard_batches
-                .map(|shards| (shards, &[][..]))
-                .chain(manifest_batches.map(|manifests| (&[][..], manifests)));
-            for (shards, manifests) in batches {
+            let batch = SWEEP_ITEMS_MAX as usize;
+            let shard_batches = found.shards.chunks(batch).map(|shards| (shards, &[][..]));
+            let manifest_batches = found.manifests.chunks(batch).map(|m| (&[][..], m));
+            let mut batches: Vec<_> = shard_batches.chain(manifest_batches).collect();
+            if batches.is_empty() {
+                batches.push((&[][..], &[][..])); // still ends the run: pardons lapse
+            }
+            let count = batches.len();
+            for (sent, (shards, manifests)) in batches.into_iter().enumerate() {
+                let run = SweepRun {
+                    grace_ms,
+                    run_id,
+                    last: sent + 1 == count,
+                };
                 let swept = self
                     .inner
                     .pool
-                    .gc_sweep(node, options.grace, shards, manifests)
+                    .gc_sweep(node, run, shards, manifests)
                     .await?;
                 report.shards_deleted += u64::from(swept.shards_deleted);
                 report.manifests_deleted += u64::from(swept.manifests_deleted);
+                report.condemned += u64::from(swept.condemned);
                 report.kept_recent += u64::from(swept.kept_recent);
                 report.bytes_freed += swept.bytes_freed;
             }

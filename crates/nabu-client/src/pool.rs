@@ -14,7 +14,7 @@ use nabu_core::ring::NodeId;
 use nabu_proto::ops::{
     GcSweepReply, HintPut, ListEntry, ManifestRef, MetaDelete, MetaGet, MetaList, MetaNamespaces,
     MetaPut, NodeStatus, NodeStatusReply, PutOutcome, ShardGet, ShardInfo, ShardLayout, ShardList,
-    ShardPut, ShardStat, decode_list_entries, decode_namespaces, decode_stripe_ids,
+    ShardPut, ShardStat, SweepRun, decode_list_entries, decode_namespaces, decode_stripe_ids,
     encode_sweep_body,
 };
 use nabu_proto::{ClusterToken, Meta, ProtoError, Response};
@@ -304,16 +304,16 @@ impl Pool {
         Ok((namespaces, meta.more))
     }
 
-    /// GC_SWEEP: asks `node` to drop these shards and manifests unless written within `grace`.
+    /// GC_SWEEP: asks `node` to condemn, or drop if condemned long enough, these shards and
+    /// manifests (never what it wrote within the grace period).
     pub async fn gc_sweep(
         &self,
         node: NodeId,
-        grace: Duration,
+        run: SweepRun,
         shards: &[StripeId],
         manifests: &[ManifestRef],
     ) -> Result<GcSweepReply> {
-        let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
-        let (request, body) = encode_sweep_body(grace_ms, shards, manifests)
+        let (request, body) = encode_sweep_body(run, shards, manifests)
             .map_err(|source| ClientError::Protocol { node, source })?;
         match self.call(node, &request, Bytes::from(body)).await?.meta {
             Response::GcSweep(reply) => Ok(reply),

@@ -1,8 +1,15 @@
 //! The node's side of garbage collection: remember what was written lately, list held
 //! stripes (SHARD_LIST), and sweep what a collector found unreferenced (GC_SWEEP).
 //!
-//! **Why the node keeps write times.** A collector marks the stripes and manifests that the
-//! cluster's key records reach, then asks nodes to drop the rest. A PUT running at the same
+//! **Two sweeps, a grace period apart.** A collector marks the stripes and manifests that the
+//! cluster's key records reach, then asks nodes to sweep the rest. The first sweep naming an
+//! item only *condemns* it; a sweep at least a grace period later drops it if it is still
+//! named. A read that resolved a key just before an overwrite or delete took away the last
+//! reference can therefore finish (reads must be shorter than the grace period). An item a
+//! later collection no longer names (referenced again, e.g. by a copy) is pardoned when that
+//! collection's last request arrives, and a write pardons it at once.
+//!
+//! **Why the node keeps write times.** A PUT running at the same
 //! time may have written (or, deduplicated, found already present) a stripe whose key record
 //! the mark did not see yet. Such a stripe was *written on this node* during the PUT, so the
 //! node refuses to drop anything written within the sweep's grace period; the collector in
@@ -19,7 +26,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nabu_core::id::StripeId;
-use nabu_proto::ops::{GcSweepReply, ManifestRef, MetaTable};
+use nabu_proto::ops::{GcSweepReply, ManifestRef, MetaTable, SweepRun};
 
 use crate::handler::OpError;
 use crate::node::Node;
@@ -38,6 +45,19 @@ struct TouchState {
     written: HashMap<[u8; 32], Instant>,
     /// When the table last overflowed and was cleared.
     forgotten_at: Option<Instant>,
+    /// Items condemned: when first, and the collection that last named them.
+    condemned: HashMap<[u8; 32], (Instant, u64)>,
+}
+
+/// What a sweep may do with an unreferenced item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Condemned a grace period ago and not written since: drop it.
+    Drop,
+    /// Condemned now, or less than a grace period ago: wait for a later collection.
+    Condemned,
+    /// Written within the grace period (or the node cannot tell): keep it.
+    Recent,
 }
 
 impl Touches {
@@ -69,6 +89,37 @@ impl Touches {
             state.forgotten_at = Some(now);
         }
         state.written.insert(item, now);
+        state.condemned.remove(&item);
+    }
+
+    /// Judges an item a collection (`run`) found unreferenced; see [`Verdict`].
+    pub fn judge(&self, item: &[u8; 32], grace: Duration, run: u64) -> Verdict {
+        if !self.quiet_for(item, grace) {
+            return Verdict::Recent;
+        }
+        let now = Instant::now();
+        let mut state = self.state();
+        if let Some((since, last_run)) = state.condemned.get_mut(item) {
+            *last_run = run;
+            if now.saturating_duration_since(*since) >= grace {
+                state.condemned.remove(item);
+                return Verdict::Drop;
+            }
+            return Verdict::Condemned;
+        }
+        if state.condemned.len() >= self.entries_max {
+            return Verdict::Recent; // bounded: condemned by a later collection
+        }
+        state.condemned.insert(*item, (now, run));
+        Verdict::Condemned
+    }
+
+    /// Ends collection `run` on this node: items condemned earlier that it did not name are
+    /// referenced again, so their condemnation lapses.
+    pub fn finish_run(&self, run: u64) {
+        self.state()
+            .condemned
+            .retain(|_, (_, last_run)| *last_run == run);
     }
 
     /// Whether `item` has gone unwritten for at least `grace` (and the node can tell).
@@ -116,29 +167,27 @@ pub fn list_shards(
     Ok((ids, more))
 }
 
-/// Drops the listed shards (with their hints) and manifest copies that were not written
-/// within `grace`; see the module docs.
+/// Condemns or drops the listed shards (with their hints) and manifest copies; see the
+/// module docs.
 pub fn sweep(
     node: &Node,
-    grace: Duration,
+    run: SweepRun,
     shards: &[StripeId],
     manifests: &[ManifestRef],
 ) -> Result<GcSweepReply, OpError> {
+    let grace = Duration::from_millis(run.grace_ms);
+    let judge = |item: &[u8; 32]| node.touches.judge(item, grace, run.run_id);
     let mut reply = GcSweepReply::default();
     for stripe_id in shards {
-        match node
-            .shards
-            .delete_if_quiet(stripe_id, &node.touches, grace)?
-        {
+        match node.shards.delete_if(stripe_id, judge)? {
             Swept::Deleted(bytes) => {
                 reply.shards_deleted += 1;
                 reply.bytes_freed += bytes;
+                for hint in node.hints.of_stripe(stripe_id) {
+                    node.hints.remove(stripe_id, hint.home)?;
+                }
             }
-            Swept::Kept => reply.kept_recent += 1,
-            Swept::Absent => {}
-        }
-        for hint in node.hints.of_stripe(stripe_id) {
-            node.hints.remove(stripe_id, hint.home)?;
+            other => reply.count(other),
         }
     }
     for manifest in manifests {
@@ -147,16 +196,18 @@ pub fn sweep(
             &manifest.namespace,
             manifest.blob_id.as_bytes(),
         );
-        match node.meta.remove_if_quiet(&address, &node.touches, grace)? {
+        match node.meta.remove_if(&address, judge)? {
             Swept::Deleted(bytes) => {
                 reply.manifests_deleted += 1;
                 reply.bytes_freed += bytes;
             }
-            Swept::Kept => reply.kept_recent += 1,
-            Swept::Absent => {}
+            other => reply.count(other),
         }
     }
-    node.touches.prune(grace);
+    if run.last {
+        node.touches.finish_run(run.run_id);
+        node.touches.prune(grace);
+    }
     if reply.shards_deleted + reply.manifests_deleted > 0 {
         tracing::info!(
             shards = reply.shards_deleted,
@@ -171,15 +222,42 @@ pub fn sweep(
     Ok(reply)
 }
 
-/// What a conditional delete did.
+/// What a sweep did with one item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Swept {
     /// Dropped; this many bytes of records turned into garbage.
     Deleted(u64),
+    /// Condemned (now or earlier): kept until a later collection.
+    Condemned,
     /// Written within the grace period: kept.
-    Kept,
+    Recent,
     /// Not held.
     Absent,
+}
+
+impl Swept {
+    /// What dropping an item held in `bytes` of records comes to under `verdict`.
+    pub fn of(verdict: Verdict, bytes: u64) -> Self {
+        match verdict {
+            Verdict::Drop => Swept::Deleted(bytes),
+            Verdict::Condemned => Swept::Condemned,
+            Verdict::Recent => Swept::Recent,
+        }
+    }
+}
+
+trait CountSwept {
+    fn count(&mut self, swept: Swept);
+}
+
+impl CountSwept for GcSweepReply {
+    fn count(&mut self, swept: Swept) {
+        match swept {
+            Swept::Condemned => self.condemned += 1,
+            Swept::Recent => self.kept_recent += 1,
+            Swept::Deleted(_) | Swept::Absent => {}
+        }
+    }
 }
 
 #[cfg(test)]
@@ -215,5 +293,33 @@ mod tests {
         );
         assert!(!touches.quiet_for(&[1; 32], grace));
         assert_eq!(touches.state().written.len(), 1);
+    }
+
+    #[test]
+    fn an_item_goes_a_grace_period_after_it_was_condemned_unless_pardoned() {
+        let touches = Touches::new(16);
+        let grace = Duration::from_millis(40);
+        std::thread::sleep(grace);
+        assert_eq!(touches.judge(&[1; 32], grace, 1), Verdict::Condemned);
+        assert_eq!(touches.judge(&[2; 32], grace, 1), Verdict::Condemned);
+        assert_eq!(
+            touches.judge(&[1; 32], grace, 2),
+            Verdict::Condemned,
+            "too soon"
+        );
+        touches.finish_run(2); // run 2 did not name [2]: referenced again
+        std::thread::sleep(grace);
+        assert_eq!(touches.judge(&[1; 32], grace, 3), Verdict::Drop);
+        assert_eq!(
+            touches.judge(&[2; 32], grace, 3),
+            Verdict::Condemned,
+            "pardoned"
+        );
+        touches.touch([2; 32]);
+        assert_eq!(
+            touches.judge(&[2; 32], grace, 4),
+            Verdict::Recent,
+            "written"
+        );
     }
 }

@@ -10,7 +10,8 @@ use nabu_proto::ops::{
     PingReply, ShardDeleteReply, ShardGetReply, ShardPutReply, ShardStatReply, encode_list_entries,
 };
 use nabu_proto::ops::{
-    MetaNamespacesReply, ShardListReply, decode_sweep_body, encode_namespaces, encode_stripe_ids,
+    MetaNamespacesReply, ShardListReply, SweepRun, decode_sweep_body, encode_namespaces,
+    encode_stripe_ids,
 };
 use nabu_proto::{ErrorCode, ErrorFrame, Flags, Frame, FrameKind, ProtoError, Request, Response};
 
@@ -129,9 +130,13 @@ pub async fn execute(node: &Arc<Node>, request: Request, body: Bytes) -> Result<
         Request::GcSweep(sweep) => {
             let (shards, manifests) =
                 decode_sweep_body(&sweep, &body).map_err(|error| OpError::from(&error))?;
-            let grace = std::time::Duration::from_millis(sweep.grace_ms);
+            let run = SweepRun {
+                grace_ms: sweep.grace_ms,
+                run_id: sweep.run_id,
+                last: sweep.last,
+            };
             let reply = blocking(node, move |node| {
-                crate::gc::sweep(node, grace, &shards, &manifests)
+                crate::gc::sweep(node, run, &shards, &manifests)
             })
             .await?;
             Ok(Reply::bodiless(Response::GcSweep(reply)))

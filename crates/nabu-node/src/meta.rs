@@ -17,14 +17,13 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use bytes::Bytes;
 use nabu_proto::ErrorCode;
 use nabu_proto::ops::{ListEntry, MetaTable};
 use nabu_store::Store;
 
-use crate::gc::{Swept, Touches, manifest_item};
+use crate::gc::{Swept, Touches, Verdict, manifest_item};
 use crate::handler::OpError;
 use crate::records::{MetaAddress, MetaKey, classify_meta_key, decode_meta, encode_meta};
 
@@ -135,27 +134,26 @@ impl MetaStore {
         self.write(address, hlc_timestamp, false, value)
     }
 
-    /// Drops the record at `address` outright (no tombstone) if nothing wrote it within
-    /// `grace` (GC_SWEEP of manifests, which are immutable and content-addressed: a later PUT
-    /// of the same blob writes the same value again).
-    pub fn remove_if_quiet(
+    /// Drops the record at `address` outright (no tombstone) if `judge` (asked under the
+    /// address's lock) says so: GC_SWEEP of manifests, which are immutable and
+    /// content-addressed (a later PUT of the same blob writes the same stripes again).
+    pub fn remove_if(
         &self,
         address: &MetaAddress,
-        touches: &Touches,
-        grace: Duration,
+        judge: impl FnOnce(&[u8; 32]) -> Verdict,
     ) -> Result<Swept, OpError> {
         let _guard = self.lock(address);
         if !self.index().contains_key(address) {
             return Ok(Swept::Absent);
         }
-        if !touches.quiet_for(&manifest_item(address), grace) {
-            return Ok(Swept::Kept);
-        }
         let key = address.store_key();
         let bytes = self.store.record_bytes(&key)?.unwrap_or(0);
-        self.store.delete(&key)?;
-        self.index().remove(address);
-        Ok(Swept::Deleted(bytes))
+        let swept = Swept::of(judge(&manifest_item(address)), bytes);
+        if let Swept::Deleted(_) = swept {
+            self.store.delete(&key)?;
+            self.index().remove(address);
+        }
+        Ok(swept)
     }
 
     /// Writes a tombstone at `hlc_timestamp` unless a newer write is stored.
@@ -329,6 +327,8 @@ impl MetaStore {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use nabu_store::{RealDisk, StoreConfig};
 
     use super::*;
@@ -423,21 +423,24 @@ mod tests {
     }
 
     #[test]
-    fn a_manifest_goes_only_once_quiet_for_the_grace_period() {
+    fn a_manifest_goes_once_condemned_and_quiet_for_the_grace_period() {
         let dir = tempfile::tempdir().unwrap();
         let meta = open(dir.path());
-        let touches = Touches::new(16);
+        let touches = &Touches::new(16);
         let manifest = MetaAddress::new(MetaTable::Manifests, "ns", &[7; 32]);
-        meta.put(manifest.clone(), 1, b"manifest", &touches)
-            .unwrap();
+        meta.put(manifest.clone(), 1, b"manifest", touches).unwrap();
+        let judge = |grace| move |item: &[u8; 32]| touches.judge(item, grace, 1);
         let hour = Duration::from_secs(3600);
         assert_eq!(
-            meta.remove_if_quiet(&manifest, &touches, hour).unwrap(),
-            Swept::Kept
+            meta.remove_if(&manifest, judge(hour)).unwrap(),
+            Swept::Recent
         );
-        let swept = meta
-            .remove_if_quiet(&manifest, &touches, Duration::ZERO)
-            .unwrap();
+        let now = Duration::ZERO;
+        assert_eq!(
+            meta.remove_if(&manifest, judge(now)).unwrap(),
+            Swept::Condemned
+        );
+        let swept = meta.remove_if(&manifest, judge(now)).unwrap();
         assert!(
             matches!(swept, Swept::Deleted(bytes) if bytes >= 8),
             "{swept:?}"
@@ -445,14 +448,10 @@ mod tests {
         assert_eq!(meta.get(&manifest).unwrap_err().code, ErrorCode::NOT_FOUND);
         drop(meta);
         let meta = open(dir.path());
+        let code = meta.get(&manifest).unwrap_err().code;
+        assert_eq!(code, ErrorCode::NOT_FOUND, "durably");
         assert_eq!(
-            meta.get(&manifest).unwrap_err().code,
-            ErrorCode::NOT_FOUND,
-            "durably"
-        );
-        assert_eq!(
-            meta.remove_if_quiet(&manifest, &touches, Duration::ZERO)
-                .unwrap(),
+            meta.remove_if(&manifest, judge(now)).unwrap(),
             Swept::Absent
         );
     }

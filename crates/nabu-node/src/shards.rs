@@ -14,7 +14,6 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use nabu_core::AlignedBuf;
@@ -23,7 +22,7 @@ use nabu_proto::ErrorCode;
 use nabu_proto::ops::{ByteRange, PutOutcome, ShardInfo};
 use nabu_store::{Store, StoreError};
 
-use crate::gc::{Swept, Touches};
+use crate::gc::{Swept, Touches, Verdict};
 use crate::handler::OpError;
 use crate::metrics::Metrics;
 use crate::records::{SHARD_TRAILER_BYTES, decode_shard, shard_key, shard_trailer};
@@ -181,26 +180,26 @@ impl Shards {
         Ok(existed)
     }
 
-    /// Drops this node's shard of `stripe_id` if nothing wrote it within `grace` (GC_SWEEP).
-    pub fn delete_if_quiet(
+    /// Drops this node's shard of `stripe_id` if `judge` (asked under the stripe's lock, so no
+    /// PUT slips in between) says so (GC_SWEEP).
+    pub fn delete_if(
         &self,
         stripe_id: &StripeId,
-        touches: &Touches,
-        grace: Duration,
+        judge: impl FnOnce(&[u8; 32]) -> Verdict,
     ) -> Result<Swept, OpError> {
         let key = shard_key(stripe_id);
         let _guard = self.lock(stripe_id);
         let Some(bytes) = self.store.record_bytes(&key)? else {
             return Ok(Swept::Absent);
         };
-        if !touches.quiet_for(stripe_id.as_bytes(), grace) {
-            return Ok(Swept::Kept);
+        let swept = Swept::of(judge(stripe_id.as_bytes()), bytes);
+        if let Swept::Deleted(_) = swept {
+            if self.store.delete(&key)? {
+                self.metrics.shards.fetch_sub(1, Ordering::Relaxed);
+            }
+            self.forget_corrupt(stripe_id);
         }
-        if self.store.delete(&key)? {
-            self.metrics.shards.fetch_sub(1, Ordering::Relaxed);
-        }
-        self.forget_corrupt(stripe_id);
-        Ok(Swept::Deleted(bytes))
+        Ok(swept)
     }
 
     /// The stored shard and its info, both checksums verified; `CORRUPT` if either fails.

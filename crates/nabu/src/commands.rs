@@ -319,12 +319,15 @@ pub async fn gc(args: &GcArgs) -> anyhow::Result<()> {
         println!("dry run: nothing deleted");
     } else {
         println!(
-            "deleted: {} shards, {} manifest copies, {} freed; kept {} written within {:?}",
+            "deleted: {} shards, {} manifest copies, {} freed",
             report.shards_deleted,
             report.manifests_deleted,
             human_bytes(report.bytes_freed),
-            report.kept_recent,
-            args.grace
+        );
+        println!(
+            "condemned: {} (a collection {:?} after their condemnation deletes them); \
+             kept {} written within {:?}",
+            report.condemned, args.grace, report.kept_recent, args.grace
         );
     }
     Ok(())

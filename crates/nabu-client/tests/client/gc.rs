@@ -99,7 +99,17 @@ async fn space_comes_back_when_the_last_reference_goes_and_not_before() {
         .await
         .expect("dry run");
     assert_eq!(dry.shards_unreferenced, unreferenced);
-    assert_eq!(dry.shards_deleted, 0);
+    assert_eq!((dry.shards_deleted, dry.condemned), (0, 0));
+    // Quiet now: the first collection condemns, one a grace period later drops.
+    let condemned = collect(&client).await;
+    assert_eq!(
+        condemned.condemned,
+        unreferenced + 6,
+        "and 2 × 3 manifests: {condemned:?}"
+    );
+    assert_eq!(condemned.shards_deleted, 0, "{condemned:?}");
+    let condemned_at = Instant::now();
+    outlast_grace(condemned_at).await;
     let swept = collect(&client).await;
     assert_eq!(swept.shards_deleted, unreferenced, "{swept:?}");
     assert_eq!(
@@ -114,16 +124,34 @@ async fn space_comes_back_when_the_last_reference_goes_and_not_before() {
     ));
     assert_same(&client.get(NS, b"d").await.expect("d"), &d_new, "d");
 
-    // One of two keys of a blob goes: nothing of it may.
+    // One of two keys of a blob goes: nothing of it is even condemned.
     client.delete(NS, b"a").await.expect("delete a");
-    let deleted_at = Instant::now();
-    outlast_grace(deleted_at).await;
     let swept = collect(&client).await;
-    assert_eq!(swept.shards_deleted, 0, "b still names the blob: {swept:?}");
-    assert_same(&client.get(NS, b"b").await.expect("b"), &shared, "b");
+    assert_eq!(
+        swept.shards_unreferenced, 0,
+        "b still names the blob: {swept:?}"
+    );
 
-    // The last key of the blob goes: all but the stripe `c` shares.
+    // The last key of the blob goes while a reader streams it: the reader finishes, and
+    // everything but the stripe `c` shares goes a grace period later.
+    let mut reader = client.get_stream(NS, b"b").await.expect("stream b");
+    let mut streamed = reader
+        .next_chunk()
+        .await
+        .expect("a chunk")
+        .expect("chunk")
+        .to_vec();
     client.delete(NS, b"b").await.expect("delete b");
+    let condemned = collect(&client).await;
+    assert_eq!(
+        condemned.condemned,
+        a.shards_written - 6 + 3,
+        "{condemned:?}"
+    );
+    while let Some(chunk) = reader.next_chunk().await {
+        streamed.extend_from_slice(&chunk.expect("the rest of b"));
+    }
+    assert_same(&streamed, &shared, "b streamed across a collection");
     outlast_grace(Instant::now()).await;
     let swept = collect(&client).await;
     assert_eq!(swept.shards_deleted, a.shards_written - 6, "{swept:?}");
@@ -132,6 +160,7 @@ async fn space_comes_back_when_the_last_reference_goes_and_not_before() {
     // Everything goes.
     client.delete(NS, b"c").await.expect("delete c");
     client.delete(NS, b"d").await.expect("delete d");
+    collect(&client).await;
     outlast_grace(Instant::now()).await;
     let swept = collect(&client).await;
     assert!(swept.shards_deleted > 0);

@@ -2,10 +2,10 @@
 //! (drop shards and manifests no key references any more).
 //!
 //! A collector marks what the cluster's key records reach, lists what each node holds, and
-//! asks each node to sweep the difference. The node decides: it drops an item only if nothing
-//! wrote it within the request's `grace_ms` (a write in flight is never swept; see
-//! `crates/nabu-node/src/gc.rs`), so a sweep list that is stale by the time it arrives is
-//! harmless.
+//! asks each node to sweep the difference. The node decides: the first sweep that names an
+//! item condemns it, and only a sweep a grace period later drops it, if nothing wrote it
+//! within that period either (a read that began before the item lost its last reference can
+//! finish; a write in flight is never swept). See `crates/nabu-node/src/gc.rs`.
 
 use nabu_core::id::{BlobId, StripeId};
 
@@ -133,16 +133,22 @@ pub struct ManifestRef {
     pub blob_id: BlobId,
 }
 
-/// GC_SWEEP request: drop this node's shards of `shards` and its copies of `manifests`,
-/// each only if nothing wrote it within the last `grace_ms`.
+/// GC_SWEEP request: condemn this node's shards of `shards` and its copies of `manifests`,
+/// or drop those condemned at least `grace_ms` ago; never an item written within `grace_ms`.
 ///
-/// Layout (24 bytes): `grace_ms u64`, `shards u32`, `manifests u32`, `body_bytes u64`; at most
-/// 65536 items in all. The body ([`encode_sweep_body`]): `shards` stripe ids (32 bytes
+/// Layout (33 bytes): `grace_ms u64`, `run_id u64`, `last u8` (0 or 1), `shards u32`,
+/// `manifests u32`, `body_bytes u64`; at most 65536 items in all. The body ([`encode_sweep_body`]): `shards` stripe ids (32 bytes
 /// each), then `manifests` entries of `namespace_len u16`, `namespace`, `blob_id [32]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GcSweep {
-    /// How long an item must have gone unwritten on this node to be dropped.
+    /// How long an item must have gone unwritten, and stayed condemned, to be dropped.
     pub grace_ms: u64,
+    /// The collection this request belongs to (one collection sends one or more requests
+    /// to a node, all with its id).
+    pub run_id: u64,
+    /// The collection's last request to this node: items condemned earlier but not named
+    /// in this collection are referenced again and are pardoned.
+    pub last: bool,
     /// How many stripe ids the body starts with.
     pub shards: u32,
     /// How many manifest entries follow them.
@@ -155,6 +161,8 @@ impl GcSweep {
     fn encode_fields(&self, writer: &mut Writer<'_>) -> Result<(), ProtoError> {
         self.check()?;
         writer.u64(self.grace_ms);
+        writer.u64(self.run_id);
+        writer.bool(self.last);
         writer.u32(self.shards);
         writer.u32(self.manifests);
         writer.u64(self.body_bytes);
@@ -164,6 +172,8 @@ impl GcSweep {
     fn decode_fields(reader: &mut Reader<'_>) -> Result<Self, ProtoError> {
         let sweep = Self {
             grace_ms: reader.u64("grace_ms")?,
+            run_id: reader.u64("run_id")?,
+            last: reader.bool("last")?,
             shards: reader.u32("shards")?,
             manifests: reader.u32("manifests")?,
             body_bytes: reader.u64("body_bytes")?,
@@ -190,9 +200,20 @@ impl GcSweep {
 }
 impl_meta!(GcSweep, GcSweep, Request, body = |sweep| sweep.body_bytes);
 
+/// Which collection a GC_SWEEP request belongs to, and its rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SweepRun {
+    /// [`GcSweep::grace_ms`].
+    pub grace_ms: u64,
+    /// [`GcSweep::run_id`].
+    pub run_id: u64,
+    /// [`GcSweep::last`].
+    pub last: bool,
+}
+
 /// Encodes a GC_SWEEP body and returns it with the request metadata.
 pub fn encode_sweep_body(
-    grace_ms: u64,
+    run: SweepRun,
     shards: &[StripeId],
     manifests: &[ManifestRef],
 ) -> Result<(GcSweep, Vec<u8>), ProtoError> {
@@ -207,7 +228,9 @@ pub fn encode_sweep_body(
     }
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     let sweep = GcSweep {
-        grace_ms,
+        grace_ms: run.grace_ms,
+        run_id: run.run_id,
+        last: run.last,
         shards: count(shards.len()),
         manifests: count(manifests.len()),
         body_bytes: body.len() as u64,
@@ -242,16 +265,21 @@ pub fn decode_sweep_body(
     Ok((shards, manifests))
 }
 
-/// GC_SWEEP response: what the node dropped and what it kept because it was written lately.
+/// GC_SWEEP response: what the node dropped, condemned, and kept because it was written
+/// lately.
 ///
-/// Layout (20 bytes): `shards_deleted u32`, `manifests_deleted u32`, `kept_recent u32`,
-/// `bytes_freed u64` (shard and manifest bytes no longer live on this node).
+/// Layout (24 bytes): `shards_deleted u32`, `manifests_deleted u32`, `condemned u32`,
+/// `kept_recent u32`, `bytes_freed u64` (shard and manifest bytes no longer live on this
+/// node).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GcSweepReply {
     /// Shards dropped.
     pub shards_deleted: u32,
     /// Manifest copies dropped.
     pub manifests_deleted: u32,
+    /// Items condemned, now or earlier, that a later collection may drop once a grace period
+    /// has passed since they were first condemned.
+    pub condemned: u32,
     /// Items kept because they were written within the grace period (or the node cannot yet
     /// tell: it started, or forgot its write times, less than a grace period ago).
     pub kept_recent: u32,
@@ -263,6 +291,7 @@ impl GcSweepReply {
     fn encode_fields(&self, writer: &mut Writer<'_>) -> Result<(), ProtoError> {
         writer.u32(self.shards_deleted);
         writer.u32(self.manifests_deleted);
+        writer.u32(self.condemned);
         writer.u32(self.kept_recent);
         writer.u64(self.bytes_freed);
         Ok(())
@@ -272,6 +301,7 @@ impl GcSweepReply {
         Ok(Self {
             shards_deleted: reader.u32("shards_deleted")?,
             manifests_deleted: reader.u32("manifests_deleted")?,
+            condemned: reader.u32("condemned")?,
             kept_recent: reader.u32("kept_recent")?,
             bytes_freed: reader.u64("bytes_freed")?,
         })
@@ -321,7 +351,13 @@ mod tests {
             namespace: "weights".into(),
             blob_id: BlobId::from_bytes([3; 32]),
         }];
-        let (sweep, body) = encode_sweep_body(5_000, &shards, &manifests).unwrap();
+        let run = SweepRun {
+            grace_ms: 5_000,
+            run_id: 9,
+            last: true,
+        };
+        let (sweep, body) = encode_sweep_body(run, &shards, &manifests).unwrap();
+        assert_eq!(sweep.to_vec().unwrap().len(), 33);
         assert_eq!(sweep.body_bytes, 64 + 2 + 7 + 32);
         assert_eq!(GcSweep::decode(&sweep.to_vec().unwrap()), Ok(sweep));
         let (got_shards, got_manifests) = decode_sweep_body(&sweep, &body).unwrap();
@@ -337,6 +373,7 @@ mod tests {
         let reply = GcSweepReply {
             shards_deleted: 2,
             manifests_deleted: 1,
+            condemned: 3,
             kept_recent: 4,
             bytes_freed: 9,
         };

@@ -22,7 +22,8 @@ pub use connection::{
 };
 pub use gc::{
     GcSweep, GcSweepReply, ManifestRef, SHARD_LIST_LIMIT_MAX, SWEEP_ITEMS_MAX, ShardList,
-    ShardListReply, decode_stripe_ids, decode_sweep_body, encode_stripe_ids, encode_sweep_body,
+    ShardListReply, SweepRun, decode_stripe_ids, decode_sweep_body, encode_stripe_ids,
+    encode_sweep_body,
 };
 pub use hint::{HintKind, HintPut, HintPutReply};
 pub use metadata::{

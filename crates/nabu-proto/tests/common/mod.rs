@@ -103,6 +103,8 @@ pub fn requests() -> Vec<Request> {
         }),
         Request::GcSweep(GcSweep {
             grace_ms: 3_600_000,
+            run_id: 77,
+            last: true,
             shards: 2,
             manifests: 1,
             body_bytes: 64 + 2 + 7 + 32,
@@ -213,6 +215,7 @@ pub fn responses() -> Vec<Response> {
         Response::GcSweep(GcSweepReply {
             shards_deleted: 5,
             manifests_deleted: 1,
+            condemned: 7,
             kept_recent: 2,
             bytes_freed: 1 << 30,
         }),

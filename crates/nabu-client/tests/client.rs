@@ -51,7 +51,9 @@ impl TestCluster {
         let token = ClusterToken::new(&secret).expect("token");
         let mut listeners = Vec::new();
         for id in 1..=count {
+            let socket = dir.path().join(format!("node-{id}.sock"));
             let bound = Listeners::bind_loopback().await.expect("bind");
+            let bound = bound.with_data_socket(&socket).expect("bind socket");
             let addrs = bound.addrs().expect("addrs");
             listeners.push((id, bound, addrs));
         }
@@ -71,6 +73,7 @@ impl TestCluster {
             config.data_addr = addrs.data;
             config.peer_addr = addrs.peer;
             config.http_addr = addrs.http;
+            config.data_socket = Some(dir.path().join(format!("node-{id}.sock")));
             config.shutdown_grace_ms = 1_000;
             config.hint_replay_interval_ms = 200;
             let (stop, task) = spawn_node(config.clone(), bound);
@@ -826,3 +829,52 @@ async fn replicas_3_survive_two_lost_nodes_and_none_reports_lost_stripes() {
 mod gc;
 #[path = "client/repair.rs"]
 mod repair;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_plane_is_served_on_a_unix_socket_too() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let cluster = TestCluster::start(6).await;
+    let members: Vec<MemberAddr> = cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            let socket = node.config.data_socket.clone().expect("socket");
+            MemberAddr::new(node.id, "default", Endpoint::Unix(socket))
+        })
+        .collect();
+    let map = ClusterMap::new(cluster.token.clone(), members);
+    let client = Client::new(map, ClientConfig::default()).expect("client");
+    let bytes = random_bytes(50, 9 * MIB);
+    client
+        .put(NS, b"unix", bytes.clone())
+        .await
+        .expect("put over unix sockets");
+    assert_same(
+        &client.get(NS, b"unix").await.expect("get"),
+        &bytes,
+        "over unix",
+    );
+    // The TCP client sees the same object.
+    let tcp = cluster.client();
+    assert_same(
+        &tcp.get(NS, b"unix").await.expect("get over tcp"),
+        &bytes,
+        "over tcp",
+    );
+
+    // Garbage and no token on the socket: an error or a closed connection, never a crash.
+    let socket = cluster.nodes[0].config.data_socket.clone().expect("socket");
+    let mut stream = tokio::net::UnixStream::connect(&socket)
+        .await
+        .expect("connect");
+    stream.write_all(&[0x5a; 4096]).await.expect("send garbage");
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply)).await;
+    drop(stream);
+    assert_same(
+        &client.get(NS, b"unix").await.expect("get after garbage"),
+        &bytes,
+        "after",
+    );
+}

@@ -41,6 +41,9 @@ use nabu_proto::{ClusterToken, Limits};
 use nabu_store::{DirectIo, StoreConfig};
 use serde::{Deserialize, Serialize};
 
+/// The longest `data_socket` path (a Unix socket address holds 108 bytes, NUL included).
+pub const DATA_SOCKET_PATH_BYTES_MAX: usize = 100;
+
 /// Why a config was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -85,6 +88,10 @@ pub struct NodeConfig {
     /// The management HTTP listener (`/healthz`, `/readyz`, `/metrics`, `/api/v1/cluster`).
     /// Default `127.0.0.1:7402`.
     pub http_addr: SocketAddr,
+    /// A Unix socket path where the data plane is served too, for clients on the same host
+    /// (the same protocol and token; no TCP stack in the way). A stale socket file is
+    /// replaced at start-up and removed at shutdown. At most 100 bytes. Default: none.
+    pub data_socket: Option<PathBuf>,
     /// The cluster token as hex (16..=256 bytes; `nabu up` generates 32 random bytes).
     /// Required: there is no safe default for a secret.
     pub cluster_token: String,
@@ -222,6 +229,7 @@ impl Default for NodeConfig {
             data_addr: loopback(7400),
             peer_addr: loopback(7401),
             http_addr: loopback(7402),
+            data_socket: None,
             cluster_token: String::new(),
             members: Vec::new(),
             ring_epoch: 1,
@@ -327,6 +335,15 @@ impl NodeConfig {
         if let Err(error) = self.token() {
             return fail(format!(
                 "cluster_token: {error} (nabu up generates one; it is hex, 16..=256 bytes)"
+            ));
+        }
+        if let Some(path) = &self.data_socket
+            && path.as_os_str().len() > DATA_SOCKET_PATH_BYTES_MAX
+        {
+            return fail(format!(
+                "data_socket {} is longer than {DATA_SOCKET_PATH_BYTES_MAX} bytes (the limit \
+                 of a Unix socket address); choose a shorter path",
+                path.display()
             ));
         }
         self.validate_durations()?;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use nabu_client::{Client, ClientConfig, ClusterMap, GcOptions, GcPhase, MemberAddr};
+use nabu_client::{Client, ClientConfig, ClusterMap, Endpoint, GcOptions, GcPhase, MemberAddr};
 use nabu_proto::ClusterToken;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
@@ -28,6 +28,10 @@ pub struct ClusterArg {
     /// A cluster.toml path, or a node's HTTP address (token from $NABU_CLUSTER_TOKEN).
     #[arg(long, env = "NABU_CLUSTER", default_value = "./nabu-data/cluster.toml")]
     pub cluster: String,
+    /// Use TCP even for nodes whose Unix socket (`data_socket` in cluster.toml) is on this
+    /// host; by default the socket is used where it exists.
+    #[arg(long)]
+    pub tcp: bool,
 }
 
 /// The namespace a command addresses.
@@ -49,7 +53,17 @@ impl ClusterArg {
         let members = file
             .nodes
             .iter()
-            .map(|node| MemberAddr::new(node.id, node.zone.clone(), node.data_addr))
+            .map(|node| {
+                let socket = node
+                    .data_socket
+                    .as_ref()
+                    .filter(|path| !self.tcp && is_socket(path));
+                let endpoint = match socket {
+                    Some(path) => Endpoint::Unix(path.clone()),
+                    None => Endpoint::from(node.data_addr),
+                };
+                MemberAddr::new(node.id, node.zone.clone(), endpoint)
+            })
             .collect();
         Ok(ClusterMap::new(token, members))
     }
@@ -61,6 +75,11 @@ impl ClusterArg {
             ClientConfig::default(),
         )?)
     }
+}
+
+fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|meta| meta.file_type().is_socket())
 }
 
 async fn cluster_map_from_node(addr: SocketAddr) -> anyhow::Result<ClusterMap> {

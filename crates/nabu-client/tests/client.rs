@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,9 +14,10 @@ use nabu_client::{
 use nabu_core::id::{BlobId, StripeId};
 use nabu_core::policy::Durability;
 use nabu_core::ring::NodeId;
-use nabu_node::{Listeners, MemberConfig, NodeConfig};
+use nabu_node::{Listeners, MemberConfig, NodeBuilder, NodeConfig};
 use nabu_proto::ops::ShardLayout;
 use nabu_proto::{ClusterToken, ErrorCode};
+use nabu_store::{Disk, FaultDisk};
 use rand::{RngCore, SeedableRng, rngs::StdRng};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -42,6 +44,12 @@ struct TestCluster {
 
 impl TestCluster {
     async fn start(count: u32) -> Self {
+        Self::start_with_disks(count, BTreeMap::new()).await
+    }
+
+    /// Starts `count` nodes; node `id` of `disks` stores on that disk instead of the real
+    /// filesystem (a `FaultDisk`, to fill it or fail it).
+    async fn start_with_disks(count: u32, disks: BTreeMap<u32, Arc<dyn Disk>>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         // A fresh token per cluster: tests run in parallel, and a port freed by a stopped node
         // may be bound by another test's node; with a shared token a hint replay (or any
@@ -76,7 +84,10 @@ impl TestCluster {
             config.data_socket = Some(dir.path().join(format!("node-{id}.sock")));
             config.shutdown_grace_ms = 1_000;
             config.hint_replay_interval_ms = 200;
-            let (stop, task) = spawn_node(config.clone(), bound);
+            let (stop, task) = match disks.get(&id) {
+                Some(disk) => spawn_node_on(config.clone(), bound, Arc::clone(disk)),
+                None => spawn_node(config.clone(), bound),
+            };
             nodes.push(TestNode {
                 id,
                 data_dir,
@@ -142,6 +153,20 @@ fn spawn_node(
         stop,
         tokio::spawn(nabu_node::run(config, listeners, shutdown)),
     )
+}
+
+/// [`spawn_node`] over a given disk.
+fn spawn_node_on(
+    config: NodeConfig,
+    listeners: Listeners,
+    disk: Arc<dyn Disk>,
+) -> (oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    let node = NodeBuilder::new(config).disk(disk);
+    (stop, tokio::spawn(node.run(listeners, shutdown)))
 }
 
 impl Drop for TestCluster {
@@ -875,6 +900,92 @@ async fn the_data_plane_is_served_on_a_unix_socket_too() {
     assert_same(
         &client.get(NS, b"unix").await.expect("get after garbage"),
         &bytes,
+        "after",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disks_hand_shards_off_or_fail_clearly_and_reads_go_on() {
+    let disks: BTreeMap<u32, Arc<FaultDisk>> = (1..=8).map(|id| (id, FaultDisk::new())).collect();
+    let as_disks = disks
+        .iter()
+        .map(|(&id, disk)| (id, Arc::clone(disk) as Arc<dyn Disk>))
+        .collect();
+    let cluster = TestCluster::start_with_disks(8, as_disks).await;
+    let client = cluster.client();
+    let before = random_bytes(60, 9 * MIB);
+    client
+        .put(NS, b"before", before.clone())
+        .await
+        .expect("put before");
+
+    // Node 3's disk is full: its shards go to other nodes, still one per node.
+    disks[&3].set_space_left(Some(0));
+    let handed = random_bytes(61, 9 * MIB);
+    let receipt = client
+        .put(NS, b"handed", handed.clone())
+        .await
+        .expect("put with a full node");
+    assert_eq!(receipt.shards_missing, 0, "{receipt:?}");
+    let manifest = client
+        .read_manifest(NS, receipt.blob_id)
+        .await
+        .expect("manifest");
+    for stripe in &manifest.stripes {
+        let holders = shard_holders(&cluster, &client, stripe.stripe_id).await;
+        let nodes: BTreeSet<NodeId> = holders.iter().map(|(node, _)| *node).collect();
+        assert_eq!(
+            nodes.len(),
+            6,
+            "six shards on six distinct nodes: {holders:?}"
+        );
+        assert!(
+            !nodes.contains(&NodeId(3)),
+            "nothing lands on the full node: {holders:?}"
+        );
+    }
+
+    // Four full disks leave too few nodes for K+1 shards of some stripe: a clear error, and
+    // nothing of the object is visible.
+    for id in [1, 2, 4] {
+        disks[&id].set_space_left(Some(0));
+    }
+    let refused = random_bytes(62, 9 * MIB);
+    let error = client
+        .put(NS, b"refused", refused.clone())
+        .await
+        .expect_err("too many full disks");
+    assert!(
+        matches!(error, ClientError::NotDurable { .. }),
+        "a durability error, not {error:?}"
+    );
+    assert!(matches!(
+        client.stat(NS, b"refused").await,
+        Err(ClientError::NotFound(_))
+    ));
+    // Reads go on, from full nodes too.
+    assert_same(
+        &client.get(NS, b"before").await.expect("before"),
+        &before,
+        "before",
+    );
+    assert_same(
+        &client.get(NS, b"handed").await.expect("handed"),
+        &handed,
+        "handed",
+    );
+
+    // Space comes back: writes succeed again.
+    for disk in disks.values() {
+        disk.set_space_left(None);
+    }
+    client
+        .put(NS, b"refused", refused.clone())
+        .await
+        .expect("put after space returned");
+    assert_same(
+        &client.get(NS, b"refused").await.expect("get"),
+        &refused,
         "after",
     );
 }

@@ -713,7 +713,7 @@ async fn namespaces_are_stored_in_the_cluster_and_streams_are_bounded() {
 /// accepted requests and then stopped answering, like one paused by SIGSTOP).
 async fn stalling_proxy(
     target: std::net::SocketAddr,
-    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
 ) -> std::net::SocketAddr {
     use std::sync::atomic::Ordering;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -749,7 +749,7 @@ async fn stalling_proxy(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_node_is_hedged_around() {
     let cluster = TestCluster::start(6).await;
-    let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut members = cluster.members.clone();
     let Endpoint::Tcp(target) = &members[0].data_addr else {
         panic!("tcp members");

@@ -22,7 +22,8 @@
 //!
 //! **Invariants.** Nothing is visible before all of it is durable: the key record is written
 //! last, after the manifest, after every stripe. No two shards of one stripe go to one node.
-//! Every byte returned was verified against its stripe's BLAKE3. Every queue and in-flight
+//! Every shard returned matched its writer's CRC32C (kept in the manifest), and every stripe
+//! rebuilt from parity its BLAKE3. Every queue and in-flight
 //! count is bounded by a named constant or config field (`stripes_inflight_max`,
 //! `requests_inflight_per_connection_max`, [`connection::OUTGOING_REQUESTS_MAX`],
 //! [`connection::RESPONSE_BODY_BYTES_MAX`]).

@@ -1,12 +1,15 @@
-//! The read path: key record → manifest → stripes, each verified against its id.
+//! The read path: key record → manifest → stripes, each shard verified against its writer's
+//! checksum.
 //!
 //! For each stripe the client asks the nodes of its placement for *their* shard of it (a
 //! node's reply names the shard index it holds, so handed-off shards are found too): first
 //! the K nodes expected to hold data shards. A failed, missing, corrupt or mismatched reply
 //! makes it ask the next node of the ring walk (parity holders, then handoff nodes); so does
 //! a slow one once `hedge_after` passes (hedged read). With all K data shards the stripe is
-//! joined; with any K shards it is decoded. Either way its BLAKE3 must equal its
-//! [`StripeId`] before a byte is returned. A stripe with fewer than K obtainable shards makes
+//! joined; with any K shards it is decoded. Every shard must match the CRC32C its writer
+//! recorded in the manifest (a node's own checksum only proves the node returned what it
+//! stored); a stripe rebuilt from parity, or read under a version-1 manifest without shard
+//! checksums, must also match its BLAKE3 [`StripeId`] before a byte is returned. A stripe with fewer than K obtainable shards makes
 //! the read fail with [`ClientError::Unavailable`], naming every such stripe.
 //!
 //! At most `stripes_inflight_max` stripes are fetched at once per call.
@@ -339,7 +342,7 @@ impl Client {
     async fn fetch_stripe(&self, plan: &BlobPlan, index: u64) -> Result<Bytes, StripeFailure> {
         let entry = plan.manifest.stripes[index as usize];
         let durability = plan.manifest.durability;
-        let mut fetch = StripeFetch::new(plan, entry);
+        let mut fetch = StripeFetch::new(plan, index, self.inner.config.verify_stripe_ids);
         let mut candidates: VecDeque<NodeId> = self
             .walk(entry.stripe_id.ring_point(), durability.width())
             .into();
@@ -415,13 +418,18 @@ impl Client {
 struct StripeFetch<'a> {
     plan: &'a BlobPlan,
     entry: StripeEntry,
+    /// The writer's shard checksums of this stripe (none in version-1 manifests).
+    expected_crcs: Option<&'a [u32]>,
+    /// [`crate::ClientConfig::verify_stripe_ids`].
+    verify_stripe_ids: bool,
     /// K (1 for whole-stripe layouts).
     needed: usize,
     shards: Vec<Option<Bytes>>,
 }
 
 impl<'a> StripeFetch<'a> {
-    fn new(plan: &'a BlobPlan, entry: StripeEntry) -> Self {
+    fn new(plan: &'a BlobPlan, index: u64, verify_stripe_ids: bool) -> Self {
+        let entry = plan.manifest.stripes[index as usize];
         let durability = plan.manifest.durability;
         let slots = match durability {
             Durability::ErasureCoded { .. } => durability.width(),
@@ -430,6 +438,8 @@ impl<'a> StripeFetch<'a> {
         Self {
             plan,
             entry,
+            expected_crcs: plan.manifest.shard_crcs_of(index as usize),
+            verify_stripe_ids,
             needed: durability.shards_needed(),
             shards: vec![None; slots],
         }
@@ -465,10 +475,16 @@ impl<'a> StripeFetch<'a> {
             None => self.entry.stripe_bytes,
         };
         let index = shard_index(&info.layout);
+        // The writer's checksum of this very shard: the node's bytes already matched the
+        // checksum the node sent (frame and shard CRC32C); this ties them to the writer's.
+        let writers_crc = self
+            .expected_crcs
+            .map(|crcs| crcs[index.min(crcs.len() - 1)]);
         let fits = expected_layout
             && info.stripe_bytes == self.entry.stripe_bytes
             && info.shard_bytes == expected_bytes
-            && index < self.shards.len();
+            && index < self.shards.len()
+            && writers_crc.is_none_or(|crc| crc == info.shard_crc);
         if !fits {
             tracing::warn!(%node, stripe_id = %self.entry.stripe_id, ?info, "shard does not match the manifest");
             return false;
@@ -494,7 +510,11 @@ impl<'a> StripeFetch<'a> {
                 Err(error) => return Some(Err(format!("decode: {error}"))),
             },
         };
-        if StripeId::of(&stripe) != self.entry.stripe_id {
+        // Every shard matched the writer's checksum; only bytes computed from parity (or
+        // read under a version-1 manifest, or when asked) need the stripe's BLAKE3 as well.
+        let rebuilt = self.shards[..self.needed].iter().any(Option::is_none);
+        let checked = self.expected_crcs.is_some() && !rebuilt && !self.verify_stripe_ids;
+        if !checked && StripeId::of(&stripe) != self.entry.stripe_id {
             return Some(Err(format!(
                 "the stripe's BLAKE3 does not match {}",
                 self.entry.stripe_id

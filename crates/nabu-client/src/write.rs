@@ -88,6 +88,8 @@ pub struct PutOptions {
 struct StripeWritten {
     index: u64,
     entry: StripeEntry,
+    /// The CRC32C of each shard (one for whole-stripe copies), for the manifest.
+    shard_crcs: Vec<u32>,
     written: usize,
     missing: Vec<u8>,
 }
@@ -318,6 +320,10 @@ impl Client {
             stripe_bytes: self.inner.config.stripe_bytes as u64,
             created_hlc: self.inner.hlc.now(),
             stripes: written.iter().map(|stripe| stripe.entry).collect(),
+            shard_crcs: written
+                .iter()
+                .flat_map(|stripe| stripe.shard_crcs.iter().copied())
+                .collect(),
             metadata: metadata.clone(),
         };
         let value = manifest.encode().map_err(|source| ClientError::Format {
@@ -422,12 +428,20 @@ impl Client {
                 "stripe written without some shards; they are recorded for repair"
             );
         }
+        let crc_width = match layout {
+            Durability::ErasureCoded { .. } => width,
+            _ => 1, // copies are identical
+        };
         Ok(StripeWritten {
             index,
             entry: StripeEntry {
                 stripe_id,
                 stripe_bytes: stripe.len() as u64,
             },
+            shard_crcs: infos[..crc_width]
+                .iter()
+                .map(|info| info.shard_crc)
+                .collect(),
             written: durable,
             missing,
         })

@@ -989,3 +989,51 @@ async fn full_disks_hand_shards_off_or_fail_clearly_and_reads_go_on() {
         "after",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_serving_a_consistent_but_wrong_shard_is_caught_by_the_writers_checksum() {
+    let cluster = TestCluster::start(6).await;
+    let client = cluster.client();
+    let bytes = random_bytes(70, 4 * MIB);
+    let receipt = client.put(NS, b"k", bytes.clone()).await.expect("put");
+    let manifest = client
+        .read_manifest(NS, receipt.blob_id)
+        .await
+        .expect("manifest");
+    let stripe_id = manifest.stripes[0].stripe_id;
+    let holders = shard_holders(&cluster, &client, stripe_id).await;
+    let &(node, index) = holders
+        .iter()
+        .find(|(_, index)| *index == 0)
+        .expect("data shard 0");
+    // The node now holds other bytes under this stripe, with a checksum that matches them:
+    // everything the node can check passes; only the writer's checksum tells.
+    let (info, body) = client
+        .pool()
+        .shard_get(node, stripe_id)
+        .await
+        .expect("read");
+    let mut wrong = body.to_vec();
+    wrong[0] ^= 0xff;
+    let wrong_info = nabu_proto::ops::ShardInfo {
+        shard_crc: crc32c::crc32c(&wrong),
+        ..info
+    };
+    let delete = nabu_proto::ops::ShardDelete { stripe_id };
+    client
+        .pool()
+        .call(node, &delete, Bytes::new())
+        .await
+        .expect("delete");
+    client
+        .pool()
+        .shard_put(node, stripe_id, wrong_info, Bytes::from(wrong))
+        .await
+        .expect("plant");
+    assert_eq!(index, 0);
+    assert_same(
+        &client.get(NS, b"k").await.expect("get"),
+        &bytes,
+        "read around",
+    );
+}

@@ -343,27 +343,33 @@ impl Client {
         let entry = plan.manifest.stripes[index as usize];
         let durability = plan.manifest.durability;
         let mut fetch = StripeFetch::new(plan, index, self.inner.config.verify_stripe_ids);
-        let mut candidates: VecDeque<NodeId> = self
-            .walk(entry.stripe_id.ring_point(), durability.width())
-            .into();
+        // Nodes reads recently had to hedge around go last (a stable partition: placement
+        // order otherwise), so a stalled node costs one hedge delay, not one per stripe.
+        let walk = self.walk(entry.stripe_id.ring_point(), durability.width());
+        let (fast, slow): (Vec<NodeId>, Vec<NodeId>) =
+            walk.into_iter().partition(|&node| !self.is_slow(node));
+        let mut candidates: VecDeque<NodeId> = fast.into_iter().chain(slow).collect();
+        let mut outstanding: Vec<NodeId> = Vec::new();
         let mut tasks: JoinSet<ShardReply> = JoinSet::new();
-        let launch = |tasks: &mut JoinSet<_>, candidates: &mut VecDeque<NodeId>| match candidates
-            .pop_front()
-        {
-            Some(node) => {
-                let client = self.clone();
-                let stripe_id = entry.stripe_id;
-                tasks.spawn(async move {
-                    let started = Instant::now();
-                    let result = client.inner.pool.shard_get(node, stripe_id).await;
-                    (node, started, result)
-                });
-                true
-            }
-            None => false,
-        };
+        let launch =
+            |tasks: &mut JoinSet<_>,
+             candidates: &mut VecDeque<NodeId>,
+             outstanding: &mut Vec<NodeId>| match candidates.pop_front() {
+                Some(node) => {
+                    outstanding.push(node);
+                    let client = self.clone();
+                    let stripe_id = entry.stripe_id;
+                    tasks.spawn(async move {
+                        let started = Instant::now();
+                        let result = client.inner.pool.shard_get(node, stripe_id).await;
+                        (node, started, result)
+                    });
+                    true
+                }
+                None => false,
+            };
         for _ in 0..fetch.needed {
-            launch(&mut tasks, &mut candidates);
+            launch(&mut tasks, &mut candidates, &mut outstanding);
         }
         let hedge = self.hedge_after();
         let hedge_timer = tokio::time::sleep(hedge.unwrap_or_default());
@@ -381,16 +387,21 @@ impl Client {
                     Err(detail) => return Err(StripeFailure::Corrupt(detail)),
                 }
             }
-            if tasks.is_empty() && !launch(&mut tasks, &mut candidates) {
+            if tasks.is_empty() && !launch(&mut tasks, &mut candidates, &mut outstanding) {
                 return Err(StripeFailure::Unavailable);
             }
             tokio::select! {
                 joined = tasks.join_next() => {
                     let Some(joined) = joined else { continue };
                     let (node, started, result) = joined.expect("shard read task panicked");
+                    outstanding.retain(|&other| other != node);
                     let accepted = match result {
                         Ok((info, body)) => {
-                            self.record_latency(started.elapsed());
+                            let latency = started.elapsed();
+                            self.record_latency(latency);
+                            if hedge.is_none_or(|hedge| latency < hedge) {
+                                self.clear_slow(node);
+                            }
                             fetch.accept(node, info, body)
                         }
                         Err(error) => {
@@ -399,14 +410,17 @@ impl Client {
                         }
                     };
                     if !accepted {
-                        launch(&mut tasks, &mut candidates);
+                        launch(&mut tasks, &mut candidates, &mut outstanding);
                     }
                 }
                 () = &mut hedge_timer, if !hedged => {
                     hedged = true;
-                    // One more request for every one still outstanding.
+                    // One more request for every one still outstanding, whose nodes are slow.
+                    for &node in &outstanding {
+                        self.mark_slow(node);
+                    }
                     for _ in 0..tasks.len() {
-                        launch(&mut tasks, &mut candidates);
+                        launch(&mut tasks, &mut candidates, &mut outstanding);
                     }
                 }
             }

@@ -778,6 +778,40 @@ async fn a_stalled_node_is_hedged_around() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_ask_a_node_they_hedged_around_last() {
+    let cluster = TestCluster::start(6).await;
+    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut members = cluster.members.clone();
+    let Endpoint::Tcp(target) = &members[0].data_addr else {
+        panic!("tcp members");
+    };
+    let target = target.parse().expect("socket address");
+    members[0].data_addr = Endpoint::from(stalling_proxy(target, stalled.clone()).await);
+    // A hedge delay far longer than a read here: a read that waits for it shows.
+    let hedge = Duration::from_secs(3);
+    let config = ClientConfig {
+        request_timeout: Duration::from_secs(60),
+        hedge: nabu_client::Hedge::Fixed(hedge),
+        ..ClientConfig::default()
+    };
+    let client =
+        Client::new(ClusterMap::new(cluster.token.clone(), members), config).expect("client");
+    // 20 stripes: node 1 holds data shards of most of them.
+    let bytes = random_bytes(61, 80 * MIB);
+    client.put(NS, b"slow", bytes.clone()).await.expect("put");
+    stalled.store(true, std::sync::atomic::Ordering::Relaxed);
+    let first = client.get(NS, b"slow").await.expect("first get");
+    assert_same(&first, &bytes, "first");
+    // Node 1 is still stalled, but reads now start with the other nodes: no hedge waits.
+    let started = std::time::Instant::now();
+    let second = client.get(NS, b"slow").await.expect("second get");
+    let took = started.elapsed();
+    assert_same(&second, &bytes, "second");
+    assert!(took < hedge, "the second read waited for a hedge: {took:?}");
+    stalled.store(false, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_3_survive_two_lost_nodes_and_none_reports_lost_stripes() {
     let mut cluster = TestCluster::start(6).await;
     let client = cluster.client();

@@ -397,10 +397,12 @@ impl Client {
         let mut answers: Vec<Option<MetaValue>> = answers.into_iter().flatten().collect();
         let absent_primaries = answers.iter().filter(|answer| answer.is_none()).count();
         if failed_primaries > 0 {
-            // Some primaries are unreachable: the value may have been handed off.
+            // Some primaries are unreachable: the value may have been handed off. Every
+            // handoff node is asked; after the first answer the slower ones get the same grace
+            // period as primaries (a handed-off copy is found on any of them).
             let handoff = &walk[primary.len()..];
             let more = self
-                .gather(handoff, handoff.len(), Some(Duration::ZERO), &ask)
+                .gather(handoff, 1.min(handoff.len()), self.hedge_after(), &ask)
                 .await;
             answers.extend(more.into_iter().flatten());
         }

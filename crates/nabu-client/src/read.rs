@@ -378,7 +378,15 @@ impl Client {
         loop {
             if let Some(result) = fetch.try_finish() {
                 match result {
-                    Ok(stripe) => return Ok(stripe),
+                    Ok(stripe) => {
+                        // Nodes still silent after a hedge read around them: slow.
+                        if hedged && hedge.is_some() {
+                            for &node in &outstanding {
+                                self.mark_slow(node);
+                            }
+                        }
+                        return Ok(stripe);
+                    }
                     Err(detail) if fetch.whole() => {
                         // A bad replica: try another copy.
                         tracing::warn!(stripe = index, %detail, "replica failed verification");
@@ -415,10 +423,7 @@ impl Client {
                 }
                 () = &mut hedge_timer, if !hedged => {
                     hedged = true;
-                    // One more request for every one still outstanding, whose nodes are slow.
-                    for &node in &outstanding {
-                        self.mark_slow(node);
-                    }
+                    // One more request for every one still outstanding.
                     for _ in 0..tasks.len() {
                         launch(&mut tasks, &mut candidates, &mut outstanding);
                     }

@@ -324,7 +324,7 @@ async fn paused_pass(
             format!("--pause-node {node}: no running node n{node} in the cluster file")
         })?;
     let prefix = format!("bench/{run_id}/paused/");
-    let (_, healthy) = put_then_get(
+    let (put, healthy) = put_then_get(
         args,
         client,
         run_id,
@@ -341,7 +341,8 @@ async fn paused_pass(
         concurrency: PAUSED_CONCURRENCY,
         ops_max: args.ops.unwrap_or(u64::MAX),
         duration_max: args.duration,
-        objects: healthy.ops,
+        // The objects the healthy pass wrote (its GETs may have wrapped around them).
+        objects: put.ops,
         run_number: 0,
     };
     signal(pid, libc::SIGSTOP)?;

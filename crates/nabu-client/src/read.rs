@@ -25,7 +25,7 @@ use nabu_core::ec::{ErasureCodec, ShardSlot, codec_for_id};
 use nabu_core::id::{BlobId, StripeId};
 use nabu_core::policy::Durability;
 use nabu_core::ring::NodeId;
-use nabu_core::stripe::{join_stripe, shard_bytes};
+use nabu_core::stripe::shard_bytes;
 use nabu_proto::ErrorCode;
 use nabu_proto::ops::{MetaTable, ShardInfo, ShardLayout};
 use tokio::task::{JoinHandle, JoinSet};
@@ -38,6 +38,42 @@ use crate::write::codec_error;
 
 /// A shard read's answer: who, when it was asked, and what it said.
 type ShardReply = (NodeId, Instant, Result<(ShardInfo, Bytes)>);
+
+/// A stripe's bytes as the shards brought them: its data shards in order, each trimmed to
+/// the stripe's length (no copy joins them; a reader copies once, into its own buffer, or
+/// hands the pieces on).
+#[derive(Debug, Clone, Default)]
+struct Pieces(Vec<Bytes>);
+
+impl Pieces {
+    /// The pieces of bytes `from..to` of the stripe.
+    fn slice(&self, from: usize, to: usize) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        for piece in &self.0 {
+            let end = start + piece.len();
+            let (lo, hi) = (from.max(start), to.min(end));
+            if lo < hi {
+                out.push(piece.slice(lo - start..hi - start));
+            }
+            start = end;
+        }
+        out
+    }
+
+    fn len(&self) -> usize {
+        self.0.iter().map(Bytes::len).sum()
+    }
+}
+
+/// Lets [`Bytes`] own a rebuilt shard without copying it.
+struct OwnedShard(AlignedBuf);
+
+impl AsRef<[u8]> for OwnedShard {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
 
 /// Why one stripe could not be read.
 #[derive(Debug)]
@@ -94,7 +130,9 @@ pub struct BlobReader {
     range: Range<u64>,
     next_stripe: u64,
     end_stripe: u64,
-    window: VecDeque<(u64, JoinHandle<Result<Bytes, StripeFailure>>)>,
+    window: VecDeque<(u64, JoinHandle<Result<Pieces, StripeFailure>>)>,
+    /// What is left of the stripe being handed out.
+    current: VecDeque<Bytes>,
 }
 
 impl Drop for BlobReader {
@@ -126,30 +164,34 @@ impl BlobReader {
         self.len() == 0
     }
 
-    /// The next piece of the blob (at most a stripe), `None` at the end.
+    /// The next piece of the blob (at most a shard's worth of a stripe), `None` at the end.
     pub async fn next_chunk(&mut self) -> Option<Result<Bytes>> {
-        while self.window.len() < self.client.inner.config.stripes_inflight_max
-            && self.next_stripe < self.end_stripe
-        {
-            let index = self.next_stripe;
-            let (client, plan) = (self.client.clone(), self.plan.clone());
-            let task = tokio::spawn(async move { client.fetch_stripe(&plan, index).await });
-            self.window.push_back((index, task));
-            self.next_stripe += 1;
-        }
-        let (index, task) = self.window.pop_front()?;
-        let stripe = match task.await.expect("stripe task panicked") {
-            Ok(stripe) => stripe,
-            Err(failure) => {
-                return Some(Err(self
-                    .client
-                    .stripes_error(&self.plan, vec![(index, failure)])));
+        loop {
+            if let Some(piece) = self.current.pop_front() {
+                return Some(Ok(piece));
             }
-        };
-        let start = self.plan.stripe_start(index);
-        let from = self.range.start.saturating_sub(start) as usize;
-        let to = (self.range.end - start).min(stripe.len() as u64) as usize;
-        Some(Ok(stripe.slice(from..to)))
+            while self.window.len() < self.client.inner.config.stripes_inflight_max
+                && self.next_stripe < self.end_stripe
+            {
+                let index = self.next_stripe;
+                let (client, plan) = (self.client.clone(), self.plan.clone());
+                let task = tokio::spawn(async move { client.fetch_stripe(&plan, index).await });
+                self.window.push_back((index, task));
+                self.next_stripe += 1;
+            }
+            let (index, task) = self.window.pop_front()?;
+            let stripe = match task.await.expect("stripe task panicked") {
+                Ok(stripe) => stripe,
+                Err(failure) => {
+                    let failures = vec![(index, failure)];
+                    return Some(Err(self.client.stripes_error(&self.plan, failures)));
+                }
+            };
+            let start = self.plan.stripe_start(index);
+            let from = self.range.start.saturating_sub(start) as usize;
+            let to = (self.range.end - start).min(stripe.len() as u64) as usize;
+            self.current = stripe.slice(from, to).into();
+        }
     }
 
     /// Writes everything left to `writer`; returns the bytes written.
@@ -222,6 +264,7 @@ impl Client {
             next_stripe: stripes.start,
             end_stripe: stripes.end,
             window: VecDeque::new(),
+            current: VecDeque::new(),
         })
     }
 
@@ -291,8 +334,11 @@ impl Client {
                     let start = plan.stripe_start(index);
                     let from = range.start.max(start);
                     let to = range.end.min(start + stripe.len() as u64);
-                    out[(from - range.start) as usize..(to - range.start) as usize]
-                        .copy_from_slice(&stripe[(from - start) as usize..(to - start) as usize]);
+                    let mut at = (from - range.start) as usize;
+                    for piece in stripe.slice((from - start) as usize, (to - start) as usize) {
+                        out[at..at + piece.len()].copy_from_slice(&piece);
+                        at += piece.len();
+                    }
                 }
                 (index, Err(failure)) => failures.push((index, failure)),
             }
@@ -339,7 +385,7 @@ impl Client {
     }
 
     /// Reads one stripe from the nodes of its walk (see the module docs).
-    async fn fetch_stripe(&self, plan: &BlobPlan, index: u64) -> Result<Bytes, StripeFailure> {
+    async fn fetch_stripe(&self, plan: &BlobPlan, index: u64) -> Result<Pieces, StripeFailure> {
         let entry = plan.manifest.stripes[index as usize];
         let durability = plan.manifest.durability;
         let mut fetch = StripeFetch::new(plan, index, self.inner.config.verify_stripe_ids);
@@ -516,14 +562,14 @@ impl<'a> StripeFetch<'a> {
     }
 
     /// The stripe once enough shards are here (`Err`: it failed verification).
-    fn try_finish(&self) -> Option<Result<Bytes, String>> {
+    fn try_finish(&self) -> Option<Result<Pieces, String>> {
         let present = self.shards.iter().flatten().count();
         if present < self.needed {
             return None;
         }
         let stripe_bytes = self.entry.stripe_bytes as usize;
         let stripe = match &self.plan.codec {
-            None => self.shards[0].clone().expect("present"),
+            None => Pieces(vec![self.shards[0].clone().expect("present")]),
             Some(codec) => match decode(codec.as_ref(), &self.shards, stripe_bytes) {
                 Ok(stripe) => stripe,
                 Err(error) => return Some(Err(format!("decode: {error}"))),
@@ -533,7 +579,7 @@ impl<'a> StripeFetch<'a> {
         // read under a version-1 manifest, or when asked) need the stripe's BLAKE3 as well.
         let rebuilt = self.shards[..self.needed].iter().any(Option::is_none);
         let checked = self.expected_crcs.is_some() && !rebuilt && !self.verify_stripe_ids;
-        if !checked && StripeId::of(&stripe) != self.entry.stripe_id {
+        if !checked && stripe_id_of(&stripe) != self.entry.stripe_id {
             return Some(Err(format!(
                 "the stripe's BLAKE3 does not match {}",
                 self.entry.stripe_id
@@ -543,12 +589,21 @@ impl<'a> StripeFetch<'a> {
     }
 }
 
-/// Joins the K data shards, rebuilding missing ones from parity first.
+/// The stripe id of a stripe's pieces.
+fn stripe_id_of(stripe: &Pieces) -> StripeId {
+    let mut hasher = blake3::Hasher::new();
+    for piece in &stripe.0 {
+        hasher.update(piece);
+    }
+    StripeId::from_bytes(*hasher.finalize().as_bytes())
+}
+
+/// The K data shards as the stripe's pieces, rebuilding missing ones from parity first.
 fn decode(
     codec: &dyn ErasureCodec,
     shards: &[Option<Bytes>],
     stripe_bytes: usize,
-) -> Result<Bytes, nabu_core::ec::EcError> {
+) -> Result<Pieces, nabu_core::ec::EcError> {
     let data_shards = codec.data_shards();
     let shard_len = shard_bytes(stripe_bytes, data_shards);
     let mut rebuilt: Vec<(usize, AlignedBuf)> = (0..data_shards)
@@ -568,16 +623,23 @@ fn decode(
         }
         codec.decode(&mut slots)?;
     }
-    let mut rebuilt_iter = rebuilt.iter();
-    let data: Vec<&[u8]> = (0..data_shards)
-        .map(|index| match &shards[index] {
-            Some(bytes) => &bytes[..],
-            None => &rebuilt_iter.next().expect("rebuilt in order").1[..],
-        })
-        .collect();
-    let mut out = Vec::with_capacity(stripe_bytes);
-    join_stripe(&data, stripe_bytes, &mut out);
-    Ok(Bytes::from(out))
+    let mut rebuilt = rebuilt.into_iter();
+    let mut remaining = stripe_bytes;
+    let mut pieces = Vec::with_capacity(data_shards);
+    for shard in &shards[..data_shards] {
+        if remaining == 0 {
+            break;
+        }
+        let bytes = match shard {
+            Some(bytes) => bytes.clone(),
+            None => Bytes::from_owner(OwnedShard(rebuilt.next().expect("rebuilt in order").1)),
+        };
+        let take = remaining.min(bytes.len());
+        pieces.push(bytes.slice(..take));
+        remaining -= take;
+    }
+    assert_eq!(remaining, 0, "shards shorter than the stripe");
+    Ok(Pieces(pieces))
 }
 
 fn log_shard_failure(node: NodeId, stripe_id: StripeId, error: &ClientError) {
@@ -600,4 +662,25 @@ fn clamp_range(range: Range<u64>, size: u64) -> Result<Range<u64>> {
         )));
     }
     Ok(range.start..range.end.min(size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_slice_across_shard_boundaries() {
+        let pieces = Pieces(vec![
+            Bytes::from_static(b"abcd"),
+            Bytes::from_static(b"efgh"),
+            Bytes::from_static(b"ij"),
+        ]);
+        assert_eq!(pieces.len(), 10);
+        let joined = |from, to| pieces.slice(from, to).concat();
+        assert_eq!(joined(0, 10), b"abcdefghij");
+        assert_eq!(joined(3, 9), b"defghi");
+        assert_eq!(joined(4, 8), b"efgh");
+        assert_eq!(pieces.slice(4, 8).len(), 1, "one whole piece, no copy");
+        assert!(pieces.slice(5, 5).is_empty());
+    }
 }

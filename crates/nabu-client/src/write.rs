@@ -84,11 +84,11 @@ pub struct PutOptions {
 
 /// A stripe once durable.
 #[derive(Debug)]
-struct StripeWritten {
-    index: u64,
-    entry: StripeEntry,
-    written: usize,
-    missing: Vec<u8>,
+pub(crate) struct StripeWritten {
+    pub(crate) index: u64,
+    pub(crate) entry: StripeEntry,
+    pub(crate) written: usize,
+    pub(crate) missing: Vec<u8>,
 }
 
 /// Where a put's bytes come from.
@@ -255,7 +255,7 @@ impl Client {
     /// How a blob whose first stripe is `first_bytes` long is stored under `policy`: an
     /// object that ended below `small_object_bytes` in an `ec:K+M` namespace becomes
     /// `replicas:M+1`.
-    fn stripe_durability(
+    pub(crate) fn stripe_durability(
         &self,
         policy: Durability,
         first_bytes: u64,
@@ -277,7 +277,7 @@ impl Client {
 
     /// Writes the manifest, then the key record, once every stripe is durable.
     #[allow(clippy::too_many_arguments)]
-    async fn commit(
+    pub(crate) async fn commit(
         &self,
         namespace: &str,
         key: &[u8],
@@ -362,7 +362,7 @@ impl Client {
 
     /// Hashes, encodes and fans out one stripe; fails if fewer than K+1 shards (two copies)
     /// became durable.
-    async fn write_stripe(
+    pub(crate) async fn write_stripe(
         &self,
         index: u64,
         stripe: Bytes,

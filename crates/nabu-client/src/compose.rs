@@ -7,7 +7,8 @@
 //! needs, the composed manifest is simply the parts' stripe lists end to end: no shard is
 //! written. (A last part whose single stripe was stored as a small object, `replicas:M+1`, has
 //! that one stripe rewritten with the composed layout.) The blob id is the BLAKE3 of all
-//! the bytes, so the parts are read once to hash them; nothing else is sent.
+//! the bytes, so the parts are read once to hash them; nothing else is sent. A single blob
+//! reused whole (an S3 CopyObject in one bucket) keeps its id: nothing is read at all.
 //!
 //! Parts that do not line up (a 50 MiB part under 4 MiB stripes) are copied instead: read
 //! in order and put as one stream, bounded memory as any put.
@@ -109,7 +110,11 @@ impl Client {
                 });
             }
         }
-        let blob_id = self.hash_blobs(namespace, &parts).await?;
+        let blob_id = match parts[..] {
+            // One blob reused whole (a copy): its id is already the hash of these bytes.
+            [only] if !plan.rewrite_last => only.blob_id,
+            _ => self.hash_blobs(namespace, &parts).await?,
+        };
         let receipt = self
             .commit(
                 namespace,

@@ -1,0 +1,514 @@
+//! Multipart uploads and copies.
+//!
+//! An upload lives in its bucket's namespace under keys no S3 client can name: they start
+//! with byte `0xFF`, which never occurs in UTF-8 (S3 keys are UTF-8), so they sort after
+//! every object and listings stop before them.
+//!
+//! - `0xFF "mpu/" <upload id>`: the upload record, an empty object whose metadata holds the
+//!   object key (`nabu-upload-key`) and the object's metadata;
+//! - `0xFF "mpu/" <upload id> "/" <part number, 5 digits>`: each part, an ordinary object
+//!   stored with the bucket's durability (re-uploading a part number overwrites it).
+//!
+//! Complete composes the object from the parts' blobs ([`Client::put_composed`]): where the
+//! parts are whole stripes (64 MiB parts under 4 MiB stripes) their stripes are reused and no
+//! shard is written again; the key record is written last, so the object appears only then.
+//! Afterwards the part keys and the record are deleted.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use nabu_client::{Client, ClientError, ObjectInfo, PutOptions, PutReceipt, UserMetadata};
+use nabu_core::id::BlobId;
+use s3s::dto::*;
+use s3s::{S3Request, S3Result, s3_error};
+use tokio::task::JoinSet;
+
+use crate::body::BodyReader;
+use crate::error::{Missing, s3_error};
+use crate::gateway::{Gateway, PUT_BYTES_MAX, check_length, copy_source, expected_checksums};
+use crate::meta::{self, ObjectHeaders};
+
+/// The first byte of every key the gateway keeps for itself.
+pub const HIDDEN_KEY_BYTE: u8 = 0xFF;
+/// The metadata entry of an upload record naming the object key.
+const UPLOAD_KEY_ENTRY: &str = "nabu-upload-key";
+/// Part numbers run 1..=this, as in S3.
+const PART_NUMBER_MAX: i32 = 10_000;
+/// Every part but the last is at least this long, as in S3.
+const PART_BYTES_MIN: u64 = 5 << 20;
+/// Metadata reads or deletes one multipart request runs at once.
+const METADATA_INFLIGHT_MAX: usize = 32;
+/// Bytes of the pipe between the read and the write half of a streamed copy.
+const COPY_PIPE_BYTES: usize = 8 << 20;
+
+fn upload_prefix() -> Vec<u8> {
+    let mut key = vec![HIDDEN_KEY_BYTE];
+    key.extend_from_slice(b"mpu/");
+    key
+}
+
+fn upload_key(upload_id: &str) -> Vec<u8> {
+    let mut key = upload_prefix();
+    key.extend_from_slice(upload_id.as_bytes());
+    key
+}
+
+fn part_prefix(upload_id: &str) -> Vec<u8> {
+    let mut key = upload_key(upload_id);
+    key.push(b'/');
+    key
+}
+
+fn part_key(upload_id: &str, part_number: i32) -> Vec<u8> {
+    let mut key = part_prefix(upload_id);
+    key.extend_from_slice(format!("{part_number:05}").as_bytes());
+    key
+}
+
+fn no_such_upload() -> s3s::S3Error {
+    s3_error!(
+        NoSuchUpload,
+        "The specified multipart upload does not exist."
+    )
+}
+
+fn check_part_number(part_number: i32) -> S3Result<()> {
+    if !(1..=PART_NUMBER_MAX).contains(&part_number) {
+        return Err(s3_error!(
+            InvalidArgument,
+            "Part number must be an integer between 1 and {PART_NUMBER_MAX}, inclusive"
+        ));
+    }
+    Ok(())
+}
+
+/// The ETag text a client sent, without quotes.
+fn etag_value(etag: &ETag) -> &str {
+    etag.value().trim_matches('"')
+}
+
+impl Gateway {
+    pub(crate) async fn create_upload(
+        &self,
+        input: CreateMultipartUploadInput,
+    ) -> S3Result<CreateMultipartUploadOutput> {
+        self.require_bucket(&input.bucket).await?;
+        let headers = ObjectHeaders {
+            content_type: input.content_type.clone(),
+            content_encoding: input.content_encoding.clone(),
+            content_disposition: input.content_disposition.clone(),
+            content_language: input.content_language.clone(),
+            cache_control: input.cache_control.clone(),
+        };
+        let mut metadata = meta::to_stored(&headers, input.metadata.as_ref())?;
+        metadata.insert(UPLOAD_KEY_ENTRY.to_owned(), input.key.clone());
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(|error| s3_error!(InternalError, "random: {error}"))?;
+        let upload_id: String = id.iter().map(|byte| format!("{byte:02x}")).collect();
+        let options = PutOptions { metadata };
+        self.client
+            .put_with(&input.bucket, &upload_key(&upload_id), Bytes::new(), options)
+            .await
+            .map_err(|error| s3_error(error, Missing::Bucket))?;
+        Ok(CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(upload_id),
+            ..CreateMultipartUploadOutput::default()
+        })
+    }
+
+    /// The object metadata of upload `upload_id` for `key`; `NoSuchUpload` if there is none.
+    async fn load_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> S3Result<UserMetadata> {
+        let valid_id = upload_id.len() == 32 && upload_id.bytes().all(|b| b.is_ascii_hexdigit());
+        if !valid_id {
+            return Err(no_such_upload());
+        }
+        let info = match self.client.stat(bucket, &upload_key(upload_id)).await {
+            Ok(info) => info,
+            Err(ClientError::NotFound(_)) => return Err(no_such_upload()),
+            Err(error) => return Err(s3_error(error, Missing::Upload)),
+        };
+        let mut metadata = info.metadata;
+        if metadata.remove(UPLOAD_KEY_ENTRY).as_deref() != Some(key) {
+            return Err(no_such_upload());
+        }
+        Ok(metadata)
+    }
+
+    pub(crate) async fn upload_part_body(
+        &self,
+        mut req: S3Request<UploadPartInput>,
+    ) -> S3Result<UploadPartOutput> {
+        let input = &req.input;
+        check_length(input.content_length)?;
+        check_part_number(input.part_number)?;
+        self.load_upload(&input.bucket, &input.key, &input.upload_id)
+            .await?;
+        let fields = [
+            &input.checksum_crc32,
+            &input.checksum_crc32c,
+            &input.checksum_crc64nvme,
+            &input.checksum_sha1,
+            &input.checksum_sha256,
+        ];
+        let expected = expected_checksums(&req, fields, &input.content_md5);
+        let bucket = input.bucket.clone();
+        let key = part_key(&input.upload_id, input.part_number);
+        let reader = BodyReader::new(req.input.body.take(), expected, PUT_BYTES_MAX);
+        let (receipt, checksum) = self
+            .put_body(&bucket, &key, reader, UserMetadata::new())
+            .await?;
+        Ok(UploadPartOutput {
+            e_tag: Some(meta::etag(&receipt.blob_id)),
+            checksum_crc32: checksum.checksum_crc32,
+            checksum_crc32c: checksum.checksum_crc32c,
+            checksum_crc64nvme: checksum.checksum_crc64nvme,
+            checksum_sha1: checksum.checksum_sha1,
+            checksum_sha256: checksum.checksum_sha256,
+            ..UploadPartOutput::default()
+        })
+    }
+
+    pub(crate) async fn upload_part_from_copy(
+        &self,
+        input: UploadPartCopyInput,
+    ) -> S3Result<UploadPartCopyOutput> {
+        check_part_number(input.part_number)?;
+        self.load_upload(&input.bucket, &input.key, &input.upload_id)
+            .await?;
+        let (source_bucket, source_key) = copy_source(&input.copy_source)?;
+        let info = self.stat_object(&source_bucket, &source_key).await?;
+        let range = match &input.copy_source_range {
+            None => None,
+            Some(text) => {
+                let invalid = || s3_error!(InvalidRange, "x-amz-copy-source-range {text:?}");
+                let range = s3s::dto::Range::parse(text).map_err(|_| invalid())?;
+                Some(range.check(info.size).map_err(|_| invalid())?)
+            }
+        };
+        let target_key = part_key(&input.upload_id, input.part_number);
+        let receipt = self
+            .copy_blob(
+                (&source_bucket, &source_key, info.blob_id),
+                (&input.bucket, &target_key),
+                range,
+                UserMetadata::new(),
+            )
+            .await?;
+        Ok(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(meta::etag(&receipt.blob_id)),
+                last_modified: Some(meta::timestamp(receipt.hlc_timestamp)),
+                ..CopyPartResult::default()
+            }),
+            ..UploadPartCopyOutput::default()
+        })
+    }
+
+    /// The key record of an object; `NoSuchKey` / `NoSuchBucket` when missing.
+    pub(crate) async fn stat_object(&self, bucket: &str, key: &str) -> S3Result<ObjectInfo> {
+        match self.client.stat(bucket, key.as_bytes()).await {
+            Ok(info) => Ok(info),
+            Err(error) => Err(self.object_error(bucket, error).await),
+        }
+    }
+
+    /// Stores under `target` the bytes of `source` (or its `range`): within one bucket and
+    /// whole, by reusing the blob (no bytes move); otherwise streamed through a pipe.
+    pub(crate) async fn copy_blob(
+        &self,
+        source: (&str, &str, BlobId),
+        target: (&str, &[u8]),
+        range: Option<Range<u64>>,
+        metadata: UserMetadata,
+    ) -> S3Result<PutReceipt> {
+        let (source_bucket, source_key, blob_id) = source;
+        let (target_bucket, target_key) = target;
+        let options = PutOptions { metadata };
+        if range.is_none() && source_bucket == target_bucket {
+            return match self
+                .client
+                .put_composed(target_bucket, target_key, &[blob_id], options)
+                .await
+            {
+                Ok((receipt, _)) => Ok(receipt),
+                Err(error) => Err(self.object_error(source_bucket, error).await),
+            };
+        }
+        let mut reader = match self
+            .client
+            .get_range_stream(
+                source_bucket,
+                source_key.as_bytes(),
+                range.unwrap_or(0..u64::MAX),
+            )
+            .await
+        {
+            Ok(reader) => reader,
+            Err(error) => return Err(self.object_error(source_bucket, error).await),
+        };
+        let (mut sink, pipe) = tokio::io::duplex(COPY_PIPE_BYTES);
+        let producer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Some(chunk) = reader.next_chunk().await {
+                let chunk = chunk?;
+                if sink.write_all(&chunk).await.is_err() {
+                    // The put stopped reading; its own error says why.
+                    return Ok(());
+                }
+            }
+            let _ = sink.shutdown().await;
+            Ok::<(), ClientError>(())
+        });
+        let put = self
+            .client
+            .put_stream(target_bucket, target_key, pipe, options)
+            .await;
+        let produced = producer.await.expect("copy reader task panicked");
+        match (put, produced) {
+            (Ok(receipt), Ok(())) => Ok(receipt),
+            (_, Err(error)) | (Err(error), Ok(())) => {
+                Err(self.object_error(target_bucket, error).await)
+            }
+        }
+    }
+
+    pub(crate) async fn list_upload_parts(
+        &self,
+        input: ListPartsInput,
+    ) -> S3Result<ListPartsOutput> {
+        self.load_upload(&input.bucket, &input.key, &input.upload_id)
+            .await?;
+        let max_parts = input.max_parts.unwrap_or(1000).clamp(1, 1000) as usize;
+        let marker = input.part_number_marker.unwrap_or(0);
+        let continuation = (marker > 0).then(|| part_key(&input.upload_id, marker));
+        let prefix = part_prefix(&input.upload_id);
+        let page = self
+            .client
+            .list(
+                &input.bucket,
+                &prefix,
+                continuation.as_deref(),
+                max_parts as u32 + 1,
+            )
+            .await
+            .map_err(|error| s3_error(error, Missing::Upload))?;
+        let mut numbers: Vec<i32> = page
+            .keys
+            .iter()
+            .filter_map(|listed| std::str::from_utf8(&listed.key[prefix.len()..]).ok())
+            .filter_map(|number| number.parse().ok())
+            .collect();
+        let truncated = numbers.len() > max_parts;
+        numbers.truncate(max_parts);
+        let infos = self
+            .stat_parts(&input.bucket, &input.upload_id, &numbers)
+            .await?;
+        let parts = numbers
+            .iter()
+            .zip(infos)
+            .filter_map(|(&number, info)| {
+                let info = info?;
+                Some(Part {
+                    part_number: Some(number),
+                    size: Some(info.size as i64),
+                    e_tag: Some(meta::etag(&info.blob_id)),
+                    last_modified: Some(meta::timestamp(info.hlc_timestamp)),
+                    ..Part::default()
+                })
+            })
+            .collect();
+        Ok(ListPartsOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(input.upload_id),
+            max_parts: Some(max_parts as i32),
+            part_number_marker: input.part_number_marker,
+            next_part_number_marker: numbers.last().copied(),
+            is_truncated: Some(truncated),
+            parts: Some(parts),
+            ..ListPartsOutput::default()
+        })
+    }
+
+    /// The key records of parts `numbers` of an upload (`None`: no such part), in order.
+    async fn stat_parts(
+        &self,
+        bucket: &str,
+        upload_id: &str,
+        numbers: &[i32],
+    ) -> S3Result<Vec<Option<ObjectInfo>>> {
+        let mut found = vec![None; numbers.len()];
+        let mut tasks = JoinSet::new();
+        let mut next = 0;
+        loop {
+            while tasks.len() < METADATA_INFLIGHT_MAX && next < numbers.len() {
+                let (client, bucket) = (self.client.clone(), bucket.to_owned());
+                let key = part_key(upload_id, numbers[next]);
+                let slot = next;
+                tasks.spawn(async move { (slot, client.stat(&bucket, &key).await) });
+                next += 1;
+            }
+            let Some(joined) = tasks.join_next().await else {
+                break;
+            };
+            match joined.expect("part stat task panicked") {
+                (slot, Ok(info)) => found[slot] = Some(info),
+                (_, Err(ClientError::NotFound(_))) => {}
+                (_, Err(error)) => return Err(s3_error(error, Missing::Upload)),
+            }
+        }
+        Ok(found)
+    }
+
+    pub(crate) async fn complete_upload(
+        &self,
+        input: CompleteMultipartUploadInput,
+    ) -> S3Result<CompleteMultipartUploadOutput> {
+        let metadata = self
+            .load_upload(&input.bucket, &input.key, &input.upload_id)
+            .await?;
+        let requested = input
+            .multipart_upload
+            .and_then(|upload| upload.parts)
+            .unwrap_or_default();
+        if requested.is_empty() {
+            return Err(s3_error!(
+                MalformedXML,
+                "CompleteMultipartUpload names no parts"
+            ));
+        }
+        let mut numbers = Vec::with_capacity(requested.len());
+        for part in &requested {
+            let number = part
+                .part_number
+                .ok_or_else(|| s3_error!(InvalidPart, "a part has no PartNumber"))?;
+            if numbers.last().is_some_and(|&last| number <= last) {
+                return Err(s3_error!(
+                    InvalidPartOrder,
+                    "The list of parts was not in ascending order."
+                ));
+            }
+            numbers.push(number);
+        }
+        let infos = self
+            .stat_parts(&input.bucket, &input.upload_id, &numbers)
+            .await?;
+        let mut blobs = Vec::with_capacity(infos.len());
+        for (index, (part, info)) in requested.iter().zip(&infos).enumerate() {
+            let number = numbers[index];
+            let Some(info) = info else {
+                return Err(s3_error!(InvalidPart, "part {number} was not uploaded"));
+            };
+            if let Some(etag) = &part.e_tag
+                && etag_value(etag) != meta::etag_text(&info.blob_id)
+            {
+                return Err(s3_error!(
+                    InvalidPart,
+                    "part {number}'s ETag does not match"
+                ));
+            }
+            if index + 1 < infos.len() && info.size < PART_BYTES_MIN {
+                return Err(s3_error!(
+                    EntityTooSmall,
+                    "part {number} is {} bytes; every part but the last is at least {PART_BYTES_MIN}",
+                    info.size
+                ));
+            }
+            blobs.push(info.blob_id);
+        }
+        let options = PutOptions { metadata };
+        let (receipt, mode) = match self
+            .client
+            .put_composed(&input.bucket, input.key.as_bytes(), &blobs, options)
+            .await
+        {
+            Ok(done) => done,
+            Err(error) => return Err(self.object_error(&input.bucket, error).await),
+        };
+        tracing::debug!(bucket = %input.bucket, key = %input.key, parts = blobs.len(), ?mode, "multipart upload completed");
+        self.delete_upload(&input.bucket, &input.upload_id).await;
+        Ok(CompleteMultipartUploadOutput {
+            bucket: Some(input.bucket.clone()),
+            key: Some(input.key.clone()),
+            e_tag: Some(meta::etag(&receipt.blob_id)),
+            location: Some(format!("/{}/{}", input.bucket, input.key)),
+            ..CompleteMultipartUploadOutput::default()
+        })
+    }
+
+    pub(crate) async fn abort_upload(&self, bucket: &str, upload_id: &str) -> S3Result<()> {
+        let valid_id = upload_id.len() == 32 && upload_id.bytes().all(|b| b.is_ascii_hexdigit());
+        let exists = valid_id
+            && match self.client.stat(bucket, &upload_key(upload_id)).await {
+                Ok(_) => true,
+                Err(ClientError::NotFound(_)) => false,
+                Err(error) => return Err(s3_error(error, Missing::Upload)),
+            };
+        if !exists {
+            return Err(no_such_upload());
+        }
+        self.delete_upload(bucket, upload_id).await;
+        Ok(())
+    }
+
+    /// Deletes an upload's parts and record (failures are logged: they leave only hidden
+    /// keys behind).
+    async fn delete_upload(&self, bucket: &str, upload_id: &str) {
+        if let Err(error) = delete_prefix(&self.client, bucket, &part_prefix(upload_id)).await {
+            tracing::warn!(%error, bucket, upload_id, "could not delete the parts of an upload");
+        }
+        if let Err(error) = self.client.delete(bucket, &upload_key(upload_id)).await {
+            tracing::warn!(%error, bucket, upload_id, "could not delete an upload record");
+        }
+    }
+
+    /// Deletes every unfinished upload of `bucket` (before the bucket itself goes).
+    pub(crate) async fn abort_all_uploads(&self, bucket: &str) -> S3Result<()> {
+        delete_prefix(&self.client, bucket, &upload_prefix())
+            .await
+            .map_err(|error| s3_error(error, Missing::Bucket))
+    }
+
+    /// Whether `bucket` holds any object (uploads in progress do not count).
+    pub(crate) async fn bucket_has_objects(&self, bucket: &str) -> S3Result<bool> {
+        let page = self
+            .client
+            .list(bucket, b"", None, 1)
+            .await
+            .map_err(|error| s3_error(error, Missing::Bucket))?;
+        Ok(page
+            .keys
+            .first()
+            .is_some_and(|listed| listed.key.first() != Some(&HIDDEN_KEY_BYTE)))
+    }
+}
+
+/// Deletes every key of `namespace` starting with `prefix`.
+async fn delete_prefix(client: &Client, namespace: &str, prefix: &[u8]) -> Result<(), ClientError> {
+    loop {
+        let page = client.list(namespace, prefix, None, 1000).await?;
+        if page.keys.is_empty() {
+            return Ok(());
+        }
+        let mut tasks = JoinSet::new();
+        for listed in page.keys {
+            if tasks.len() >= METADATA_INFLIGHT_MAX
+                && let Some(joined) = tasks.join_next().await
+            {
+                joined.expect("delete task panicked")?;
+            }
+            let (client, namespace) = (client.clone(), namespace.to_owned());
+            tasks.spawn(async move { client.delete(&namespace, &listed.key).await });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            joined.expect("delete task panicked")?;
+        }
+    }
+}

@@ -5,10 +5,11 @@
 //! shards are found by its [`StripeId`](nabu_core::id::StripeId) alone. So when every part
 //! but the last is a whole number of stripes, stored with the layout the composed object
 //! needs, the composed manifest is simply the parts' stripe lists end to end: no shard is
-//! written. (A last part whose single stripe was stored as a small object, `replicas:M+1`, has
-//! that one stripe rewritten with the composed layout.) The blob id is the BLAKE3 of all
-//! the bytes, so the parts are read once to hash them; nothing else is sent. A single blob
-//! reused whole (an S3 CopyObject in one bucket) keeps its id: nothing is read at all.
+//! written. Parts meant for composition are put with `keep_policy_layout`, so that a short
+//! last part has the layout of the rest (a node holds a stripe id in one layout only, so it
+//! could not be rewritten in another). The blob id is the BLAKE3 of all the bytes, so the
+//! parts are read once to hash them; nothing else is sent. A single blob reused whole (an S3
+//! CopyObject in one bucket) keeps its id: nothing is read at all.
 //!
 //! Parts that do not line up (a 50 MiB part under 4 MiB stripes) are copied instead: read
 //! in order and put as one stream, bounded memory as any put.
@@ -76,7 +77,17 @@ impl Client {
         let policy = self.namespace_policy(namespace).await?;
         let cut = self.inner.config.stripe_bytes;
         let total: u64 = manifests.iter().map(|m| m.blob_bytes).sum();
-        let layout = self.stripe_durability(policy, total.min(cut as u64), cut);
+        let parts: Vec<&Manifest> = manifests.iter().filter(|m| m.blob_bytes > 0).collect();
+        let Some(first) = parts.first() else {
+            return Ok(None);
+        };
+        // The parts' own layout, if the composed object may have it: the policy's, or the
+        // small-object one when the whole object is small.
+        let layout = first.durability;
+        let small = self.stripe_durability(policy, total.min(cut as u64), cut);
+        if layout != policy && layout != small {
+            return Ok(None);
+        }
         let codec = match layout {
             Durability::ErasureCoded { data, parity } => Some(
                 codec(usize::from(data), usize::from(parity))
@@ -85,22 +96,11 @@ impl Client {
             _ => None,
         };
         let codec_id = codec.as_ref().map_or(CodecId(0), |codec| codec.id());
-        let parts: Vec<&Manifest> = manifests.iter().filter(|m| m.blob_bytes > 0).collect();
-        let Some(plan) = reuse_plan(&parts, cut as u64, layout, codec_id) else {
+        if !reusable(&parts, cut as u64, layout, codec_id) {
             return Ok(None);
-        };
+        }
         let mut written = Vec::new();
-        for (part_index, part) in parts.iter().enumerate() {
-            let rewrite = plan.rewrite_last && part_index + 1 == parts.len();
-            if rewrite {
-                let bytes = self.get_blob(namespace, part.blob_id).await?;
-                let index = written.len() as u64;
-                let stripe = self
-                    .write_stripe(index, bytes, layout, codec.clone())
-                    .await?;
-                written.push(stripe);
-                continue;
-            }
+        for part in &parts {
             for entry in &part.stripes {
                 written.push(StripeWritten {
                     index: written.len() as u64,
@@ -112,7 +112,7 @@ impl Client {
         }
         let blob_id = match parts[..] {
             // One blob reused whole (a copy): its id is already the hash of these bytes.
-            [only] if !plan.rewrite_last => only.blob_id,
+            [only] => only.blob_id,
             _ => self.hash_blobs(namespace, &parts).await?,
         };
         let receipt = self
@@ -184,35 +184,14 @@ impl Client {
     }
 }
 
-/// What the reusing path does with the parts.
-struct ReusePlan {
-    /// Whether the last part's single stripe is rewritten with the composed layout.
-    rewrite_last: bool,
-}
-
 /// Whether `parts` (non-empty blobs, in order) can be reused under `layout`: every part cut
-/// at `cut` and stored with `layout`, every part but the last a whole number of stripes. The
-/// last part may have another layout if it is one stripe (rewritten).
-fn reuse_plan(
-    parts: &[&Manifest],
-    cut: u64,
-    layout: Durability,
-    codec_id: CodecId,
-) -> Option<ReusePlan> {
-    let (last, init) = parts.split_last()?;
-    let same_layout = |m: &Manifest| m.durability == layout && m.codec == codec_id;
-    let init_fits = init
-        .iter()
-        .all(|m| m.stripe_bytes == cut && m.blob_bytes % cut == 0 && same_layout(m));
-    if !init_fits || last.stripe_bytes != cut {
-        return None;
-    }
-    if same_layout(last) {
-        return Some(ReusePlan {
-            rewrite_last: false,
-        });
-    }
-    (last.stripes.len() == 1).then_some(ReusePlan { rewrite_last: true })
+/// at `cut` and stored with `layout`, every part but the last a whole number of stripes.
+fn reusable(parts: &[&Manifest], cut: u64, layout: Durability, codec_id: CodecId) -> bool {
+    let Some((last, init)) = parts.split_last() else {
+        return false;
+    };
+    let fits = |m: &Manifest| m.stripe_bytes == cut && m.durability == layout && m.codec == codec_id;
+    init.iter().all(|m| fits(m) && m.blob_bytes % cut == 0) && fits(last)
 }
 
 #[cfg(test)]
@@ -249,15 +228,15 @@ mod tests {
         let cut = 4 << 20;
         let a = manifest(16 << 20, cut, ec, 1);
         let b = manifest(8 << 20, cut, ec, 1);
-        let tail = manifest(100, cut, small, 0);
+        let tail = manifest(100, cut, ec, 1);
+        let small_tail = manifest(100, cut, small, 0);
         let odd = manifest(5 << 20, cut, ec, 1);
-        let plan = reuse_plan(&[&a, &b, &tail], cut, ec, CodecId(1)).unwrap();
-        assert!(plan.rewrite_last, "a small last part is rewritten");
-        let plan = reuse_plan(&[&a, &odd], cut, ec, CodecId(1)).unwrap();
-        assert!(!plan.rewrite_last, "a long last part needs no alignment");
-        assert!(reuse_plan(&[&odd, &a], cut, ec, CodecId(1)).is_none());
-        assert!(reuse_plan(&[&tail, &a], cut, ec, CodecId(1)).is_none());
-        assert!(reuse_plan(&[&a], 8 << 20, ec, CodecId(1)).is_none());
-        assert!(reuse_plan(&[], cut, ec, CodecId(1)).is_none());
+        assert!(reusable(&[&a, &b, &tail], cut, ec, CodecId(1)));
+        assert!(reusable(&[&a, &odd], cut, ec, CodecId(1)), "the last part may be any length");
+        assert!(!reusable(&[&odd, &a], cut, ec, CodecId(1)));
+        assert!(!reusable(&[&a, &small_tail], cut, ec, CodecId(1)));
+        assert!(!reusable(&[&tail, &a], cut, ec, CodecId(1)));
+        assert!(!reusable(&[&a], 8 << 20, ec, CodecId(1)));
+        assert!(!reusable(&[], cut, ec, CodecId(1)));
     }
 }

@@ -80,6 +80,12 @@ pub struct MissingShard {
 pub struct PutOptions {
     /// User metadata stored with the key (at most 64 entries, 8 KiB).
     pub metadata: UserMetadata,
+    /// Store every stripe with the namespace's policy, even when the object is small enough
+    /// to be kept as whole copies. Blobs that will be composed into a larger object
+    /// ([`Client::put_composed`], S3 multipart parts) need this: a node holds one stripe id in
+    /// one layout only, so the small tail of a composed object must already have the layout
+    /// of the rest.
+    pub keep_policy_layout: bool,
 }
 
 /// A stripe once durable.
@@ -207,7 +213,11 @@ impl Client {
         self.check_durability(policy)?;
         let stripe_bytes = self.inner.config.stripe_bytes;
         let first = source.next_stripe(stripe_bytes).await?;
-        let layout = self.stripe_durability(policy, first.len() as u64, stripe_bytes);
+        let layout = if options.keep_policy_layout {
+            policy
+        } else {
+            self.stripe_durability(policy, first.len() as u64, stripe_bytes)
+        };
         let codec = match layout {
             Durability::ErasureCoded { data, parity } => Some(
                 codec(usize::from(data), usize::from(parity))

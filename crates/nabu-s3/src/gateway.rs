@@ -60,9 +60,8 @@ impl Gateway {
         bucket: &str,
         key: &[u8],
         mut reader: BodyReader,
-        metadata: nabu_client::UserMetadata,
+        options: PutOptions,
     ) -> S3Result<(nabu_client::PutReceipt, Checksum)> {
-        let options = PutOptions { metadata };
         let receipt = self
             .client
             .put_stream(bucket, key, &mut reader, options)
@@ -96,6 +95,14 @@ pub(crate) fn expected_checksums<T>(
         sha256: sha256.clone(),
         md5: content_md5.clone(),
         trailer,
+    }
+}
+
+/// The options of a put of a whole object.
+pub(crate) fn put_options(metadata: nabu_client::UserMetadata) -> PutOptions {
+    PutOptions {
+        metadata,
+        ..PutOptions::default()
     }
 }
 
@@ -240,7 +247,9 @@ impl S3 for Gateway {
         let (bucket, key) = (input.bucket.clone(), input.key.clone());
         let mut req = req;
         let reader = BodyReader::new(req.input.body.take(), expected, PUT_BYTES_MAX);
-        let (receipt, checksum) = self.put_body(&bucket, key.as_bytes(), reader, metadata).await?;
+        let (receipt, checksum) = self
+            .put_body(&bucket, key.as_bytes(), reader, put_options(metadata))
+            .await?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(meta::etag(&receipt.blob_id)),
             checksum_crc32: checksum.checksum_crc32,
@@ -443,7 +452,7 @@ impl S3 for Gateway {
                 (&source_bucket, &source_key, info.blob_id),
                 (&input.bucket, input.key.as_bytes()),
                 None,
-                metadata,
+                put_options(metadata),
             )
             .await?;
         Ok(S3Response::new(CopyObjectOutput {

@@ -131,6 +131,32 @@ pub async fn list_objects_v2(
     })
 }
 
+/// Up to `want` live keys of `namespace` starting with `prefix`, after `after`, and whether
+/// more may follow. A page of the client's listing can hold fewer keys than asked (deleted
+/// keys count against a node's page), so this follows continuations until it has enough.
+pub(crate) async fn list_keys(
+    client: &Client,
+    namespace: &str,
+    prefix: &[u8],
+    after: Option<Vec<u8>>,
+    want: usize,
+) -> Result<(Vec<nabu_client::ListedKey>, bool), ClientError> {
+    let mut keys = Vec::new();
+    let mut cursor = after;
+    while keys.len() < want {
+        let limit = (want - keys.len()).clamp(1, LIST_PAGE_KEYS as usize) as u32;
+        let page = client
+            .list(namespace, prefix, cursor.as_deref(), limit)
+            .await?;
+        keys.extend(page.keys);
+        match page.continuation {
+            Some(next) => cursor = Some(next),
+            None => return Ok((keys, false)),
+        }
+    }
+    Ok((keys, true))
+}
+
 /// The listing entries of `keys` with size, ETag and date (keys deleted meanwhile drop out).
 async fn stat_keys(
     client: &Client,

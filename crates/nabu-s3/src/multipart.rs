@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 
 use crate::body::BodyReader;
 use crate::error::{Missing, s3_error};
+use crate::list::list_keys;
 use crate::gateway::{Gateway, PUT_BYTES_MAX, check_length, copy_source, expected_checksums};
 use crate::meta::{self, ObjectHeaders};
 
@@ -63,6 +64,15 @@ fn part_key(upload_id: &str, part_number: i32) -> Vec<u8> {
     let mut key = part_prefix(upload_id);
     key.extend_from_slice(format!("{part_number:05}").as_bytes());
     key
+}
+
+/// Parts keep the bucket's layout even when short, so that Complete can reuse their stripes
+/// (see `Client::put_composed`).
+fn part_options() -> PutOptions {
+    PutOptions {
+        metadata: UserMetadata::new(),
+        keep_policy_layout: true,
+    }
 }
 
 fn no_such_upload() -> s3s::S3Error {
@@ -105,7 +115,7 @@ impl Gateway {
         let mut id = [0u8; 16];
         getrandom::fill(&mut id).map_err(|error| s3_error!(InternalError, "random: {error}"))?;
         let upload_id: String = id.iter().map(|byte| format!("{byte:02x}")).collect();
-        let options = PutOptions { metadata };
+        let options = crate::gateway::put_options(metadata);
         self.client
             .put_with(&input.bucket, &upload_key(&upload_id), Bytes::new(), options)
             .await
@@ -162,7 +172,7 @@ impl Gateway {
         let key = part_key(&input.upload_id, input.part_number);
         let reader = BodyReader::new(req.input.body.take(), expected, PUT_BYTES_MAX);
         let (receipt, checksum) = self
-            .put_body(&bucket, &key, reader, UserMetadata::new())
+            .put_body(&bucket, &key, reader, part_options())
             .await?;
         Ok(UploadPartOutput {
             e_tag: Some(meta::etag(&receipt.blob_id)),
@@ -198,7 +208,7 @@ impl Gateway {
                 (&source_bucket, &source_key, info.blob_id),
                 (&input.bucket, &target_key),
                 range,
-                UserMetadata::new(),
+                part_options(),
             )
             .await?;
         Ok(UploadPartCopyOutput {
@@ -226,11 +236,10 @@ impl Gateway {
         source: (&str, &str, BlobId),
         target: (&str, &[u8]),
         range: Option<Range<u64>>,
-        metadata: UserMetadata,
+        options: PutOptions,
     ) -> S3Result<PutReceipt> {
         let (source_bucket, source_key, blob_id) = source;
         let (target_bucket, target_key) = target;
-        let options = PutOptions { metadata };
         if range.is_none() && source_bucket == target_bucket {
             return match self
                 .client
@@ -289,18 +298,10 @@ impl Gateway {
         let marker = input.part_number_marker.unwrap_or(0);
         let continuation = (marker > 0).then(|| part_key(&input.upload_id, marker));
         let prefix = part_prefix(&input.upload_id);
-        let page = self
-            .client
-            .list(
-                &input.bucket,
-                &prefix,
-                continuation.as_deref(),
-                max_parts as u32 + 1,
-            )
+        let (keys, _) = list_keys(&self.client, &input.bucket, &prefix, continuation, max_parts + 1)
             .await
             .map_err(|error| s3_error(error, Missing::Upload))?;
-        let mut numbers: Vec<i32> = page
-            .keys
+        let mut numbers: Vec<i32> = keys
             .iter()
             .filter_map(|listed| std::str::from_utf8(&listed.key[prefix.len()..]).ok())
             .filter_map(|number| number.parse().ok())
@@ -423,7 +424,7 @@ impl Gateway {
             }
             blobs.push(info.blob_id);
         }
-        let options = PutOptions { metadata };
+        let options = crate::gateway::put_options(metadata);
         let (receipt, mode) = match self
             .client
             .put_composed(&input.bucket, input.key.as_bytes(), &blobs, options)
@@ -478,13 +479,10 @@ impl Gateway {
 
     /// Whether `bucket` holds any object (uploads in progress do not count).
     pub(crate) async fn bucket_has_objects(&self, bucket: &str) -> S3Result<bool> {
-        let page = self
-            .client
-            .list(bucket, b"", None, 1)
+        let (keys, _) = list_keys(&self.client, bucket, b"", None, 1)
             .await
             .map_err(|error| s3_error(error, Missing::Bucket))?;
-        Ok(page
-            .keys
+        Ok(keys
             .first()
             .is_some_and(|listed| listed.key.first() != Some(&HIDDEN_KEY_BYTE)))
     }
@@ -493,12 +491,12 @@ impl Gateway {
 /// Deletes every key of `namespace` starting with `prefix`.
 async fn delete_prefix(client: &Client, namespace: &str, prefix: &[u8]) -> Result<(), ClientError> {
     loop {
-        let page = client.list(namespace, prefix, None, 1000).await?;
-        if page.keys.is_empty() {
+        let (keys, _) = list_keys(client, namespace, prefix, None, 1000).await?;
+        if keys.is_empty() {
             return Ok(());
         }
         let mut tasks = JoinSet::new();
-        for listed in page.keys {
+        for listed in keys {
             if tasks.len() >= METADATA_INFLIGHT_MAX
                 && let Some(joined) = tasks.join_next().await
             {

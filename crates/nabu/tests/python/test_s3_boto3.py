@@ -5,6 +5,7 @@ import base64
 import hashlib
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 import zlib
@@ -27,6 +28,14 @@ def test_bucket_lifecycle(s3):
     assert error_code(excinfo) == "BucketAlreadyOwnedByYou"
 
     s3.put_object(Bucket=name, Key="k", Body=b"x")
+    with pytest.raises(botocore.exceptions.ClientError) as excinfo:
+        s3.delete_bucket(Bucket=name)
+    assert error_code(excinfo) == "BucketNotEmpty"
+    # Regression: a deleted key sorting first made a one-key listing page come back empty
+    # (tombstones count against each node's page), and a bucket that still held "k" was
+    # deleted. The emptiness check follows the listing's continuation.
+    s3.put_object(Bucket=name, Key="a-deleted-first", Body=b"x")
+    s3.delete_object(Bucket=name, Key="a-deleted-first")
     with pytest.raises(botocore.exceptions.ClientError) as excinfo:
         s3.delete_bucket(Bucket=name)
     assert error_code(excinfo) == "BucketNotEmpty"
@@ -156,9 +165,10 @@ def test_list_prefix_delimiter_pagination_and_url_encoding(s3, bucket):
         k for k in keys if k.startswith("models/") and k > "models/m5.safetensors"
     )
 
-    # boto3 asks for encoding-type=url and decodes the keys itself.
+    # Asked for explicitly, encoding-type=url reaches the caller undecoded.
     raw = s3.list_objects_v2(Bucket=bucket, Prefix="odd", EncodingType="url")
-    assert [o["Key"] for o in raw["Contents"]] == ["odd key/ü+1.bin"]
+    assert [o["Key"] for o in raw["Contents"]] == ["odd%20key/%C3%BC%2B1.bin"]
+    assert urllib.parse.unquote(raw["Contents"][0]["Key"]) == "odd key/ü+1.bin"
 
     with pytest.raises(botocore.exceptions.ClientError) as excinfo:
         s3.list_objects_v2(Bucket=bucket, ContinuationToken="not-hex")
@@ -342,7 +352,8 @@ def test_checksums_are_verified(s3, bucket):
     crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
     assert put["ChecksumCRC32"] == crc
     assert s3.get_object(Bucket=bucket, Key="crc")["Body"].read() == data
-    for algorithm in ["CRC32C", "SHA256", "SHA1"]:
+    # (CRC32C and CRC64NVME need botocore[crt], which is not installed.)
+    for algorithm in ["SHA256", "SHA1"]:
         s3.put_object(Bucket=bucket, Key=f"sum-{algorithm}", Body=data, ChecksumAlgorithm=algorithm)
 
     # A wrong checksum: refused, and nothing becomes visible.

@@ -34,7 +34,7 @@ def aws(tmp_path, endpoint, credentials):
 
     def run(*args, check=True):
         result = subprocess.run(
-            [str(cli), "--endpoint-url", endpoint, "--only-show-errors", *args],
+            [str(cli), "--endpoint-url", endpoint, *args],
             env=env, capture_output=True, text=True,
         )
         if check:

@@ -153,8 +153,7 @@ impl Client {
     ) -> Result<PutReceipt> {
         use tokio::io::AsyncWriteExt;
         let (mut sink, source) = tokio::io::duplex(COPY_PIPE_BYTES);
-        let (client, namespace_owned, parts) =
-            (self.clone(), namespace.to_owned(), parts.to_vec());
+        let (client, namespace_owned, parts) = (self.clone(), namespace.to_owned(), parts.to_vec());
         let producer = tokio::spawn(async move {
             for part in parts {
                 let mut reader = client.get_blob_stream(&namespace_owned, part).await?;
@@ -190,7 +189,8 @@ fn reusable(parts: &[&Manifest], cut: u64, layout: Durability, codec_id: CodecId
     let Some((last, init)) = parts.split_last() else {
         return false;
     };
-    let fits = |m: &Manifest| m.stripe_bytes == cut && m.durability == layout && m.codec == codec_id;
+    let fits =
+        |m: &Manifest| m.stripe_bytes == cut && m.durability == layout && m.codec == codec_id;
     init.iter().all(|m| fits(m) && m.blob_bytes % cut == 0) && fits(last)
 }
 
@@ -232,7 +232,10 @@ mod tests {
         let small_tail = manifest(100, cut, small, 0);
         let odd = manifest(5 << 20, cut, ec, 1);
         assert!(reusable(&[&a, &b, &tail], cut, ec, CodecId(1)));
-        assert!(reusable(&[&a, &odd], cut, ec, CodecId(1)), "the last part may be any length");
+        assert!(
+            reusable(&[&a, &odd], cut, ec, CodecId(1)),
+            "the last part may be any length"
+        );
         assert!(!reusable(&[&odd, &a], cut, ec, CodecId(1)));
         assert!(!reusable(&[&a, &small_tail], cut, ec, CodecId(1)));
         assert!(!reusable(&[&tail, &a], cut, ec, CodecId(1)));

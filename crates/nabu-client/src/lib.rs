@@ -49,12 +49,12 @@ mod read;
 mod system;
 mod write;
 
-pub use compose::ComposeMode;
-pub use system::NamespaceInfo;
 pub use client::{Client, ListPage, ListedKey, ObjectInfo, SYSTEM_NAMESPACE};
+pub use compose::ComposeMode;
 pub use config::{ClientConfig, ClusterMap, Endpoint, Hedge, MemberAddr, builtin_namespaces};
 pub use error::{ClientError, Result};
 pub use format::{FormatError, KeyRecord, Manifest, StripeEntry, UserMetadata};
 pub use hlc::Hlc;
 pub use read::BlobReader;
+pub use system::NamespaceInfo;
 pub use write::{MissingShard, PutOptions, PutReceipt, REPAIR_HINT_COPIES};

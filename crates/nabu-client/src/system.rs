@@ -43,7 +43,9 @@ impl Client {
                 &what,
             )
             .await?;
-        Ok(stored.filter(|value| !value.deleted).map(|value| value.value))
+        Ok(stored
+            .filter(|value| !value.deleted)
+            .map(|value| value.value))
     }
 
     /// Writes (or overwrites: last writer wins) the `_system` value under `key`.
@@ -90,7 +92,11 @@ impl Client {
     /// may hold a namespace another client has since deleted). Built-in namespaces always do.
     pub async fn namespace_exists(&self, namespace: &str) -> Result<bool> {
         crate::client::check_namespace(namespace)?;
-        if self.builtin_namespaces().iter().any(|(name, _)| name == namespace) {
+        if self
+            .builtin_namespaces()
+            .iter()
+            .any(|(name, _)| name == namespace)
+        {
             return Ok(true);
         }
         let value = self.system_get(&namespace_record_key(namespace)).await?;
@@ -104,7 +110,11 @@ impl Client {
     /// Built-in namespaces cannot be deleted.
     pub async fn delete_namespace(&self, namespace: &str) -> Result<()> {
         check_user_namespace(namespace)?;
-        if self.builtin_namespaces().iter().any(|(name, _)| name == namespace) {
+        if self
+            .builtin_namespaces()
+            .iter()
+            .any(|(name, _)| name == namespace)
+        {
             return Err(crate::ClientError::InvalidArgument(format!(
                 "namespace {namespace} is built in and cannot be deleted"
             )));

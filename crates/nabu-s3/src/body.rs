@@ -100,7 +100,9 @@ impl ExpectedChecksums {
         ChecksumHasher {
             crc32: self.wants("crc32", &self.crc32).then(Crc32::new),
             crc32c: self.wants("crc32c", &self.crc32c).then(Crc32c::new),
-            crc64nvme: self.wants("crc64nvme", &self.crc64nvme).then(Crc64Nvme::new),
+            crc64nvme: self
+                .wants("crc64nvme", &self.crc64nvme)
+                .then(Crc64Nvme::new),
             sha1: self.wants("sha1", &self.sha1).then(Sha1::new),
             sha256: self.wants("sha256", &self.sha256).then(Sha256::new),
         }
@@ -226,6 +228,12 @@ impl AsyncRead for BodyReader {
                 return Poll::Ready(Ok(()));
             }
             let Some(stream) = this.stream.as_mut() else {
+                // The end (or no body at all): verify once.
+                if this.computed.is_none()
+                    && let Err(error) = this.finish()
+                {
+                    return Poll::Ready(Err(body_error(error)));
+                }
                 return Poll::Ready(Ok(()));
             };
             match Pin::new(stream).poll_next(cx) {
@@ -246,13 +254,7 @@ impl AsyncRead for BodyReader {
                     let error = BodyError::Stream(error.to_string());
                     return Poll::Ready(Err(body_error(error)));
                 }
-                Poll::Ready(None) => {
-                    this.stream = None;
-                    if let Err(error) = this.finish() {
-                        return Poll::Ready(Err(body_error(error)));
-                    }
-                    return Poll::Ready(Ok(()));
-                }
+                Poll::Ready(None) => this.stream = None,
             }
         }
     }
@@ -293,5 +295,126 @@ impl Stream for ChunkStream {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.get_mut().receiver.poll_recv(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    fn blob(bytes: &'static [u8]) -> Option<StreamingBlob> {
+        Some(StreamingBlob::from(s3s::Body::from(Bytes::from_static(
+            bytes,
+        ))))
+    }
+
+    fn base64(bytes: &[u8]) -> String {
+        base64_simd::STANDARD.encode_to_string(bytes)
+    }
+
+    async fn read(mut reader: BodyReader) -> Result<(Vec<u8>, BodyReader), BodyError> {
+        let mut out = Vec::new();
+        match reader.read_to_end(&mut out).await {
+            Ok(_) => Ok((out, reader)),
+            Err(error) => Err(error
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<BodyError>())
+                .expect("a body error")
+                .clone()),
+        }
+    }
+
+    #[tokio::test]
+    async fn matching_checksums_pass_and_are_reported() {
+        let expected = ExpectedChecksums {
+            crc32: Some(base64(&Crc32::checksum(b"hello world"))),
+            md5: Some(base64(&Md5::checksum(b"hello world"))),
+            ..ExpectedChecksums::default()
+        };
+        let reader = BodyReader::new(blob(b"hello world"), expected.clone(), 100);
+        let (bytes, reader) = read(reader).await.unwrap();
+        assert_eq!(bytes, b"hello world");
+        let computed = reader.computed().unwrap();
+        assert_eq!(computed.checksum_crc32, expected.crc32);
+        assert_eq!(
+            computed.checksum_sha256, None,
+            "only what was sent is computed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wrong_checksum_fails_the_read_at_the_end() {
+        let cases = [
+            (
+                ExpectedChecksums {
+                    crc32c: Some(base64(&Crc32c::checksum(b"other"))),
+                    ..ExpectedChecksums::default()
+                },
+                "crc32c",
+            ),
+            (
+                ExpectedChecksums {
+                    sha256: Some(base64(&Sha256::checksum(b"other"))),
+                    ..ExpectedChecksums::default()
+                },
+                "sha256",
+            ),
+        ];
+        for (expected, name) in cases {
+            let error = read(BodyReader::new(blob(b"payload"), expected, 100))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(error, BodyError::ChecksumMismatch { algorithm } if algorithm == name),
+                "{error:?}"
+            );
+            assert_eq!(error.to_s3().code().as_str(), "BadDigest");
+        }
+    }
+
+    #[tokio::test]
+    async fn content_md5_is_checked_and_must_be_16_bytes() {
+        let wrong = ExpectedChecksums {
+            md5: Some(base64(&Md5::checksum(b"other"))),
+            ..ExpectedChecksums::default()
+        };
+        let error = read(BodyReader::new(blob(b"payload"), wrong, 100))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, BodyError::Md5Mismatch));
+        let short = ExpectedChecksums {
+            md5: Some(base64(b"short")),
+            ..ExpectedChecksums::default()
+        };
+        let error = read(BodyReader::new(blob(b"payload"), short, 100))
+            .await
+            .unwrap_err();
+        assert_eq!(error.to_s3().code().as_str(), "InvalidDigest");
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_refused_and_empty_bodies_are_fine() {
+        let error = read(BodyReader::new(
+            blob(b"0123456789"),
+            ExpectedChecksums::default(),
+            9,
+        ))
+        .await
+        .unwrap_err();
+        assert!(matches!(error, BodyError::TooLarge { limit: 9 }));
+        assert_eq!(error.to_s3().code().as_str(), "EntityTooLarge");
+        let (bytes, _) = read(BodyReader::new(None, ExpectedChecksums::default(), 9))
+            .await
+            .unwrap();
+        assert!(bytes.is_empty());
+        // No body is an empty body: its checksums are checked too.
+        let wrong = ExpectedChecksums {
+            md5: Some(base64(&Md5::checksum(b"x"))),
+            ..ExpectedChecksums::default()
+        };
+        let error = read(BodyReader::new(None, wrong, 9)).await.unwrap_err();
+        assert!(matches!(error, BodyError::Md5Mismatch));
     }
 }

@@ -28,7 +28,9 @@ pub fn s3_error(error: ClientError, missing: Missing) -> S3Error {
         ClientError::NotFound(what) => match missing {
             Missing::Key => s3_error!(NoSuchKey, "The specified key does not exist."),
             Missing::Bucket => s3_error!(NoSuchBucket, "The specified bucket does not exist."),
-            Missing::Upload => s3_error!(NoSuchUpload, "The specified upload does not exist: {what}"),
+            Missing::Upload => {
+                s3_error!(NoSuchUpload, "The specified upload does not exist: {what}")
+            }
         },
         ClientError::InvalidArgument(message) if message.starts_with("metadata") => {
             s3_error!(MetadataTooLarge, "{message}")

@@ -359,7 +359,11 @@ impl S3 for Gateway {
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let input = &req.input;
-        if let Err(error) = self.client.delete(&input.bucket, input.key.as_bytes()).await {
+        if let Err(error) = self
+            .client
+            .delete(&input.bucket, input.key.as_bytes())
+            .await
+        {
             return Err(s3_error(error, Missing::Bucket));
         }
         Ok(S3Response::new(DeleteObjectOutput::default()))
@@ -426,7 +430,11 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let input = &req.input;
         let (source_bucket, source_key) = copy_source(&input.copy_source)?;
-        let info = match self.client.stat(&source_bucket, source_key.as_bytes()).await {
+        let info = match self
+            .client
+            .stat(&source_bucket, source_key.as_bytes())
+            .await
+        {
             Ok(info) => info,
             Err(error) => return Err(self.object_error(&source_bucket, error).await),
         };
@@ -492,7 +500,9 @@ impl S3 for Gateway {
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
-        Ok(S3Response::new(self.upload_part_from_copy(req.input).await?))
+        Ok(S3Response::new(
+            self.upload_part_from_copy(req.input).await?,
+        ))
     }
 
     async fn list_parts(

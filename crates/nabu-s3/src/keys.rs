@@ -169,7 +169,9 @@ pub async fn delete_access_key(client: &Client, access_key_id: &str) -> Result<b
 fn valid_access_key_id(access_key_id: &str) -> bool {
     !access_key_id.is_empty()
         && access_key_id.len() <= ACCESS_KEY_ID_BYTES_MAX
-        && access_key_id.bytes().all(|byte| byte.is_ascii_alphanumeric())
+        && access_key_id
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric())
 }
 
 /// The gateway's [`S3Auth`]: secrets looked up in `_system`, cached briefly.
@@ -199,7 +201,10 @@ impl ClusterKeys {
         if cache.len() >= SECRET_CACHE_ENTRIES_MAX {
             cache.clear();
         }
-        cache.insert(access_key_id.to_owned(), (secret.to_owned(), Instant::now()));
+        cache.insert(
+            access_key_id.to_owned(),
+            (secret.to_owned(), Instant::now()),
+        );
     }
 }
 

@@ -37,65 +37,34 @@ pub async fn list_objects_v2(
 ) -> S3Result<ListObjectsV2Output> {
     let prefix = input.prefix.clone().unwrap_or_default();
     let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
-    let max_keys = input.max_keys.unwrap_or(MAX_KEYS_MAX).clamp(0, MAX_KEYS_MAX) as usize;
+    let max_keys = input
+        .max_keys
+        .unwrap_or(MAX_KEYS_MAX)
+        .clamp(0, MAX_KEYS_MAX) as usize;
     let url = input
         .encoding_type
         .as_ref()
         .is_some_and(|encoding| encoding.as_str() == EncodingType::URL);
-    let mut cursor: Option<Vec<u8>> = match (&input.continuation_token, &input.start_after) {
+    let cursor: Option<Vec<u8>> = match (&input.continuation_token, &input.start_after) {
         (Some(token), _) => Some(decode_token(token)?),
         (None, Some(after)) if !after.is_empty() => Some(after.as_bytes().to_vec()),
         _ => None,
     };
-    let mut entries = Vec::new();
-    let mut truncated = false;
-    'pages: while max_keys > 0 {
-        let page = client
-            .list(&input.bucket, prefix.as_bytes(), cursor.as_deref(), LIST_PAGE_KEYS)
-            .await
-            .map_err(|error| s3_error(error, Missing::Bucket))?;
-        let mut jumped = false;
-        for listed in &page.keys {
-            if listed.key.first() == Some(&HIDDEN_KEY_BYTE) {
-                break 'pages;
-            }
-            let Ok(key) = std::str::from_utf8(&listed.key) else {
-                // Not an S3 key (written by another tool): skip it.
-                cursor = Some(listed.key.clone());
-                continue;
-            };
-            if entries.len() == max_keys {
-                truncated = true;
-                break 'pages;
-            }
-            let common = delimiter.as_deref().and_then(|delimiter| {
-                let rest = key.get(prefix.len()..)?;
-                let at = rest.find(delimiter)?;
-                Some(key[..prefix.len() + at + delimiter.len()].to_owned())
-            });
-            match common {
-                Some(common) => {
-                    let mut jump = common.clone().into_bytes();
-                    jump.push(HIDDEN_KEY_BYTE);
-                    cursor = Some(jump);
-                    entries.push(Entry::CommonPrefix(common));
-                    jumped = true;
-                    break;
-                }
-                None => {
-                    cursor = Some(listed.key.clone());
-                    entries.push(Entry::Key(key.to_owned()));
-                }
-            }
+    let scope = Scope {
+        bucket: &input.bucket,
+        prefix: &prefix,
+        delimiter: delimiter.as_deref(),
+    };
+    let walked = if max_keys == 0 {
+        Walked {
+            entries: Vec::new(),
+            truncated: false,
+            cursor,
         }
-        if jumped {
-            continue;
-        }
-        match page.continuation {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+    } else {
+        walk(client, &scope, cursor, max_keys).await?
+    };
+    let (entries, truncated, cursor) = (walked.entries, walked.truncated, walked.cursor);
     let keys: Vec<String> = entries
         .iter()
         .filter_map(|entry| match entry {
@@ -155,6 +124,99 @@ pub(crate) async fn list_keys(
         }
     }
     Ok((keys, true))
+}
+
+/// What one listing covers.
+struct Scope<'a> {
+    bucket: &'a str,
+    prefix: &'a str,
+    delimiter: Option<&'a str>,
+}
+
+/// The entries of one response.
+struct Walked {
+    entries: Vec<Entry>,
+    /// Whether another entry follows the last one.
+    truncated: bool,
+    /// The last key (or jump point) the entries cover.
+    cursor: Option<Vec<u8>>,
+}
+
+/// Walks the keys after `cursor` until `max_keys` (≥ 1) entries and the sight of one more,
+/// or the end (see the module docs).
+async fn walk(
+    client: &Client,
+    scope: &Scope<'_>,
+    mut cursor: Option<Vec<u8>>,
+    max_keys: usize,
+) -> S3Result<Walked> {
+    let mut entries = Vec::new();
+    loop {
+        let page = client
+            .list(
+                scope.bucket,
+                scope.prefix.as_bytes(),
+                cursor.as_deref(),
+                LIST_PAGE_KEYS,
+            )
+            .await
+            .map_err(|error| s3_error(error, Missing::Bucket))?;
+        let mut jumped = false;
+        for listed in &page.keys {
+            let done = |entries, truncated, cursor| Walked {
+                entries,
+                truncated,
+                cursor,
+            };
+            if listed.key.first() == Some(&HIDDEN_KEY_BYTE) {
+                return Ok(done(entries, false, cursor));
+            }
+            let Ok(key) = std::str::from_utf8(&listed.key) else {
+                // Not an S3 key (written by another tool): skip it.
+                cursor = Some(listed.key.clone());
+                continue;
+            };
+            if entries.len() == max_keys {
+                return Ok(done(entries, true, cursor));
+            }
+            match common_prefix(key, scope.prefix, scope.delimiter) {
+                Some(common) => {
+                    let mut jump = common.clone().into_bytes();
+                    jump.push(HIDDEN_KEY_BYTE);
+                    cursor = Some(jump);
+                    entries.push(Entry::CommonPrefix(common));
+                    jumped = true;
+                    break;
+                }
+                None => {
+                    cursor = Some(listed.key.clone());
+                    entries.push(Entry::Key(key.to_owned()));
+                }
+            }
+        }
+        if jumped {
+            continue;
+        }
+        match page.continuation {
+            Some(next) => cursor = Some(next),
+            None => {
+                return Ok(Walked {
+                    entries,
+                    truncated: false,
+                    cursor,
+                });
+            }
+        }
+    }
+}
+
+/// The common prefix `key` rolls up into: up to and including the first `delimiter` after
+/// `prefix`.
+fn common_prefix(key: &str, prefix: &str, delimiter: Option<&str>) -> Option<String> {
+    let delimiter = delimiter?;
+    let rest = key.get(prefix.len()..)?;
+    let at = rest.find(delimiter)?;
+    Some(key[..prefix.len() + at + delimiter.len()].to_owned())
 }
 
 /// The listing entries of `keys` with size, ETag and date (keys deleted meanwhile drop out).
@@ -222,7 +284,12 @@ fn encode_token(cursor: &[u8]) -> String {
 }
 
 fn decode_token(token: &str) -> S3Result<Vec<u8>> {
-    let invalid = || s3_error!(InvalidArgument, "The continuation token provided is incorrect");
+    let invalid = || {
+        s3_error!(
+            InvalidArgument,
+            "The continuation token provided is incorrect"
+        )
+    };
     if !token.len().is_multiple_of(2) {
         return Err(invalid());
     }
@@ -247,6 +314,20 @@ mod tests {
         assert_eq!(decode_token(&encode_token(&cursor)).unwrap(), cursor);
         assert!(decode_token("zz").is_err());
         assert!(decode_token("abc").is_err());
+    }
+
+    #[test]
+    fn keys_roll_up_to_the_first_delimiter_after_the_prefix() {
+        assert_eq!(
+            common_prefix("a/b/c", "a/", Some("/")).as_deref(),
+            Some("a/b/")
+        );
+        assert_eq!(common_prefix("a/b", "a/", Some("/")), None);
+        assert_eq!(common_prefix("a/b/c", "", None), None);
+        assert_eq!(
+            common_prefix("x--y--z", "", Some("--")).as_deref(),
+            Some("x--")
+        );
     }
 
     #[test]

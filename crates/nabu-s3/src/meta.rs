@@ -57,7 +57,10 @@ pub fn to_stored(headers: &ObjectHeaders, user: Option<&Metadata>) -> S3Result<U
     let mut user_bytes = 0;
     for (name, value) in user.into_iter().flatten() {
         user_bytes += name.len() + value.len();
-        stored.insert(format!("{USER_PREFIX}{}", name.to_lowercase()), value.clone());
+        stored.insert(
+            format!("{USER_PREFIX}{}", name.to_lowercase()),
+            value.clone(),
+        );
     }
     if user_bytes > USER_METADATA_BYTES_MAX {
         return Err(s3_error!(

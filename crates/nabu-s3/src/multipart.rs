@@ -25,8 +25,8 @@ use tokio::task::JoinSet;
 
 use crate::body::BodyReader;
 use crate::error::{Missing, s3_error};
-use crate::list::list_keys;
 use crate::gateway::{Gateway, PUT_BYTES_MAX, check_length, copy_source, expected_checksums};
+use crate::list::list_keys;
 use crate::meta::{self, ObjectHeaders};
 
 /// The first byte of every key the gateway keeps for itself.
@@ -117,7 +117,12 @@ impl Gateway {
         let upload_id: String = id.iter().map(|byte| format!("{byte:02x}")).collect();
         let options = crate::gateway::put_options(metadata);
         self.client
-            .put_with(&input.bucket, &upload_key(&upload_id), Bytes::new(), options)
+            .put_with(
+                &input.bucket,
+                &upload_key(&upload_id),
+                Bytes::new(),
+                options,
+            )
             .await
             .map_err(|error| s3_error(error, Missing::Bucket))?;
         Ok(CreateMultipartUploadOutput {
@@ -171,9 +176,7 @@ impl Gateway {
         let bucket = input.bucket.clone();
         let key = part_key(&input.upload_id, input.part_number);
         let reader = BodyReader::new(req.input.body.take(), expected, PUT_BYTES_MAX);
-        let (receipt, checksum) = self
-            .put_body(&bucket, &key, reader, part_options())
-            .await?;
+        let (receipt, checksum) = self.put_body(&bucket, &key, reader, part_options()).await?;
         Ok(UploadPartOutput {
             e_tag: Some(meta::etag(&receipt.blob_id)),
             checksum_crc32: checksum.checksum_crc32,
@@ -298,9 +301,15 @@ impl Gateway {
         let marker = input.part_number_marker.unwrap_or(0);
         let continuation = (marker > 0).then(|| part_key(&input.upload_id, marker));
         let prefix = part_prefix(&input.upload_id);
-        let (keys, _) = list_keys(&self.client, &input.bucket, &prefix, continuation, max_parts + 1)
-            .await
-            .map_err(|error| s3_error(error, Missing::Upload))?;
+        let (keys, _) = list_keys(
+            &self.client,
+            &input.bucket,
+            &prefix,
+            continuation,
+            max_parts + 1,
+        )
+        .await
+        .map_err(|error| s3_error(error, Missing::Upload))?;
         let mut numbers: Vec<i32> = keys
             .iter()
             .filter_map(|listed| std::str::from_utf8(&listed.key[prefix.len()..]).ok())

@@ -45,7 +45,10 @@ fn pytest(cluster: &TestCluster, python: &Path, endpoints: &[String], marker: &s
         String::from_utf8_lossy(&output.stderr)
     );
     println!("pytest -m '{marker}':\n{report}");
-    assert!(output.status.success(), "pytest -m '{marker}' failed:\n{report}");
+    assert!(
+        output.status.success(),
+        "pytest -m '{marker}' failed:\n{report}"
+    );
     assert!(
         report.contains(" passed"),
         "pytest -m '{marker}' ran no test:\n{report}"

@@ -2,8 +2,10 @@
 multipart, checksums, auth errors and presigned URLs."""
 
 import base64
+import concurrent.futures
 import hashlib
 import os
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -400,6 +402,40 @@ def test_presigned_get(s3, bucket):
         urllib.request.urlopen(tampered)
     assert http_error.value.code == 403
     assert b"SignatureDoesNotMatch" in http_error.value.read()
+
+
+def test_absolute_form_request_target(s3, bucket):
+    # The Run:ai streamer's CRT client sends `GET http://host:port/bucket/key HTTP/1.1`.
+    data = os.urandom(5000)
+    s3.put_object(Bucket=bucket, Key="abs/key.bin", Body=data)
+    url = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": "abs/key.bin"}, ExpiresIn=300
+    )
+    parsed = urllib.parse.urlsplit(url)
+    with socket.create_connection((parsed.hostname, parsed.port)) as conn:
+        conn.sendall(
+            f"GET {url} HTTP/1.1\r\nHost: {parsed.netloc}\r\nConnection: close\r\n\r\n".encode()
+        )
+        response = b""
+        while chunk := conn.recv(65536):
+            response += chunk
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert body == data
+
+
+def test_many_keep_alive_connections(endpoint, credentials, bucket):
+    data = os.urandom(2 * MIB)
+    client = make_client(endpoint, *credentials, max_pool_connections=64)
+    client.put_object(Bucket=bucket, Key="shared", Body=data)
+
+    def fetch(i):
+        start = (i * 4099) % (len(data) - 1000)
+        got = client.get_object(Bucket=bucket, Key="shared", Range=f"bytes={start}-{start + 999}")
+        return got["Body"].read() == data[start : start + 1000]
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=64) as pool:
+        assert all(pool.map(fetch, range(512)))
 
 
 def test_any_node_serves_any_bucket(endpoints, credentials, s3, bucket):

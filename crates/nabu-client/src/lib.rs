@@ -50,7 +50,7 @@ mod system;
 mod write;
 
 pub use client::{Client, ListPage, ListedKey, ObjectInfo, SYSTEM_NAMESPACE};
-pub use compose::ComposeMode;
+pub use compose::{ComposeMode, ComposePart, PartHasher, PartHashes};
 pub use config::{ClientConfig, ClusterMap, Endpoint, Hedge, MemberAddr, builtin_namespaces};
 pub use error::{ClientError, Result};
 pub use format::{FormatError, KeyRecord, Manifest, StripeEntry, UserMetadata};

@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use futures_core::Stream;
-use nabu_client::BlobReader;
+use nabu_client::{BlobReader, PartHasher, PartHashes};
 use s3s::checksum::ChecksumHasher;
 use s3s::crypto::{Checksum as _, Crc32, Crc32c, Crc64Nvme, Md5, Sha1, Sha256};
 use s3s::dto::{Checksum, StreamingBlob};
@@ -169,6 +169,8 @@ pub struct BodyReader {
     bytes_max: u64,
     /// The checksums computed, once the body ended and matched.
     computed: Option<Checksum>,
+    /// Stripe chaining values for a later composition (multipart parts).
+    part_hasher: Option<PartHasher>,
 }
 
 impl std::fmt::Debug for BodyReader {
@@ -192,7 +194,20 @@ impl BodyReader {
             bytes_read: 0,
             bytes_max,
             computed: None,
+            part_hasher: None,
         }
+    }
+
+    /// Also computes the stripe chaining values of the body with `hasher`.
+    pub fn with_part_hasher(mut self, hasher: Option<PartHasher>) -> Self {
+        self.part_hasher = hasher;
+        self
+    }
+
+    /// The stripe chaining values, once the body was read to its end and matched.
+    pub fn take_part_hashes(&mut self) -> Option<PartHashes> {
+        self.computed.as_ref()?;
+        self.part_hasher.take().map(PartHasher::finish)
     }
 
     /// The checksums of the whole body, once it was read to its end and matched.
@@ -245,6 +260,9 @@ impl AsyncRead for BodyReader {
                         return Poll::Ready(Err(body_error(BodyError::TooLarge { limit })));
                     }
                     this.hasher.update(&bytes);
+                    if let Some(part_hasher) = &mut this.part_hasher {
+                        part_hasher.update(&bytes);
+                    }
                     if let Some(md5) = &mut this.md5 {
                         md5.update(&bytes);
                     }

@@ -59,12 +59,12 @@ impl Gateway {
         &self,
         bucket: &str,
         key: &[u8],
-        mut reader: BodyReader,
+        reader: &mut BodyReader,
         options: PutOptions,
     ) -> S3Result<(nabu_client::PutReceipt, Checksum)> {
         let receipt = self
             .client
-            .put_stream(bucket, key, &mut reader, options)
+            .put_stream(bucket, key, &mut *reader, options)
             .await;
         match receipt {
             Ok(receipt) => Ok((receipt, reader.computed().cloned().unwrap_or_default())),
@@ -246,9 +246,9 @@ impl S3 for Gateway {
         let expected = expected_checksums(&req, fields, &input.content_md5);
         let (bucket, key) = (input.bucket.clone(), input.key.clone());
         let mut req = req;
-        let reader = BodyReader::new(req.input.body.take(), expected, PUT_BYTES_MAX);
+        let mut reader = BodyReader::new(req.input.body.take(), expected, PUT_BYTES_MAX);
         let (receipt, checksum) = self
-            .put_body(&bucket, key.as_bytes(), reader, put_options(metadata))
+            .put_body(&bucket, key.as_bytes(), &mut reader, put_options(metadata))
             .await?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(meta::etag(&receipt.blob_id)),

@@ -13,11 +13,21 @@
 //! parts are whole stripes (64 MiB parts under 4 MiB stripes) their stripes are reused and no
 //! shard is written again; the key record is written last, so the object appears only then.
 //! Afterwards the part keys and the record are deleted.
+//!
+//! The composed blob's id is BLAKE3 of all its bytes. So that Complete need not read the
+//! parts back to hash them, UploadPart computes each stripe's BLAKE3 chaining value as the
+//! body passes, assuming every part is as long as this one (its offset is then
+//! `(part number − 1) × length`), and keeps them in the part's key record
+//! (`nabu-cv-offset`, `nabu-cvs-<n>`). Complete uses them where the assumption held; only a
+//! part where it did not (typically the shorter last one) is read back.
 
 use std::ops::Range;
 
 use bytes::Bytes;
-use nabu_client::{Client, ClientError, ObjectInfo, PutOptions, PutReceipt, UserMetadata};
+use nabu_client::{
+    Client, ClientError, ComposePart, ObjectInfo, PartHasher, PartHashes, PutOptions, PutReceipt,
+    UserMetadata,
+};
 use nabu_core::id::BlobId;
 use s3s::dto::*;
 use s3s::{S3Request, S3Result, s3_error};
@@ -68,11 +78,58 @@ fn part_key(upload_id: &str, part_number: i32) -> Vec<u8> {
 
 /// Parts keep the bucket's layout even when short, so that Complete can reuse their stripes
 /// (see `Client::put_composed`).
-fn part_options() -> PutOptions {
+fn part_options(metadata: Option<UserMetadata>) -> PutOptions {
     PutOptions {
-        metadata: UserMetadata::new(),
+        metadata: metadata.unwrap_or_default(),
         keep_policy_layout: true,
     }
+}
+
+/// The metadata entry holding the offset a part's stripe hashes assume.
+const HASHES_OFFSET_ENTRY: &str = "nabu-cv-offset";
+/// The metadata entries holding the hashes, in hex: `nabu-cvs-0`, `nabu-cvs-1`, …
+const HASHES_ENTRY_PREFIX: &str = "nabu-cvs-";
+/// Chaining values per entry: 2,048 hex digits, the longest metadata value.
+const HASHES_PER_ENTRY: usize = 32;
+/// Entries at most (within the 8 KiB a key record's metadata may hold): parts of up to
+/// 96 stripes (384 MiB) keep their hashes; longer ones are read back at Complete.
+const HASHES_ENTRIES_MAX: usize = 3;
+
+/// A part's stripe hashes as key-record metadata; `None` if they do not fit.
+fn encode_hashes(hashes: &PartHashes) -> Option<UserMetadata> {
+    let chunks: Vec<&[[u8; 32]]> = hashes.stripe_cvs.chunks(HASHES_PER_ENTRY).collect();
+    if chunks.len() > HASHES_ENTRIES_MAX {
+        return None;
+    }
+    let mut metadata = UserMetadata::new();
+    metadata.insert(HASHES_OFFSET_ENTRY.to_owned(), hashes.offset.to_string());
+    for (index, chunk) in chunks.iter().enumerate() {
+        let hex: String = chunk.iter().flatten().map(|b| format!("{b:02x}")).collect();
+        metadata.insert(format!("{HASHES_ENTRY_PREFIX}{index}"), hex);
+    }
+    Some(metadata)
+}
+
+/// The stripe hashes a part's metadata holds, if any (and well formed).
+fn decode_hashes(metadata: &UserMetadata) -> Option<PartHashes> {
+    let offset = metadata.get(HASHES_OFFSET_ENTRY)?.parse().ok()?;
+    let mut stripe_cvs = Vec::new();
+    for index in 0..HASHES_ENTRIES_MAX {
+        let Some(hex) = metadata.get(&format!("{HASHES_ENTRY_PREFIX}{index}")) else {
+            break;
+        };
+        if !hex.len().is_multiple_of(64) {
+            return None;
+        }
+        for cv in hex.as_bytes().chunks(64) {
+            let mut bytes = [0u8; 32];
+            for (slot, pair) in bytes.iter_mut().zip(cv.chunks(2)) {
+                *slot = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+            }
+            stripe_cvs.push(bytes);
+        }
+    }
+    Some(PartHashes { offset, stripe_cvs })
 }
 
 fn no_such_upload() -> s3s::S3Error {
@@ -175,8 +232,38 @@ impl Gateway {
         let expected = expected_checksums(&req, fields, &input.content_md5);
         let bucket = input.bucket.clone();
         let key = part_key(&input.upload_id, input.part_number);
-        let reader = BodyReader::new(req.input.body.take(), expected, PUT_BYTES_MAX);
-        let (receipt, checksum) = self.put_body(&bucket, &key, reader, part_options()).await?;
+        // Assume every part is as long as this one: right for all parts but a shorter last
+        // one, whose hashes Complete computes again (see `Client::put_composed`).
+        let stripe_bytes = self.client.config().stripe_bytes as u64;
+        let hasher = input
+            .content_length
+            .and_then(|length| u64::try_from(length).ok())
+            .filter(|&length| length > 0)
+            .and_then(|length| {
+                let offset = length.checked_mul(u64::try_from(input.part_number - 1).ok()?)?;
+                PartHasher::new(offset, stripe_bytes)
+            });
+        let mut reader = BodyReader::new(req.input.body.take(), expected, PUT_BYTES_MAX)
+            .with_part_hasher(hasher);
+        let (receipt, checksum) = self
+            .put_body(&bucket, &key, &mut reader, part_options(None))
+            .await?;
+        if let Some(hashes) = reader.take_part_hashes()
+            && let Some(metadata) = encode_hashes(&hashes)
+        {
+            // The hashes are known only at the end of the body, after the put chose its
+            // metadata: a second key record over the same blob carries them (a metadata
+            // write; no stripe moves).
+            let parts = [ComposePart::blob(receipt.blob_id)];
+            let options = part_options(Some(metadata));
+            if let Err(error) = self
+                .client
+                .put_composed(&bucket, &key, &parts, options)
+                .await
+            {
+                return Err(self.object_error(&bucket, error).await);
+            }
+        }
         Ok(UploadPartOutput {
             e_tag: Some(meta::etag(&receipt.blob_id)),
             checksum_crc32: checksum.checksum_crc32,
@@ -211,7 +298,7 @@ impl Gateway {
                 (&source_bucket, &source_key, info.blob_id),
                 (&input.bucket, &target_key),
                 range,
-                part_options(),
+                part_options(None),
             )
             .await?;
         Ok(UploadPartCopyOutput {
@@ -244,9 +331,10 @@ impl Gateway {
         let (source_bucket, source_key, blob_id) = source;
         let (target_bucket, target_key) = target;
         if range.is_none() && source_bucket == target_bucket {
+            let parts = [ComposePart::blob(blob_id)];
             return match self
                 .client
-                .put_composed(target_bucket, target_key, &[blob_id], options)
+                .put_composed(target_bucket, target_key, &parts, options)
                 .await
             {
                 Ok((receipt, _)) => Ok(receipt),
@@ -431,7 +519,10 @@ impl Gateway {
                     info.size
                 ));
             }
-            blobs.push(info.blob_id);
+            blobs.push(ComposePart {
+                blob_id: info.blob_id,
+                hashes: decode_hashes(&info.metadata),
+            });
         }
         let options = crate::gateway::put_options(metadata);
         let (receipt, mode) = match self
@@ -517,5 +608,34 @@ async fn delete_prefix(client: &Client, namespace: &str, prefix: &[u8]) -> Resul
         while let Some(joined) = tasks.join_next().await {
             joined.expect("delete task panicked")?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_hashes_round_trip_through_metadata_and_oversized_ones_are_dropped() {
+        let hashes = PartHashes {
+            offset: 64 << 20,
+            stripe_cvs: (0..40u8).map(|i| [i; 32]).collect(),
+        };
+        let metadata = encode_hashes(&hashes).unwrap();
+        assert!(metadata.values().all(|value| value.len() <= 2048));
+        assert_eq!(decode_hashes(&metadata), Some(hashes));
+        let too_many = PartHashes {
+            offset: 0,
+            stripe_cvs: vec![[0; 32]; HASHES_PER_ENTRY * HASHES_ENTRIES_MAX + 1],
+        };
+        assert_eq!(encode_hashes(&too_many), None);
+        assert_eq!(decode_hashes(&UserMetadata::new()), None);
+    }
+
+    #[test]
+    fn hidden_keys_cannot_be_named_by_s3() {
+        // S3 keys are UTF-8, in which 0xFF never occurs.
+        assert!(std::str::from_utf8(&upload_key("00")).is_err());
+        assert!(part_key("ab", 7).ends_with(b"/00007"));
     }
 }

@@ -28,7 +28,7 @@ fn python() -> PathBuf {
 fn pytest(cluster: &TestCluster, python: &Path, endpoints: &[String], marker: &str) {
     let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
     let output = Command::new(python)
-        .args(["-m", "pytest", "-q", "-m", marker])
+        .args(["-m", "pytest", "-v", "--durations=8", "-m", marker])
         .arg(&tests)
         .current_dir(&tests)
         .env("NABU_S3_ENDPOINTS", endpoints.join(","))

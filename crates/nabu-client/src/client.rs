@@ -247,7 +247,7 @@ impl Client {
         Ok(())
     }
 
-    fn system_copies(&self) -> usize {
+    pub(crate) fn system_copies(&self) -> usize {
         3.min(self.inner.ring.members().len())
     }
 
@@ -321,6 +321,20 @@ impl Client {
         limit: u32,
     ) -> Result<ListPage> {
         let durability = self.namespace_policy(namespace).await?;
+        let tolerated = self.metadata_copies(durability).saturating_sub(1);
+        self.list_tolerating(namespace, tolerated, prefix, continuation, limit)
+            .await
+    }
+
+    /// [`Client::list`] that fails once more than `tolerated` nodes are unreachable.
+    pub(crate) async fn list_tolerating(
+        &self,
+        namespace: &str,
+        tolerated: usize,
+        prefix: &[u8],
+        continuation: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<ListPage> {
         if limit == 0 || limit > LIST_LIMIT_MAX {
             return Err(ClientError::InvalidArgument(format!(
                 "a list limit lies in 1..={LIST_LIMIT_MAX}"
@@ -347,7 +361,6 @@ impl Client {
                 (node, Err(error)) => failed.push(format!("{node}: {error}")),
             }
         }
-        let tolerated = self.metadata_copies(durability).saturating_sub(1);
         if failed.len() > tolerated {
             return Err(ClientError::MetadataUnavailable {
                 what: format!("listing of {namespace}"),
@@ -661,7 +674,7 @@ impl Client {
 }
 
 /// The `_system` key of a namespace's policy record.
-fn namespace_record_key(namespace: &str) -> Vec<u8> {
+pub(crate) fn namespace_record_key(namespace: &str) -> Vec<u8> {
     format!("namespace/{namespace}").into_bytes()
 }
 

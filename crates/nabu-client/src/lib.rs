@@ -14,7 +14,9 @@
 //!
 //! **Map.**
 //! - [`Client`] (`client`): cluster map, ring, namespace policies, metadata reads and writes,
-//!   `stat`, `list`, `delete`; `write`: `put`; `read`: `get`, ranges, streams.
+//!   `stat`, `list`, `delete`; `write`: `put`; `read`: `get`, ranges, streams; `compose`:
+//!   an object from stored blobs (multipart uploads); `system`: cluster metadata in `_system`
+//!   (namespaces, gateway access keys).
 //! - [`connection`]: one multiplexed connection per node (writer and reader tasks, requests
 //!   matched by id); [`pool`]: one lazily opened connection per node, typed requests.
 //! - [`format`]: the manifest, key-record and namespace-record encodings.
@@ -38,6 +40,7 @@
 //! **Deliberately absent (later work):** ring epochs that change while a client runs.
 
 mod client;
+mod compose;
 pub mod config;
 pub mod connection;
 mod error;
@@ -47,13 +50,16 @@ pub mod hlc;
 mod list;
 pub mod pool;
 mod read;
+mod system;
 mod write;
 
 pub use client::{Client, ListPage, ListedKey, ObjectInfo, SYSTEM_NAMESPACE};
+pub use compose::{ComposeMode, ComposePart, PartHasher, PartHashes};
 pub use config::{ClientConfig, ClusterMap, Endpoint, Hedge, MemberAddr, builtin_namespaces};
 pub use error::{ClientError, Result};
 pub use format::{FormatError, KeyRecord, Manifest, StripeEntry, UserMetadata};
 pub use gc::{GcOptions, GcPhase, GcReport};
 pub use hlc::Hlc;
 pub use read::BlobReader;
+pub use system::NamespaceInfo;
 pub use write::{MissingShard, PutOptions, PutReceipt, REPAIR_HINT_COPIES};

@@ -86,13 +86,13 @@ enum StripeFailure {
 
 /// What reading a blob's stripes needs, shared by its stripe tasks.
 #[derive(Debug)]
-struct BlobPlan {
+pub(crate) struct BlobPlan {
     manifest: Manifest,
     codec: Option<Arc<dyn ErasureCodec>>,
 }
 
 impl BlobPlan {
-    fn new(manifest: Manifest) -> Result<Arc<Self>> {
+    pub(crate) fn new(manifest: Manifest) -> Result<Arc<Self>> {
         let codec = match manifest.durability {
             Durability::ErasureCoded { data, parity } => Some(
                 codec_for_id(manifest.codec, usize::from(data), usize::from(parity))
@@ -239,6 +239,23 @@ impl Client {
         let plan = BlobPlan::new(manifest)?;
         let size = plan.manifest.blob_bytes;
         self.fetch_range(&plan, 0..size).await
+    }
+
+    /// A blob by its id alone, as a stream of pieces in order (see [`Client::get_blob`]).
+    pub async fn get_blob_stream(&self, namespace: &str, blob_id: BlobId) -> Result<BlobReader> {
+        let manifest = self.read_manifest(namespace, blob_id).await?;
+        let plan = BlobPlan::new(manifest)?;
+        let range = 0..plan.manifest.blob_bytes;
+        let stripes = plan.stripes_covering(&range);
+        Ok(BlobReader {
+            client: self.clone(),
+            plan,
+            range,
+            next_stripe: stripes.start,
+            end_stripe: stripes.end,
+            window: VecDeque::new(),
+            current: VecDeque::new(),
+        })
     }
 
     /// The object under `key` as a stream of pieces in order (memory stays bounded by

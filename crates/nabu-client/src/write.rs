@@ -81,17 +81,23 @@ pub struct MissingShard {
 pub struct PutOptions {
     /// User metadata stored with the key (at most 64 entries, 8 KiB).
     pub metadata: UserMetadata,
+    /// Store every stripe with the namespace's policy, even when the object is small enough
+    /// to be kept as whole copies. Blobs that will be composed into a larger object
+    /// ([`Client::put_composed`], S3 multipart parts) need this: a node holds one stripe id in
+    /// one layout only, so the small tail of a composed object must already have the layout
+    /// of the rest.
+    pub keep_policy_layout: bool,
 }
 
 /// A stripe once durable.
 #[derive(Debug)]
-struct StripeWritten {
-    index: u64,
-    entry: StripeEntry,
+pub(crate) struct StripeWritten {
+    pub(crate) index: u64,
+    pub(crate) entry: StripeEntry,
     /// The CRC32C of each shard (one for whole-stripe copies), for the manifest.
-    shard_crcs: Vec<u32>,
-    written: usize,
-    missing: Vec<u8>,
+    pub(crate) shard_crcs: Vec<u32>,
+    pub(crate) written: usize,
+    pub(crate) missing: Vec<u8>,
 }
 
 /// Where a put's bytes come from.
@@ -211,7 +217,11 @@ impl Client {
         let started = Instant::now();
         let stripe_bytes = self.inner.config.stripe_bytes;
         let first = source.next_stripe(stripe_bytes).await?;
-        let layout = self.stripe_durability(policy, first.len() as u64, stripe_bytes);
+        let layout = if options.keep_policy_layout {
+            policy
+        } else {
+            self.stripe_durability(policy, first.len() as u64, stripe_bytes)
+        };
         let codec = match layout {
             Durability::ErasureCoded { data, parity } => Some(
                 codec(usize::from(data), usize::from(parity))
@@ -269,7 +279,7 @@ impl Client {
     /// How a blob whose first stripe is `first_bytes` long is stored under `policy`: an
     /// object that ended below `small_object_bytes` in an `ec:K+M` namespace becomes
     /// `replicas:M+1`.
-    fn stripe_durability(
+    pub(crate) fn stripe_durability(
         &self,
         policy: Durability,
         first_bytes: u64,
@@ -291,7 +301,7 @@ impl Client {
 
     /// Writes the manifest, then the key record, once every stripe is durable.
     #[allow(clippy::too_many_arguments)]
-    async fn commit(
+    pub(crate) async fn commit(
         &self,
         namespace: &str,
         key: &[u8],
@@ -320,10 +330,15 @@ impl Client {
             stripe_bytes: self.inner.config.stripe_bytes as u64,
             created_hlc: self.inner.hlc.now(),
             stripes: written.iter().map(|stripe| stripe.entry).collect(),
-            shard_crcs: written
-                .iter()
-                .flat_map(|stripe| stripe.shard_crcs.iter().copied())
-                .collect(),
+            // All stripes' checksums, or none (a composed blob with a version-1 part).
+            shard_crcs: if written.iter().all(|stripe| !stripe.shard_crcs.is_empty()) {
+                written
+                    .iter()
+                    .flat_map(|stripe| stripe.shard_crcs.iter().copied())
+                    .collect()
+            } else {
+                Vec::new()
+            },
             metadata: metadata.clone(),
         };
         let value = manifest.encode().map_err(|source| ClientError::Format {
@@ -380,7 +395,7 @@ impl Client {
 
     /// Hashes, encodes and fans out one stripe; fails if fewer than K+1 shards (two copies)
     /// became durable.
-    async fn write_stripe(
+    pub(crate) async fn write_stripe(
         &self,
         index: u64,
         stripe: Bytes,

@@ -12,6 +12,7 @@
 //! data_addr = "10.0.0.2:7400"
 //! peer_addr = "10.0.0.2:7401"
 //! http_addr = "10.0.0.2:7402"
+//! s3_addr = "10.0.0.2:7700"
 //! cluster_token = "…64 hex digits…"
 //!
 //! [[members]]
@@ -92,6 +93,11 @@ pub struct NodeConfig {
     /// (the same protocol and token; no TCP stack in the way). A stale socket file is
     /// replaced at start-up and removed at shutdown. At most 100 bytes. Default: none.
     pub data_socket: Option<PathBuf>,
+    /// The S3-compatible API listener, served by the `nabu` binary's gateway (`nabu-s3`)
+    /// in the same process, with the static member list as its cluster map. Absent (the
+    /// default): no S3 listener. `nabu up` gives every node one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_addr: Option<SocketAddr>,
     /// The cluster token as hex (16..=256 bytes; `nabu up` generates 32 random bytes).
     /// Required: there is no safe default for a secret.
     pub cluster_token: String,
@@ -230,6 +236,7 @@ impl Default for NodeConfig {
             peer_addr: loopback(7401),
             http_addr: loopback(7402),
             data_socket: None,
+            s3_addr: None,
             cluster_token: String::new(),
             members: Vec::new(),
             ring_epoch: 1,
@@ -425,6 +432,13 @@ impl NodeConfig {
                 self.id
             ));
         }
+        if let Some(s3_addr) = self.s3_addr
+            && [self.data_addr, self.peer_addr, self.http_addr].contains(&s3_addr)
+        {
+            return fail(format!(
+                "s3_addr {s3_addr} is also this node's data, peer or http address"
+            ));
+        }
         let mut ids = HashSet::new();
         let mut addrs = HashSet::new();
         for member in &members {
@@ -573,6 +587,20 @@ mod tests {
             let error = NodeConfig::from_toml(&text).unwrap_err().to_string();
             assert!(error.contains(expected), "{error:?} lacks {expected:?}");
         }
+    }
+
+    #[test]
+    fn s3_addr_is_optional_round_trips_and_must_not_reuse_a_plane() {
+        let config = NodeConfig::from_toml(&format!("cluster_token = \"{TOKEN}\"")).unwrap();
+        assert_eq!(config.s3_addr, None);
+        assert!(!config.to_toml().contains("s3_addr"));
+        let text = format!("cluster_token = \"{TOKEN}\"\ns3_addr = \"127.0.0.1:7700\"");
+        let config = NodeConfig::from_toml(&text).unwrap();
+        assert_eq!(config.s3_addr, Some(loopback(7700)));
+        assert_eq!(NodeConfig::from_toml(&config.to_toml()).unwrap(), config);
+        let clash = format!("cluster_token = \"{TOKEN}\"\ns3_addr = \"127.0.0.1:7402\"");
+        let error = NodeConfig::from_toml(&clash).unwrap_err().to_string();
+        assert!(error.contains("s3_addr"), "{error}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `cluster.toml`: what `nabu up` writes and every client command reads.
 //!
-//! Cluster-wide keys sit at the top level (`cluster_token`, and later the S3 and RESP
-//! secrets); each node is one `[[node]]` table. Scripts and docs rely on these names: keep
+//! Cluster-wide keys sit at the top level (`cluster_token`, the development S3 key
+//! `s3_access_key`/`s3_secret_key`, and later the RESP secret); each node is one `[[node]]`
+//! table. Scripts and docs rely on these names: keep
 //! them. The file holds secrets, so it is written with mode 0600.
 
 use std::fs;
@@ -19,6 +20,12 @@ use serde::{Deserialize, Serialize};
 pub struct ClusterFile {
     /// The shared secret every data- and peer-plane connection presents (hex).
     pub cluster_token: String,
+    /// The S3 access key id `nabu up` created for development (absent until it did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_access_key: Option<String>,
+    /// Its secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_secret_key: Option<String>,
     /// One entry per node.
     #[serde(rename = "node")]
     pub nodes: Vec<NodeEntry>,
@@ -44,6 +51,9 @@ pub struct NodeEntry {
     /// be too long for a socket address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_socket: Option<PathBuf>,
+    /// The S3-compatible API (absent in clusters created before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_addr: Option<SocketAddr>,
     /// The node's own config file, for `nabu serve --config`.
     pub config: PathBuf,
 }
@@ -91,6 +101,8 @@ mod tests {
     fn round_trips_with_the_contract_names() {
         let file = ClusterFile {
             cluster_token: "ab".repeat(32),
+            s3_access_key: Some("NABUABCDEFGHIJKLMNOP".into()),
+            s3_secret_key: Some("cd".repeat(20)),
             nodes: vec![NodeEntry {
                 id: 1,
                 zone: "default".into(),
@@ -99,6 +111,7 @@ mod tests {
                 peer_addr: "127.0.0.1:7500".parse().unwrap(),
                 http_addr: "127.0.0.1:7600".parse().unwrap(),
                 data_socket: Some("/tmp/n1/data.sock".into()),
+                s3_addr: Some("127.0.0.1:7700".parse().unwrap()),
                 config: "/tmp/n1/node.toml".into(),
             }],
         };
@@ -111,6 +124,9 @@ mod tests {
             "data_addr",
             "peer_addr",
             "http_addr",
+            "s3_addr",
+            "s3_access_key",
+            "s3_secret_key",
             "config",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");

@@ -48,24 +48,7 @@ impl ClusterArg {
             return cluster_map_from_node(addr).await;
         }
         let file = ClusterFile::load(Path::new(&self.cluster))?;
-        let token = ClusterToken::from_hex(&file.cluster_token)
-            .with_context(|| format!("cluster_token in {}", self.cluster))?;
-        let members = file
-            .nodes
-            .iter()
-            .map(|node| {
-                let socket = node
-                    .data_socket
-                    .as_ref()
-                    .filter(|path| !self.tcp && is_socket(path));
-                let endpoint = match socket {
-                    Some(path) => Endpoint::Unix(path.clone()),
-                    None => Endpoint::from(node.data_addr),
-                };
-                MemberAddr::new(node.id, node.zone.clone(), endpoint)
-            })
-            .collect();
-        Ok(ClusterMap::new(token, members))
+        cluster_map_from_file(&file, &self.cluster, self.tcp)
     }
 
     /// A client of the cluster.
@@ -80,6 +63,33 @@ impl ClusterArg {
 fn is_socket(path: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
     std::fs::metadata(path).is_ok_and(|meta| meta.file_type().is_socket())
+}
+
+/// The cluster map of a `cluster.toml` read from `path`: each node by its Unix socket where
+/// the file names one that exists on this host (unless `tcp`), else by TCP.
+pub fn cluster_map_from_file(
+    file: &ClusterFile,
+    path: &str,
+    tcp: bool,
+) -> anyhow::Result<ClusterMap> {
+    let token = ClusterToken::from_hex(&file.cluster_token)
+        .with_context(|| format!("cluster_token in {path}"))?;
+    let members = file
+        .nodes
+        .iter()
+        .map(|node| {
+            let socket = node
+                .data_socket
+                .as_ref()
+                .filter(|path| !tcp && is_socket(path));
+            let endpoint = match socket {
+                Some(path) => Endpoint::Unix(path.clone()),
+                None => Endpoint::from(node.data_addr),
+            };
+            MemberAddr::new(node.id, node.zone.clone(), endpoint)
+        })
+        .collect();
+    Ok(ClusterMap::new(token, members))
 }
 
 async fn cluster_map_from_node(addr: SocketAddr) -> anyhow::Result<ClusterMap> {
@@ -415,4 +425,43 @@ fn human_bytes(bytes: u64) -> String {
         unit += 1;
     }
     format!("{value:.1} {}", UNITS[unit])
+}
+
+/// `nabu key create`: a new S3 access key, printed as the two environment variables AWS
+/// tools read (`eval "$(nabu key create)"`).
+pub async fn key_create(cluster: &ClusterArg) -> anyhow::Result<()> {
+    let client = cluster.client().await?;
+    let key = nabu_s3::create_access_key(&client)
+        .await
+        .context("create an access key")?;
+    println!("AWS_ACCESS_KEY_ID={}", key.access_key_id);
+    println!("AWS_SECRET_ACCESS_KEY={}", key.secret_key);
+    Ok(())
+}
+
+/// `nabu key list`: one line per access key: its id and when it was created (Unix seconds).
+/// Secrets are not shown.
+pub async fn key_list(cluster: &ClusterArg) -> anyhow::Result<()> {
+    let client = cluster.client().await?;
+    let keys = nabu_s3::list_access_keys(&client)
+        .await
+        .context("list access keys")?;
+    for key in keys {
+        println!("{}\tcreated {}", key.access_key_id, key.created_ms / 1000);
+    }
+    Ok(())
+}
+
+/// `nabu key delete ID`: the key stops working on every node within
+/// `nabu_s3::SECRET_CACHE_TTL`.
+pub async fn key_delete(cluster: &ClusterArg, access_key_id: &str) -> anyhow::Result<()> {
+    let client = cluster.client().await?;
+    let deleted = nabu_s3::delete_access_key(&client, access_key_id)
+        .await
+        .context("delete an access key")?;
+    if !deleted {
+        bail!("no access key {access_key_id}");
+    }
+    println!("deleted {access_key_id}");
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! `nabu`: one binary, several roles. `nabu up` runs a local cluster (the embedded default),
-//! `nabu serve` runs one storage node, and the client commands talk to a running cluster.
+//! `nabu serve` runs one storage node (and its S3 gateway), the client commands talk to a
+//! running cluster, and `nabu key` manages S3 access keys.
 //! Failures print one clear line on stderr and exit non-zero.
 
 mod bench;
@@ -89,6 +90,32 @@ enum Command {
     Gc(commands::GcArgs),
     /// PUT/GET throughput and latency, each as a ratio to limits measured in the same run.
     Bench(bench::BenchArgs),
+    /// Manage the S3 access keys stored in the cluster.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyAction {
+    /// Create an access key; prints AWS_ACCESS_KEY_ID=… and AWS_SECRET_ACCESS_KEY=….
+    Create {
+        #[command(flatten)]
+        cluster: commands::ClusterArg,
+    },
+    /// List access key ids and when they were created.
+    List {
+        #[command(flatten)]
+        cluster: commands::ClusterArg,
+    },
+    /// Delete an access key (every node refuses it within seconds).
+    Delete {
+        #[command(flatten)]
+        cluster: commands::ClusterArg,
+        /// The access key id.
+        access_key_id: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -96,7 +123,9 @@ fn main() -> std::process::ExitCode {
     // Nodes log their work; a client command prints its result or one error line, so its
     // library logs stay quiet unless RUST_LOG asks for them.
     let serving = matches!(cli.command, Command::Up(_) | Command::Serve(_));
-    init_tracing(if serving { "info" } else { "error" });
+    // `s3s` logs every S3 error reply (a missing key, a bad signature) at ERROR; the
+    // gateway logs what needs a human itself, so s3s stays quiet unless RUST_LOG asks.
+    init_tracing(if serving { "info,s3s=off" } else { "error" });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -130,6 +159,14 @@ fn main() -> std::process::ExitCode {
             Command::Status { cluster } => commands::status(&cluster).await,
             Command::Gc(args) => commands::gc(&args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Key { action } => match action {
+                KeyAction::Create { cluster } => commands::key_create(&cluster).await,
+                KeyAction::List { cluster } => commands::key_list(&cluster).await,
+                KeyAction::Delete {
+                    cluster,
+                    access_key_id,
+                } => commands::key_delete(&cluster, &access_key_id).await,
+            },
         }
     });
     match result {

@@ -36,9 +36,9 @@ pub struct UpArgs {
     /// Directory for the cluster file, node configs, data and logs.
     #[arg(long, default_value = "./nabu-data")]
     pub dir: PathBuf,
-    /// First port: node i listens on BASE+i-1 (data), BASE+100+i-1 (peer) and BASE+200+i-1
-    /// (HTTP). 0 picks free ports (below the kernel's ephemeral range, so a restarted node
-    /// gets them back).
+    /// First port: node i listens on BASE+i-1 (data), BASE+100+i-1 (peer), BASE+200+i-1
+    /// (HTTP) and BASE+300+i-1 (S3). 0 picks free ports (below the kernel's ephemeral range,
+    /// so a restarted node gets them back).
     #[arg(long, default_value_t = 7400)]
     pub base_port: u16,
 }
@@ -62,6 +62,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     cluster.save(&cluster_path)?;
     print_endpoints(&dir, &cluster);
     if let Err(error) = wait_ready(&cluster, &mut children).await {
+        stop_all(&mut children).await;
+        return Err(error);
+    }
+    if let Err(error) = ensure_dev_key(&mut cluster, &cluster_path).await {
         stop_all(&mut children).await;
         return Err(error);
     }
@@ -129,7 +133,7 @@ fn create_cluster(dir: &Path, nodes: usize, base_port: u16) -> anyhow::Result<Cl
     let entries: Vec<NodeEntry> = addresses
         .iter()
         .enumerate()
-        .map(|(index, &(data_addr, peer_addr, http_addr))| {
+        .map(|(index, &(data_addr, peer_addr, http_addr, s3_addr))| {
             let id = index as u32 + 1;
             NodeEntry {
                 id,
@@ -139,6 +143,7 @@ fn create_cluster(dir: &Path, nodes: usize, base_port: u16) -> anyhow::Result<Cl
                 peer_addr,
                 http_addr,
                 data_socket: data_socket_path(&absolute_dir, id),
+                s3_addr: Some(s3_addr),
                 config: dir.join(format!("n{id}")).join("node.toml"),
             }
         })
@@ -152,22 +157,40 @@ fn create_cluster(dir: &Path, nodes: usize, base_port: u16) -> anyhow::Result<Cl
     }
     Ok(ClusterFile {
         cluster_token: token,
+        s3_access_key: None,
+        s3_secret_key: None,
         nodes: entries,
     })
 }
 
-/// `(data, peer, http)` for each node: fixed blocks from `base_port`, or free ports when it
-/// is 0 (see [`free_ports`]).
-fn node_addresses(
-    nodes: usize,
-    base_port: u16,
-) -> anyhow::Result<Vec<(SocketAddr, SocketAddr, SocketAddr)>> {
+/// Creates the development S3 key once the cluster is up, if the cluster file has none, and
+/// records it at the top level of the cluster file (`s3_access_key`, `s3_secret_key`).
+async fn ensure_dev_key(cluster: &mut ClusterFile, path: &Path) -> anyhow::Result<()> {
+    if cluster.s3_access_key.is_some() {
+        return Ok(());
+    }
+    let map = crate::commands::cluster_map_from_file(cluster, &path.display().to_string(), false)?;
+    let client = nabu_client::Client::new(map, nabu_client::ClientConfig::default())?;
+    let key = nabu_s3::create_access_key(&client)
+        .await
+        .context("create the development S3 access key")?;
+    cluster.s3_access_key = Some(key.access_key_id);
+    cluster.s3_secret_key = Some(key.secret_key);
+    cluster.save(path)
+}
+
+/// The four addresses of a node: data, peer, HTTP, S3.
+type NodeAddresses = (SocketAddr, SocketAddr, SocketAddr, SocketAddr);
+
+/// The addresses of each node: fixed blocks from `base_port`, or free ports when it is 0
+/// (see [`free_ports`]).
+fn node_addresses(nodes: usize, base_port: u16) -> anyhow::Result<Vec<NodeAddresses>> {
     let address = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
     if base_port == 0 {
-        let ports = free_ports(nodes * 3)?;
+        let ports = free_ports(nodes * 4)?;
         return Ok(ports
-            .chunks(3)
-            .map(|p| (address(p[0]), address(p[1]), address(p[2])))
+            .chunks(4)
+            .map(|p| (address(p[0]), address(p[1]), address(p[2]), address(p[3])))
             .collect());
     }
     (0..nodes)
@@ -176,7 +199,12 @@ fn node_addresses(
                 u16::try_from(usize::from(base_port) + block * NODES_MAX + index)
                     .context("--base-port too high for this many nodes")
             };
-            Ok((address(port(0)?), address(port(1)?), address(port(2)?)))
+            Ok((
+                address(port(0)?),
+                address(port(1)?),
+                address(port(2)?),
+                address(port(3)?),
+            ))
         })
         .collect()
 }
@@ -248,15 +276,23 @@ fn print_endpoints(dir: &Path, cluster: &ClusterFile) {
         dir.display()
     );
     println!(
-        "{:<5} {:<8} {:<22} {:<22} http (/metrics, /api/v1/cluster)",
-        "node", "pid", "data", "peer"
+        "{:<5} {:<8} {:<22} {:<22} {:<29} http (/metrics, /api/v1/cluster)",
+        "node", "pid", "data", "peer", "s3"
     );
     for node in &cluster.nodes {
+        let s3 = node
+            .s3_addr
+            .map_or_else(|| "-".to_owned(), |addr| format!("http://{addr}"));
         println!(
-            "n{:<4} {:<8} {:<22} {:<22} http://{}/",
-            node.id, node.pid, node.data_addr, node.peer_addr, node.http_addr
+            "n{:<4} {:<8} {:<22} {:<22} {:<29} http://{}/",
+            node.id, node.pid, node.data_addr, node.peer_addr, s3, node.http_addr
         );
     }
+    println!(
+        "S3: path-style, any region; access key and secret: s3_access_key and s3_secret_key in \
+         {}/cluster.toml",
+        dir.display()
+    );
 }
 
 async fn wait_ready(cluster: &ClusterFile, children: &mut [Child]) -> anyhow::Result<()> {

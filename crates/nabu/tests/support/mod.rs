@@ -24,6 +24,8 @@ pub struct TestNode {
     pub id: u32,
     pub pid: u32,
     pub http_addr: String,
+    /// The S3 listener (`host:port`).
+    pub s3_addr: Option<String>,
     pub config: PathBuf,
 }
 
@@ -220,6 +222,10 @@ fn read_nodes(path: &Path) -> Vec<TestNode> {
             id: node["id"].as_integer().expect("id") as u32,
             pid: node["pid"].as_integer().expect("pid") as u32,
             http_addr: node["http_addr"].as_str().expect("http_addr").to_owned(),
+            s3_addr: node
+                .get("s3_addr")
+                .and_then(|addr| addr.as_str())
+                .map(str::to_owned),
             config: PathBuf::from(node["config"].as_str().expect("config")),
         })
         .collect()

@@ -19,6 +19,8 @@
 //!   matched by id); [`pool`]: one lazily opened connection per node, typed requests.
 //! - [`format`]: the manifest, key-record and namespace-record encodings.
 //! - [`hlc`]: the hybrid logical clock that orders writes (last writer wins).
+//! - [`kv`]: the KV-cache calls (batched put/get/delete/exists, `prefix_lookup`) against
+//!   the nodes' in-memory KV pools, each key on its ring owner.
 //!
 //! **Invariants.** Nothing is visible before all of it is durable: the key record is written
 //! last, after the manifest, after every stripe. No two shards of one stripe go to one node.
@@ -40,6 +42,7 @@ pub mod connection;
 mod error;
 pub mod format;
 pub mod hlc;
+pub mod kv;
 mod list;
 pub mod pool;
 mod read;
@@ -50,5 +53,6 @@ pub use config::{ClientConfig, ClusterMap, Endpoint, Hedge, MemberAddr, builtin_
 pub use error::{ClientError, Result};
 pub use format::{FormatError, KeyRecord, Manifest, StripeEntry, UserMetadata};
 pub use hlc::Hlc;
+pub use kv::{KvItem, kv_point};
 pub use read::BlobReader;
 pub use write::{MissingShard, PutOptions, PutReceipt, REPAIR_HINT_COPIES};

@@ -9,7 +9,9 @@
 //!   `docs/formats/protocol.md` (one connection handler, checked against the plane the HELLO
 //!   names): shard and metadata ops over the chunk store ([`nabu_store::Store`]);
 //! - the **management plane**: HTTP `/healthz`, `/readyz`, `/metrics` (Prometheus text),
-//!   `/api/v1/cluster` (JSON).
+//!   `/api/v1/cluster` (JSON);
+//! - optionally the **Redis-protocol gateway** ([`resp`], `resp_addr`): RESP2/RESP3 over the
+//!   in-memory KV pool ([`kv`]), each key forwarded to its owner node.
 //!
 //! and two background jobs: **liveness**, a PING to every other member's peer plane every
 //! `heartbeat_interval_ms` (a member not heard from for `down_after_ms` is down), and **hint
@@ -26,6 +28,7 @@ mod connection;
 mod handler;
 mod hints;
 mod http;
+pub mod kv;
 mod liveness;
 mod meta;
 mod metrics;
@@ -33,6 +36,7 @@ mod node;
 mod peer;
 mod records;
 mod repair;
+pub mod resp;
 mod server;
 mod shards;
 
@@ -53,7 +57,7 @@ pub use connection::RESPONSE_QUEUE_FRAMES_MAX;
 pub use http::{ClusterView, DirView, MemberView, StoreView};
 pub use liveness::{MemberState, RECONNECT_BACKOFF_MAX};
 
-/// The three listeners of a node, already bound (so tests bind port 0 and read the ports).
+/// The listeners of a node, already bound (so tests bind port 0 and read the ports).
 #[derive(Debug)]
 pub struct Listeners {
     /// The client data plane.
@@ -62,6 +66,8 @@ pub struct Listeners {
     pub peer: TcpListener,
     /// The management HTTP plane.
     pub http: TcpListener,
+    /// The Redis-protocol gateway, if the node serves one (`resp_addr`).
+    pub resp: Option<TcpListener>,
 }
 
 /// The addresses the three listeners are bound to.
@@ -78,7 +84,14 @@ pub struct ListenerAddrs {
 impl Listeners {
     /// Binds the addresses of `config`.
     pub async fn bind(config: &NodeConfig) -> io::Result<Self> {
-        Self::bind_addrs(config.data_addr, config.peer_addr, config.http_addr).await
+        let mut listeners =
+            Self::bind_addrs(config.data_addr, config.peer_addr, config.http_addr).await?;
+        if let Some(addr) = config.resp_addr {
+            listeners.resp = Some(TcpListener::bind(addr).await.map_err(|error| {
+                io::Error::new(error.kind(), format!("bind resp {addr}: {error}"))
+            })?);
+        }
+        Ok(listeners)
     }
 
     /// Binds three fresh ports on 127.0.0.1 (port 0): for tests.
@@ -97,6 +110,7 @@ impl Listeners {
             data: bind(data, "data plane").await?,
             peer: bind(peer, "peer plane").await?,
             http: bind(http, "http").await?,
+            resp: None,
         })
     }
 

@@ -35,6 +35,7 @@ impl TestCluster {
             data: bind(config.data_addr).await,
             peer: bind(config.peer_addr).await,
             http: bind(config.http_addr).await,
+            resp: None,
         };
         let (stop, task) = spawn_node(config, listeners);
         node.stop = Some(stop);

@@ -1,7 +1,7 @@
 //! `cluster.toml`: what `nabu up` writes and every client command reads.
 //!
-//! Cluster-wide keys sit at the top level (`cluster_token`, and later the S3 and RESP
-//! secrets); each node is one `[[node]]` table. Scripts and docs rely on these names: keep
+//! Cluster-wide keys sit at the top level (`cluster_token`, `resp_password`, and later the
+//! S3 secrets); each node is one `[[node]]` table. Scripts and docs rely on these names: keep
 //! them. The file holds secrets, so it is written with mode 0600.
 
 use std::fs;
@@ -19,6 +19,10 @@ use serde::{Deserialize, Serialize};
 pub struct ClusterFile {
     /// The shared secret every data- and peer-plane connection presents (hex).
     pub cluster_token: String,
+    /// The password of every node's Redis-protocol endpoint (`AUTH` / `HELLO 3 AUTH`),
+    /// generated on the first `nabu up` (added to an older file on its next `nabu up`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resp_password: Option<String>,
     /// One entry per node.
     #[serde(rename = "node")]
     pub nodes: Vec<NodeEntry>,
@@ -40,6 +44,9 @@ pub struct NodeEntry {
     pub peer_addr: SocketAddr,
     /// Management HTTP (`/healthz`, `/readyz`, `/metrics`, `/api/v1/cluster`).
     pub http_addr: SocketAddr,
+    /// Redis-protocol endpoint (RESP2/RESP3; password `resp_password`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resp_addr: Option<SocketAddr>,
     /// The node's own config file, for `nabu serve --config`.
     pub config: PathBuf,
 }
@@ -87,6 +94,7 @@ mod tests {
     fn round_trips_with_the_contract_names() {
         let file = ClusterFile {
             cluster_token: "ab".repeat(32),
+            resp_password: Some("cd".repeat(16)),
             nodes: vec![NodeEntry {
                 id: 1,
                 zone: "default".into(),
@@ -94,6 +102,7 @@ mod tests {
                 data_addr: "127.0.0.1:7400".parse().unwrap(),
                 peer_addr: "127.0.0.1:7500".parse().unwrap(),
                 http_addr: "127.0.0.1:7600".parse().unwrap(),
+                resp_addr: Some("127.0.0.1:7800".parse().unwrap()),
                 config: "/tmp/n1/node.toml".into(),
             }],
         };
@@ -106,6 +115,8 @@ mod tests {
             "data_addr",
             "peer_addr",
             "http_addr",
+            "resp_addr",
+            "resp_password",
             "config",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");

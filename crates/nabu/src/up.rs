@@ -326,7 +326,9 @@ fn print_endpoints(dir: &Path, cluster: &ClusterFile) {
         "node", "pid", "data", "peer", "resp (redis)"
     );
     for node in &cluster.nodes {
-        let resp = node.resp_addr.map_or("-".to_owned(), |addr| addr.to_string());
+        let resp = node
+            .resp_addr
+            .map_or("-".to_owned(), |addr| addr.to_string());
         println!(
             "n{:<4} {:<8} {:<22} {:<22} {:<22} http://{}/",
             node.id, node.pid, node.data_addr, node.peer_addr, resp, node.http_addr

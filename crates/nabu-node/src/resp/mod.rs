@@ -42,6 +42,10 @@ use reply::{Piece, Replies};
 const READ_CHUNK_BYTES: usize = 64 << 10;
 /// Replies buffered before they are written even though more commands are waiting.
 const REPLY_FLUSH_BYTES: usize = 4 << 20;
+/// How long a connection closed for bad input keeps draining the client's bytes.
+const LINGER: Duration = Duration::from_millis(500);
+/// How many of the client's bytes it drains at most meanwhile.
+const LINGER_BYTES_MAX: usize = 1 << 20;
 /// How long the accept loop pauses after an accept error.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
@@ -185,6 +189,7 @@ async fn connection(
                     tracing::debug!(%error, "closing a RESP connection on bad input");
                     replies.error(&format!("ERR {error}"));
                     let _ = write_replies(&mut writer, &mut replies).await;
+                    linger(&mut reader, &mut writer).await;
                     return;
                 }
             }
@@ -200,6 +205,24 @@ async fn connection(
             _ = until_stopped(&mut shutdown) => return,
         }
     }
+}
+
+/// After an error that closes the connection: stops writing and drains what the client
+/// already sent (at most [`LINGER_BYTES_MAX`] for [`LINGER`]), so the kernel does not answer
+/// the unread bytes with a reset that could destroy the error reply in flight.
+async fn linger(reader: &mut OwnedReadHalf, writer: &mut OwnedWriteHalf) {
+    let _ = writer.shutdown().await;
+    let drain = async {
+        let mut sink = vec![0u8; 64 << 10];
+        let mut drained = 0;
+        while drained < LINGER_BYTES_MAX {
+            match reader.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => drained += read,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// Reads more input: a value still arriving (at least [`reply::LARGE_VALUE_BYTES`] missing)

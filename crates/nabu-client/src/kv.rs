@@ -84,8 +84,8 @@ fn batches(
     let mut out = Vec::new();
     let mut start = 0;
     let (mut meta, mut body) = (0usize, 0u64);
-    for index in 0..key_lengths.len() {
-        let key_meta = key_lengths[index] + per_key;
+    for (index, key_length) in key_lengths.iter().enumerate() {
+        let key_meta = key_length + per_key;
         let value = value_lengths.get(index).copied().unwrap_or(0);
         let full = index > start
             && (meta + key_meta > BATCH_META_BYTES_MAX

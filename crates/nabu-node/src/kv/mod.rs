@@ -263,10 +263,10 @@ impl KvPool {
         self.remove_locked(&mut state, &pool_key, Leaving::Removed);
         if let Some(head) = kv_group_head(key) {
             let head = self::pool_key(namespace, &head);
-            if !state
+            if state
                 .entries
                 .get(&head[..])
-                .is_some_and(|entry| !entry.expired(now))
+                .is_none_or(|entry| entry.expired(now))
             {
                 return Ok(KvPutOutcome::Dropped);
             }

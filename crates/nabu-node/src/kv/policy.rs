@@ -434,7 +434,7 @@ mod tests {
                         tracked.remove(&k);
                     }
                     _ => {
-                        let pinned = |k: &[u8]| k[0] % 3 == 0;
+                        let pinned = |k: &[u8]| k[0].is_multiple_of(3);
                         if let Some(victim) = policy.victim(&mut |k| !pinned(k)) {
                             prop_assert!(tracked.remove(&victim));
                             prop_assert!(!pinned(&victim));

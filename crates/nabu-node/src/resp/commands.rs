@@ -189,7 +189,7 @@ async fn run(
             replies.ok();
         }
         "mset" => {
-            arity(args.len() >= 3 && args.len() % 2 == 1)?;
+            arity(args.len() >= 3 && !args.len().is_multiple_of(2))?;
             // The last value of a key given twice wins, as in Redis.
             let mut items: Vec<KvItem> = Vec::with_capacity(args.len() / 2);
             for pair in args[1..].chunks(2) {
@@ -473,7 +473,7 @@ async fn set(node: &Arc<Node>, args: &[Bytes], replies: &mut Replies) -> Result<
 
 /// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE string]`.
 async fn scan(node: &Arc<Node>, args: &[Bytes], replies: &mut Replies) -> Result<(), String> {
-    if args.len() < 2 || args.len() % 2 != 0 {
+    if args.len() < 2 || !args.len().is_multiple_of(2) {
         return Err(if args.len() < 2 {
             wrong_arity("scan")
         } else {

@@ -6,6 +6,7 @@ mod bench;
 mod cluster_file;
 mod commands;
 mod http_probe;
+mod kv_bench;
 mod node_config;
 mod serve;
 mod up;
@@ -86,6 +87,8 @@ enum Command {
     },
     /// PUT/GET throughput and latency, each as a ratio to limits measured in the same run.
     Bench(bench::BenchArgs),
+    /// `prefix_lookup` latency (p50/p99) against the round-trip floor measured in the same run.
+    KvBench(kv_bench::KvBenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -126,6 +129,7 @@ fn main() -> std::process::ExitCode {
             Command::Rm { cluster, ns, key } => commands::rm(&cluster, &ns, &key).await,
             Command::Status { cluster } => commands::status(&cluster).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::KvBench(args) => kv_bench::run(args).await,
         }
     });
     match result {

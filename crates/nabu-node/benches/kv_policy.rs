@@ -51,7 +51,9 @@ impl Zipf {
 
     fn sample(&self, rng: &mut StdRng) -> usize {
         let u: f64 = rng.random();
-        self.cumulative.partition_point(|&c| c < u).min(self.cumulative.len() - 1)
+        self.cumulative
+            .partition_point(|&c| c < u)
+            .min(self.cumulative.len() - 1)
     }
 }
 
@@ -142,7 +144,9 @@ fn trace(seed: u64) -> (Vec<(Vec<Vec<u8>>, Vec<Vec<u8>>)>, u64) {
         let mut reads: Vec<Vec<u8>> = (0..SYSTEM_PROMPT_CHUNKS)
             .map(|chunk| format!("sys{prompt}/{chunk}").into_bytes())
             .collect();
-        reads.extend((0..*turn * TURN_CHUNKS).map(|chunk| format!("c{conversation}/{chunk}").into_bytes()));
+        reads.extend(
+            (0..*turn * TURN_CHUNKS).map(|chunk| format!("c{conversation}/{chunk}").into_bytes()),
+        );
         let writes: Vec<Vec<u8>> = (*turn * TURN_CHUNKS..(*turn + 1) * TURN_CHUNKS)
             .map(|chunk| format!("c{conversation}/{chunk}").into_bytes())
             .collect();
@@ -154,7 +158,11 @@ fn trace(seed: u64) -> (Vec<(Vec<Vec<u8>>, Vec<Vec<u8>>)>, u64) {
     (requests, unique.len() as u64 * CHUNK_BYTES)
 }
 
-fn hit_ratio(kind: PolicyKind, capacity_bytes: u64, requests: &[(Vec<Vec<u8>>, Vec<Vec<u8>>)]) -> f64 {
+fn hit_ratio(
+    kind: PolicyKind,
+    capacity_bytes: u64,
+    requests: &[(Vec<Vec<u8>>, Vec<Vec<u8>>)],
+) -> f64 {
     let mut cache = Cache::new(kind, capacity_bytes);
     for (reads, writes) in requests {
         reads.iter().for_each(|key| cache.read_or_write(key));
@@ -177,7 +185,10 @@ fn main() {
         CHUNK_BYTES >> 20,
         working_set_bytes as f64 / f64::from(1u32 << 30)
     );
-    println!("{:>12} {:>20} {:>10} {:>10} {:>12}", "pool", "of reusable set", "LRU", "S3-FIFO", "S3-FIFO/LRU");
+    println!(
+        "{:>12} {:>20} {:>10} {:>10} {:>12}",
+        "pool", "of reusable set", "LRU", "S3-FIFO", "S3-FIFO/LRU"
+    );
     for percent in [5u64, 10, 25] {
         let capacity = working_set_bytes * percent / 100;
         let lru = hit_ratio(PolicyKind::Lru, capacity, &requests);

@@ -30,31 +30,54 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
 
 /// Runs the benchmark and prints one table.
 pub async fn run(args: KvBenchArgs) -> anyhow::Result<()> {
-    ensure!(args.keys > 0 && args.iterations > 0, "--keys and --iterations must be positive");
+    ensure!(
+        args.keys > 0 && args.iterations > 0,
+        "--keys and --iterations must be positive"
+    );
     let client = args.cluster.client().await?;
     let stamp = Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id());
     let keys: Vec<Vec<u8>> = (0..args.keys)
         .map(|n| format!("kv-bench/{stamp:x}/{n}kv_bytes").into_bytes())
         .collect();
-    let items = keys.iter().map(|key| KvItem::new(key.clone(), vec![7u8; 4096])).collect();
-    client.kv_put("kv", items).await.context("put the lookup keys")?;
+    let items = keys
+        .iter()
+        .map(|key| KvItem::new(key.clone(), vec![7u8; 4096]))
+        .collect();
+    client
+        .kv_put("kv", items)
+        .await
+        .context("put the lookup keys")?;
     let entry = client.kv_owner("kv", &keys[0]);
     let mut floor = Vec::with_capacity(args.iterations);
     let mut lookup = Vec::with_capacity(args.iterations);
     for round in 0..args.iterations + 50 {
         let started = Instant::now();
-        client.pool().call(entry, &Ping, bytes::Bytes::new()).await.context("PING")?;
+        client
+            .pool()
+            .call(entry, &Ping, bytes::Bytes::new())
+            .await
+            .context("PING")?;
         let ping = started.elapsed();
         let started = Instant::now();
-        let prefix = client.kv_prefix_lookup("kv", &keys, 10_000).await.context("prefix_lookup")?;
+        let prefix = client
+            .kv_prefix_lookup("kv", &keys, 10_000)
+            .await
+            .context("prefix_lookup")?;
         let took = started.elapsed();
-        ensure!(prefix == keys.len(), "prefix_lookup found {prefix} of {} keys", keys.len());
+        ensure!(
+            prefix == keys.len(),
+            "prefix_lookup found {prefix} of {} keys",
+            keys.len()
+        );
         if round >= 50 {
             floor.push(ping);
             lookup.push(took);
         }
     }
-    client.kv_delete("kv", &keys).await.context("delete the lookup keys")?;
+    client
+        .kv_delete("kv", &keys)
+        .await
+        .context("delete the lookup keys")?;
     floor.sort();
     lookup.sort();
     let owners = client.kv_group_by_owner("kv", &keys).len();
@@ -66,8 +89,14 @@ pub async fn run(args: KvBenchArgs) -> anyhow::Result<()> {
     println!("{:<22} {:>10} {:>10}", "", "p50", "p99");
     let (floor_p50, floor_p99) = (percentile(&floor, 0.5), percentile(&floor, 0.99));
     let (lookup_p50, lookup_p99) = (percentile(&lookup, 0.5), percentile(&lookup, 0.99));
-    println!("{:<22} {:>10.1?} {:>10.1?}", "round trip (PING)", floor_p50, floor_p99);
-    println!("{:<22} {:>10.1?} {:>10.1?}", "prefix_lookup", lookup_p50, lookup_p99);
+    println!(
+        "{:<22} {:>10.1?} {:>10.1?}",
+        "round trip (PING)", floor_p50, floor_p99
+    );
+    println!(
+        "{:<22} {:>10.1?} {:>10.1?}",
+        "prefix_lookup", lookup_p50, lookup_p99
+    );
     println!(
         "{:<22} {:>9.2}× {:>9.2}×",
         "ratio",

@@ -66,9 +66,10 @@ fn is_unreachable(error: &ClientError) -> bool {
     )
 }
 
-/// Runs `local` for this node's share of `keys` and `remote` for each other owner's, owners in
-/// parallel; returns one result per key in order. `on_unreachable` fills the keys of an owner
-/// that cannot be reached (`None`: the error is returned).
+/// Runs `local` for this node's share of `keys` and `remote` for each other owner's (both
+/// given the indexes of their keys), owners in parallel; returns one result per key in
+/// order. `on_unreachable` fills the keys of an owner that cannot be reached (`None`: the
+/// error is returned).
 async fn per_owner<T, L, R, F>(
     node: &Arc<Node>,
     namespace: &str,
@@ -79,33 +80,45 @@ async fn per_owner<T, L, R, F>(
 ) -> Result<Vec<T>, RouteError>
 where
     T: Clone + Send + 'static,
-    L: Fn(&Node, &[Vec<u8>]) -> Result<Vec<T>, RouteError>,
-    R: Fn(nabu_client::Client, NodeId, String, Vec<Vec<u8>>) -> F,
+    L: Fn(&Node, &[usize]) -> Result<Vec<T>, RouteError>,
+    R: Fn(nabu_client::Client, NodeId, String, &[usize]) -> F,
     F: Future<Output = Result<Vec<T>, ClientError>> + Send + 'static,
 {
     let groups = node.cluster.kv_group_by_owner(namespace, keys);
     let mut results: Vec<Option<T>> = vec![None; keys.len()];
-    let mut tasks = JoinSet::new();
+    let mut calls = Vec::new();
     for (owner, indexes) in groups {
-        let batch: Vec<Vec<u8>> = indexes.iter().map(|&index| keys[index].clone()).collect();
         if owner == node.id {
-            let values = local(node, &batch)?;
-            indexes
-                .into_iter()
-                .zip(values)
-                .for_each(|(i, v)| results[i] = Some(v));
+            let values = local(node, &indexes)?;
+            for (index, value) in indexes.into_iter().zip(values) {
+                results[index] = Some(value);
+            }
             continue;
         }
-        let call = remote(node.cluster.clone(), owner, namespace.to_owned(), batch);
-        tasks.spawn(async move { (owner, indexes, call.await) });
+        let call = remote(node.cluster.clone(), owner, namespace.to_owned(), &indexes);
+        calls.push(async move { (owner, indexes, call.await) });
     }
-    while let Some(joined) = tasks.join_next().await {
-        let (owner, indexes, result) = joined.expect("a KV forwarding task panicked");
+    // One remote owner (the common case for one key) is awaited in place; several in
+    // parallel tasks.
+    let mut answers = Vec::with_capacity(calls.len());
+    if calls.len() == 1 {
+        answers.push(calls.pop().expect("one call").await);
+    } else {
+        let mut tasks = JoinSet::new();
+        calls.into_iter().for_each(|call| {
+            tasks.spawn(call);
+        });
+        while let Some(joined) = tasks.join_next().await {
+            answers.push(joined.expect("a KV forwarding task panicked"));
+        }
+    }
+    for (owner, indexes, result) in answers {
         match result {
-            Ok(values) => indexes
-                .into_iter()
-                .zip(values)
-                .for_each(|(i, v)| results[i] = Some(v)),
+            Ok(values) => {
+                for (index, value) in indexes.into_iter().zip(values) {
+                    results[index] = Some(value);
+                }
+            }
             Err(error) if is_unreachable(&error) && on_unreachable.is_some() => {
                 tracing::debug!(%owner, %error, "KV owner unreachable; answering misses");
                 for index in indexes {
@@ -117,8 +130,12 @@ where
     }
     Ok(results
         .into_iter()
-        .map(|r| r.expect("every key answered"))
+        .map(|result| result.expect("every key answered"))
         .collect())
+}
+
+fn pick(keys: &[Vec<u8>], indexes: &[usize]) -> Vec<Vec<u8>> {
+    indexes.iter().map(|&index| keys[index].clone()).collect()
 }
 
 /// Reads `keys`: each value or `None`.
@@ -131,8 +148,16 @@ pub async fn get(
         node,
         namespace,
         keys,
-        |node, keys| Ok(keys.iter().map(|key| node.kv.get(namespace, key).map(|(value, _)| value)).collect()),
-        |client, owner, namespace, keys| async move { client.kv_get_on(owner, &namespace, &keys).await },
+        |node, indexes| {
+            Ok(indexes
+                .iter()
+                .map(|&index| node.kv.get(namespace, &keys[index]).map(|(value, _)| value))
+                .collect())
+        },
+        |client, owner, namespace, indexes| {
+            let batch = pick(keys, indexes);
+            async move { client.kv_get_on(owner, &namespace, &batch).await }
+        },
         Some(None),
     )
     .await
@@ -150,11 +175,14 @@ pub async fn exists(
         node,
         namespace,
         keys,
-        |node, keys| Ok(node.kv.exists(namespace, keys, lease)),
-        move |client, owner, namespace, keys| async move {
-            client
-                .kv_exists_on(owner, &namespace, &keys, lease_ms)
-                .await
+        |node, indexes| Ok(node.kv.exists(namespace, &pick(keys, indexes), lease)),
+        |client, owner, namespace, indexes| {
+            let batch = pick(keys, indexes);
+            async move {
+                client
+                    .kv_exists_on(owner, &namespace, &batch, lease_ms)
+                    .await
+            }
         },
         Some(false),
     )
@@ -177,46 +205,25 @@ pub async fn prefix_lookup(
         .unwrap_or(found.len()))
 }
 
-/// Stores `items`, each on its owner: the outcome of each in order.
+/// Stores `items` (distinct keys), each on its owner: the outcome of each in order.
 pub async fn put(
     node: &Arc<Node>,
     namespace: &str,
     items: Vec<KvItem>,
 ) -> Result<Vec<KvPutOutcome>, RouteError> {
     let keys: Vec<Vec<u8>> = items.iter().map(|item| item.key.clone()).collect();
-    if let [item] = &items[..]
-        && node.cluster.kv_owner(namespace, &item.key) == node.id
-    {
-        return Ok(vec![put_local(node, namespace, item)?]);
-    }
-    let items = Arc::new(items);
-    let by_key = Arc::clone(&items);
     per_owner(
         node,
         namespace,
         &keys,
-        |node, keys| {
-            keys.iter()
-                .map(|key| {
-                    let item = by_key
-                        .iter()
-                        .find(|item| &item.key == key)
-                        .expect("an item per key");
-                    put_local(node, namespace, item)
-                })
+        |node, indexes| {
+            indexes
+                .iter()
+                .map(|&index| put_local(node, namespace, &items[index]))
                 .collect()
         },
-        move |client, owner, namespace, keys| {
-            let batch: Vec<KvItem> = keys
-                .iter()
-                .map(|key| {
-                    items
-                        .iter()
-                        .find(|item| &item.key == key)
-                        .expect("an item per key")
-                        .clone()
-                })
-                .collect();
+        |client, owner, namespace, indexes| {
+            let batch: Vec<KvItem> = indexes.iter().map(|&index| items[index].clone()).collect();
             async move { client.kv_put_on(owner, &namespace, &batch).await }
         },
         None,
@@ -236,37 +243,42 @@ fn put_local(node: &Node, namespace: &str, item: &KvItem) -> Result<KvPutOutcome
     )?)
 }
 
-/// Deletes `keys`: how many held a value.
+/// Deletes `keys` (distinct): how many held a value.
 pub async fn delete(
     node: &Arc<Node>,
     namespace: &str,
     keys: &[Vec<u8>],
 ) -> Result<u64, RouteError> {
-    let deleted = per_owner(
+    // KV_DELETE answers one count per batch: it stands at the batch's first key, zeros at the
+    // others, so the per-key results add up to the total.
+    let counts = per_owner(
         node,
         namespace,
         keys,
-        |node, keys| {
-            Ok(keys
+        |node, indexes| {
+            Ok(indexes
                 .iter()
-                .map(|key| u64::from(node.kv.delete(namespace, std::slice::from_ref(key))))
+                .map(|&index| {
+                    u64::from(
+                        node.kv
+                            .delete(namespace, std::slice::from_ref(&keys[index])),
+                    )
+                })
                 .collect())
         },
-        |client, owner, namespace, keys| async move {
-            let mut each = Vec::with_capacity(keys.len());
-            for key in &keys {
-                each.push(
-                    client
-                        .kv_delete_on(owner, &namespace, std::slice::from_ref(key))
-                        .await?,
-                );
+        |client, owner, namespace, indexes| {
+            let batch = pick(keys, indexes);
+            async move {
+                let deleted = client.kv_delete_on(owner, &namespace, &batch).await?;
+                let mut counts = vec![0; batch.len()];
+                counts[0] = deleted;
+                Ok(counts)
             }
-            Ok(each)
         },
         None,
     )
     .await?;
-    Ok(deleted.iter().sum())
+    Ok(counts.iter().sum())
 }
 
 /// Reads or changes one key's time to live.

@@ -57,6 +57,13 @@ impl Zipf {
     }
 }
 
+/// One request: the chunk keys it reads (each written back on a miss), then the new chunks
+/// it writes.
+struct Request {
+    reads: Vec<Vec<u8>>,
+    writes: Vec<Vec<u8>>,
+}
+
 /// A cache of keys and sizes under one policy.
 struct Cache {
     policy: Policy,
@@ -117,7 +124,7 @@ impl Cache {
 /// The trace: for each request, the chunk keys it reads (then writes on a miss) in order,
 /// and the new chunks it writes; and the bytes of the chunks that are ever read twice or
 /// more (the reusable working set: conversations and system prompts, not the documents).
-fn trace(seed: u64) -> (Vec<(Vec<Vec<u8>>, Vec<Vec<u8>>)>, u64) {
+fn trace(seed: u64) -> (Vec<Request>, u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let conversations = Zipf::new(CONVERSATIONS, 1.0);
     let prompts = Zipf::new(SYSTEM_PROMPTS, 1.2);
@@ -130,7 +137,10 @@ fn trace(seed: u64) -> (Vec<(Vec<Vec<u8>>, Vec<Vec<u8>>)>, u64) {
             let document: Vec<Vec<u8>> = (0..SCAN_CHUNKS)
                 .map(|chunk| format!("doc{request}/{chunk}").into_bytes())
                 .collect();
-            requests.push((document, Vec::new()));
+            requests.push(Request {
+                reads: document,
+                writes: Vec::new(),
+            });
             continue;
         }
         let conversation = conversations.sample(&mut rng);
@@ -153,20 +163,22 @@ fn trace(seed: u64) -> (Vec<(Vec<Vec<u8>>, Vec<Vec<u8>>)>, u64) {
         *turn += 1;
         unique.extend(reads.iter().cloned());
         unique.extend(writes.iter().cloned());
-        requests.push((reads, writes));
+        requests.push(Request { reads, writes });
     }
     (requests, unique.len() as u64 * CHUNK_BYTES)
 }
 
-fn hit_ratio(
-    kind: PolicyKind,
-    capacity_bytes: u64,
-    requests: &[(Vec<Vec<u8>>, Vec<Vec<u8>>)],
-) -> f64 {
+fn hit_ratio(kind: PolicyKind, capacity_bytes: u64, requests: &[Request]) -> f64 {
     let mut cache = Cache::new(kind, capacity_bytes);
-    for (reads, writes) in requests {
-        reads.iter().for_each(|key| cache.read_or_write(key));
-        writes.iter().for_each(|key| cache.put(key, CHUNK_BYTES));
+    for request in requests {
+        request
+            .reads
+            .iter()
+            .for_each(|key| cache.read_or_write(key));
+        request
+            .writes
+            .iter()
+            .for_each(|key| cache.put(key, CHUNK_BYTES));
     }
     cache.hits as f64 / cache.gets.max(1) as f64
 }
@@ -177,7 +189,7 @@ fn main() {
         .and_then(|seed| seed.parse().ok())
         .unwrap_or(7);
     let (requests, working_set_bytes) = trace(seed);
-    let gets: usize = requests.iter().map(|(reads, _)| reads.len()).sum();
+    let gets: usize = requests.iter().map(|request| request.reads.len()).sum();
     println!(
         "KV-cache trace (seed {seed}): {REQUESTS} requests, {gets} chunk reads of {} MiB, \
          reusable working set {:.1} GiB; 1 request in {SCAN_EVERY} is a one-off \

@@ -459,18 +459,24 @@ impl KvPool {
         }
     }
 
-    /// Deletes keys; returns how many held a live value.
+    /// Deletes keys; returns how many distinct keys held a live value when the call began (a
+    /// group member deleted with its head still counts).
     pub fn delete(&self, namespace: &str, keys: &[Vec<u8>]) -> u32 {
         let now = Instant::now();
         let mut state = self.state();
-        let mut deleted = 0;
-        for key in keys {
-            let pool_key = pool_key(namespace, key);
-            if self.live(&mut state, &pool_key, now) {
-                deleted += u32::from(self.drop_entry(&mut state, &pool_key, Leaving::Removed));
+        let mut pool_keys: Vec<Vec<u8>> = keys.iter().map(|key| pool_key(namespace, key)).collect();
+        pool_keys.sort();
+        pool_keys.dedup();
+        let live: Vec<bool> = pool_keys
+            .iter()
+            .map(|pool_key| self.live(&mut state, pool_key, now))
+            .collect();
+        for (pool_key, live) in pool_keys.iter().zip(&live) {
+            if *live {
+                self.drop_entry(&mut state, pool_key, Leaving::Removed);
             }
         }
-        deleted
+        live.iter().filter(|live| **live).count() as u32
     }
 
     /// Pins or unpins existing keys; returns how many existed. A pin over

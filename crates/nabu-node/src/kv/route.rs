@@ -256,15 +256,9 @@ pub async fn delete(
         namespace,
         keys,
         |node, indexes| {
-            Ok(indexes
-                .iter()
-                .map(|&index| {
-                    u64::from(
-                        node.kv
-                            .delete(namespace, std::slice::from_ref(&keys[index])),
-                    )
-                })
-                .collect())
+            let mut counts = vec![0; indexes.len()];
+            counts[0] = u64::from(node.kv.delete(namespace, &pick(keys, indexes)));
+            Ok(counts)
         },
         |client, owner, namespace, indexes| {
             let batch = pick(keys, indexes);

@@ -15,7 +15,10 @@
 //! a bound is answered `-ERR Protocol error: …` and the connection is closed (its byte
 //! stream cannot be resynchronised); an unknown command or bad arguments get `-ERR …` and the
 //! connection goes on. At most `resp_connections_max` connections; one more is answered
-//! `-ERR max number of clients reached` and closed. Nothing a client sends can stop the node.
+//! `-ERR max number of clients reached` and closed. Large values being read take their bytes
+//! from the node's budget for request bodies in flight (`request_bodies_bytes_max`, shared
+//! with the data plane) before any buffer is reserved. Nothing a client sends can stop the
+//! node.
 
 pub mod commands;
 pub mod parse;
@@ -29,7 +32,7 @@ use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -165,11 +168,14 @@ async fn connection(
         quit: false,
     };
     let mut replies = Replies::new(2);
+    // Permits of the node's body budget held for a large command being read (see below).
+    let mut budget: Option<OwnedSemaphorePermit> = None;
     loop {
         let need = loop {
             match parse(&mut buffer, &limits(&node, session.authenticated)) {
                 Ok(Parsed::Command(args)) if args.is_empty() => {}
                 Ok(Parsed::Command(args)) => {
+                    budget = None;
                     commands::dispatch(&node, &mut session, args, &mut replies).await;
                     if session.quit {
                         let _ = write_replies(&mut writer, &mut replies).await;
@@ -196,6 +202,22 @@ async fn connection(
         };
         if write_replies(&mut writer, &mut replies).await.is_err() {
             return;
+        }
+        // A large value is read into a buffer of its own size: its bytes come out of the
+        // node's budget for request bodies in flight (`request_bodies_bytes_max`, shared with
+        // the data plane), so a thousand clients each announcing 512 MiB make most of them
+        // wait (TCP backpressure) instead of making the node reserve 512 GiB.
+        let missing = need.saturating_sub(buffer.len());
+        if budget.is_none() && missing >= reply::LARGE_VALUE_BYTES {
+            let permits = need.min(node.config.request_bodies_bytes_max as usize) as u32;
+            let acquire = Arc::clone(&node.body_budget).acquire_many_owned(permits);
+            tokio::select! {
+                acquired = acquire => match acquired {
+                    Ok(permit) => budget = Some(permit),
+                    Err(_) => return,
+                },
+                _ = until_stopped(&mut shutdown) => return,
+            }
         }
         tokio::select! {
             read = read_more(&mut reader, &mut buffer, need) => match read {

@@ -45,6 +45,14 @@ pub fn kv_point(namespace: &str, key: &[u8]) -> u64 {
     u64::from_le_bytes(digest.as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
+/// The CRC32C (Castagnoli, as iSCSI) of a KV value, with carry-less-multiply SIMD picked at
+/// run time: on the KV path every value is checked on every read, so this runs at memory
+/// speed rather than at the ~8 GB/s of the one-`crc32`-instruction-per-word loop. Equal to
+/// `crc32c::crc32c` (a test checks).
+pub fn value_crc32c(value: &[u8]) -> u32 {
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, value) as u32
+}
+
 /// One value to put.
 #[derive(Debug, Clone)]
 pub struct KvItem {
@@ -230,7 +238,7 @@ impl Client {
                     return Err(bad_reply(node, "KV_GET values overrun the body"));
                 }
                 let value = reply.body.slice(offset..end);
-                if crc32c::crc32c(&value) != entry.crc32c {
+                if value_crc32c(&value) != entry.crc32c {
                     return Err(ClientError::Corrupt {
                         what: "a KV value".into(),
                         detail: format!("its CRC32C from node {node} does not match"),
@@ -510,6 +518,19 @@ mod tests {
         assert!(cut.iter().all(|r| r.len() * 1002 <= BATCH_META_BYTES_MAX));
         assert_eq!(cut.iter().map(|r| r.len()).sum::<usize>(), 200);
         assert_eq!(batches(&[1; 5000], &[], 2).len(), 2);
+    }
+
+    #[test]
+    fn value_crc32c_is_crc32c() {
+        let data: Vec<u8> = (0..1_000_003u32)
+            .map(|n| n.wrapping_mul(2_654_435_761) as u8)
+            .collect();
+        for length in [0, 1, 7, 63, 64, 255, 4096, 65_537, 1_000_003] {
+            assert_eq!(
+                value_crc32c(&data[..length]),
+                crc32c::crc32c(&data[..length])
+            );
+        }
     }
 
     #[test]

@@ -53,6 +53,6 @@ pub use config::{ClientConfig, ClusterMap, Endpoint, Hedge, MemberAddr, builtin_
 pub use error::{ClientError, Result};
 pub use format::{FormatError, KeyRecord, Manifest, StripeEntry, UserMetadata};
 pub use hlc::Hlc;
-pub use kv::{KvItem, kv_point};
+pub use kv::{KvItem, kv_point, value_crc32c};
 pub use read::BlobReader;
 pub use write::{MissingShard, PutOptions, PutReceipt, REPAIR_HINT_COPIES};

@@ -228,7 +228,7 @@ impl KvPool {
                 max,
             });
         }
-        let crc32c = crc32c::crc32c(&value);
+        let crc32c = nabu_client::value_crc32c(&value);
         let pool_key: Arc<[u8]> = Arc::from(pool_key(namespace, key));
         let now = Instant::now();
         let mut state = self.state();
@@ -397,7 +397,7 @@ impl KvPool {
             self.counters.misses.fetch_add(1, Ordering::Relaxed);
             return None;
         };
-        let computed = crc32c::crc32c(&value);
+        let computed = nabu_client::value_crc32c(&value);
         if computed != crc {
             self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
             self.counters.misses.fetch_add(1, Ordering::Relaxed);

@@ -34,8 +34,9 @@ use crate::error::{ClientError, Result};
 
 /// Requests queued for the writer task of one connection (each is all frames of one request).
 pub const OUTGOING_REQUESTS_MAX: usize = 64;
-/// The largest response body the client assembles (the protocol's request-body default).
-pub const RESPONSE_BODY_BYTES_MAX: u64 = 64 << 20;
+/// The largest response body the client assembles: the largest KV value (512 MiB, a KV_GET
+/// answer) and room for a batch; other responses are at most 64 MiB.
+pub const RESPONSE_BODY_BYTES_MAX: u64 = (512 << 20) + (64 << 20);
 /// The largest frame body the client accepts from a node, whatever its HELLO says.
 const FRAME_BODY_BYTES_MAX: u32 = 16 << 20;
 /// The writer's buffer; bodies at least this long bypass it.

@@ -21,6 +21,8 @@
 //!   matched by id); [`pool`]: one lazily opened connection per node, typed requests.
 //! - [`format`]: the manifest, key-record and namespace-record encodings.
 //! - [`hlc`]: the hybrid logical clock that orders writes (last writer wins).
+//! - [`kv`]: the KV-cache calls (batched put/get/delete/exists, `prefix_lookup`) against
+//!   the nodes' in-memory KV pools, each key on its ring owner.
 //!
 //! **Invariants.** Nothing is visible before all of it is durable: the key record is written
 //! last, after the manifest, after every stripe. No two shards of one stripe go to one node.
@@ -47,6 +49,7 @@ mod error;
 pub mod format;
 mod gc;
 pub mod hlc;
+pub mod kv;
 mod list;
 pub mod pool;
 mod read;
@@ -60,6 +63,7 @@ pub use error::{ClientError, Result};
 pub use format::{FormatError, KeyRecord, Manifest, StripeEntry, UserMetadata};
 pub use gc::{GcOptions, GcPhase, GcReport};
 pub use hlc::Hlc;
+pub use kv::{KvItem, kv_point, value_crc32c};
 pub use read::BlobReader;
 pub use system::NamespaceInfo;
 pub use write::{MissingShard, PutOptions, PutReceipt, REPAIR_HINT_COPIES};

@@ -1071,3 +1071,77 @@ async fn a_node_serving_a_consistent_but_wrong_shard_is_caught_by_the_writers_ch
         "read around",
     );
 }
+
+/// KV keys live on their ring owner only (a group head and its member together), batches
+/// are split per owner, values larger than a store record (80 MiB) travel whole, a lost
+/// owner reads as misses, and `prefix_lookup` stops at the first missing key.
+#[tokio::test]
+async fn kv_keys_live_on_their_owner_and_prefix_lookup_stops_at_the_first_gap() {
+    use nabu_client::KvItem;
+    use nabu_proto::ops::KvPutOutcome;
+
+    let mut cluster = TestCluster::start(3).await;
+    let client = cluster.client();
+    let items: Vec<KvItem> = (0..60u32)
+        .flat_map(|n| {
+            [
+                KvItem::new(
+                    format!("chunk{n}kv_bytes"),
+                    vec![n as u8; 1000 + n as usize],
+                ),
+                KvItem::new(format!("chunk{n}metadata"), n.to_le_bytes().to_vec()),
+            ]
+        })
+        .collect();
+    let outcomes = client.kv_put("kv", items.clone()).await.unwrap();
+    assert!(
+        outcomes.iter().all(|o| *o == KvPutOutcome::Stored),
+        "{outcomes:?}"
+    );
+    let keys: Vec<Vec<u8>> = items.iter().map(|item| item.key.clone()).collect();
+    let values = client.kv_get("kv", &keys).await.unwrap();
+    for (item, value) in items.iter().zip(&values) {
+        assert_eq!(value.as_ref(), Some(&item.value));
+    }
+    let members = cluster.members.iter().map(|m| m.id).collect::<Vec<_>>();
+    for item in items.iter().take(10) {
+        let owner = client.kv_owner("kv", &item.key);
+        for &node in &members {
+            let found = client
+                .kv_get_on(node, "kv", std::slice::from_ref(&item.key))
+                .await
+                .unwrap();
+            assert_eq!(found[0].is_some(), node == owner, "{node} vs owner {owner}");
+        }
+    }
+    assert_eq!(
+        client.kv_owner("kv", b"chunk7kv_bytes"),
+        client.kv_owner("kv", b"chunk7metadata")
+    );
+
+    let big = KvItem::new("big", vec![9u8; 80 << 20]);
+    client.kv_put("kv", vec![big.clone()]).await.unwrap();
+    let got = client.kv_get("kv", &[b"big".to_vec()]).await.unwrap();
+    assert_eq!(got[0].as_ref().map(|v| v.len()), Some(80 << 20));
+    assert_eq!(got[0].as_ref(), Some(&big.value));
+
+    let mut lookup: Vec<Vec<u8>> = (0..10)
+        .map(|n| format!("chunk{n}kv_bytes").into_bytes())
+        .collect();
+    lookup.push(b"nothere".to_vec());
+    lookup.push(b"chunk11kv_bytes".to_vec());
+    assert_eq!(
+        client.kv_prefix_lookup("kv", &lookup, 5_000).await.unwrap(),
+        10
+    );
+    assert_eq!(client.kv_delete("kv", &keys[..4]).await.unwrap(), 4);
+    assert_eq!(client.kv_prefix_lookup("kv", &lookup, 0).await.unwrap(), 0);
+
+    // A lost owner: its keys read as misses, the others still hit.
+    let lost = client.kv_owner("kv", &keys[10]);
+    cluster.stop(lost).await;
+    let values = client.kv_get("kv", &keys[4..]).await.unwrap();
+    for (key, value) in keys[4..].iter().zip(values) {
+        assert_eq!(value.is_some(), client.kv_owner("kv", key) != lost);
+    }
+}

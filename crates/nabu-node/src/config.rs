@@ -151,6 +151,28 @@ pub struct NodeConfig {
     /// or manifest written within the collector's grace period). When full the table is
     /// cleared and sweeps drop nothing for one grace period. Default 1,000,000.
     pub gc_touch_entries_max: u32,
+    /// The KV pool's capacity: the most bytes of KV values (with their keys and a fixed
+    /// per-entry overhead) this node keeps in memory; a put beyond it evicts. Default 1 GiB;
+    /// `nabu up --kv-bytes SIZE` sets it for every local node.
+    pub kv_bytes: u64,
+    /// The largest single KV value (also the largest RESP `SET` value). At most
+    /// `kv_bytes × (1 − kv_pinned_fraction_max)`, so unpinned room for it always exists (a
+    /// smaller pool lowers it to that). Default 512 MiB.
+    pub kv_value_bytes_max: u64,
+    /// The share of `kv_bytes` pinned values may hold at most (a pin beyond it is refused);
+    /// what keeps "a put never fails because the pool is full" true. Default 0.5.
+    pub kv_pinned_fraction_max: f64,
+    /// The KV pool's eviction policy: `"s3-fifo"` (default) or `"lru"` (the baseline).
+    pub kv_policy: crate::kv::PolicyKind,
+    /// The Redis-protocol (RESP2/RESP3) listener; none when absent (the default). `nabu up`
+    /// puts it at the data port + 400.
+    pub resp_addr: Option<SocketAddr>,
+    /// The password RESP clients give with `AUTH` or `HELLO 3 AUTH`. Required (non-empty)
+    /// when `resp_addr` is set: a secret, like the cluster token.
+    pub resp_password: String,
+    /// Open RESP connections at most; one more is answered `-ERR max number of clients
+    /// reached` and closed. Default 1,024.
+    pub resp_connections_max: u32,
     /// The chunk store's options.
     pub store: StoreOptions,
 }
@@ -257,6 +279,13 @@ impl Default for NodeConfig {
             hint_replay_bytes_per_s: 64 << 20,
             hints_max: 1_000_000,
             gc_touch_entries_max: 1_000_000,
+            kv_bytes: 1 << 30,
+            kv_value_bytes_max: 512 << 20,
+            kv_pinned_fraction_max: 0.5,
+            kv_policy: crate::kv::PolicyKind::S3Fifo,
+            resp_addr: None,
+            resp_password: String::new(),
+            resp_connections_max: 1024,
             store: StoreOptions::default(),
         }
     }
@@ -356,6 +385,7 @@ impl NodeConfig {
         self.validate_durations()?;
         self.validate_limits()?;
         self.validate_members()?;
+        self.validate_kv()?;
         if let Err(error) = self.store_config().validate() {
             return fail(format!("store: {error}"));
         }
@@ -413,6 +443,44 @@ impl NodeConfig {
             );
         }
         Ok(())
+    }
+
+    fn validate_kv(&self) -> Result<(), ConfigError> {
+        let fail = |message: &str| Err(ConfigError::Invalid(message.to_owned()));
+        if self.kv_bytes < 1 << 20 {
+            return fail("kv_bytes must be at least 1 MiB");
+        }
+        if self.kv_value_bytes_max == 0 {
+            return fail("kv_value_bytes_max must be positive");
+        }
+        if !(0.0..1.0).contains(&self.kv_pinned_fraction_max) {
+            return fail("kv_pinned_fraction_max lies in 0..1 (unpinned room must remain)");
+        }
+        if self.resp_addr.is_some() && self.resp_password.is_empty() {
+            return fail("resp_password is required when resp_addr is set (nabu up generates one)");
+        }
+        if self.resp_connections_max == 0 {
+            return fail("resp_connections_max must be positive");
+        }
+        if self.request_bodies_bytes_max < self.kv_pool_config().value_bytes_max {
+            return fail("request_bodies_bytes_max must be at least the largest KV value");
+        }
+        Ok(())
+    }
+
+    /// The KV pool's sizes: pinned bytes at most `kv_pinned_fraction_max` of `kv_bytes`, one
+    /// value at most `kv_value_bytes_max` and at most what is left unpinned (less one entry's
+    /// overhead and the longest key), so that a put can always make room.
+    pub fn kv_pool_config(&self) -> crate::kv::KvPoolConfig {
+        let pinned_bytes_max = (self.kv_bytes as f64 * self.kv_pinned_fraction_max) as u64;
+        let unpinned = self.kv_bytes - pinned_bytes_max;
+        let slack = crate::kv::ENTRY_OVERHEAD_BYTES + 2048;
+        crate::kv::KvPoolConfig {
+            capacity_bytes: self.kv_bytes,
+            value_bytes_max: self.kv_value_bytes_max.min(unpinned.saturating_sub(slack)),
+            pinned_bytes_max,
+            policy: self.kv_policy,
+        }
     }
 
     fn validate_members(&self) -> Result<(), ConfigError> {
@@ -499,7 +567,11 @@ impl NodeConfig {
         Limits {
             meta_bytes_max: u16::MAX,
             frame_body_bytes_max: self.frame_body_bytes_max,
-            request_body_bytes_max: self.request_body_bytes_max,
+            // KV_PUT carries whole values, up to the largest KV value; other ops are held to
+            // `request_body_bytes_max` by the handler.
+            request_body_bytes_max: self
+                .request_body_bytes_max
+                .max(self.kv_pool_config().value_bytes_max + (64 << 10)),
             inflight_max: self.inflight_max,
             connections_max: self.connections_max,
             hello_timeout: Duration::from_millis(self.hello_timeout_ms),

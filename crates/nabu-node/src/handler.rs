@@ -72,6 +72,22 @@ impl Reply {
 
 /// Runs `request` with its complete `body`.
 pub async fn execute(node: &Arc<Node>, request: Request, body: Bytes) -> Result<Reply, OpError> {
+    if crate::kv::ops::is_kv(&request) {
+        return crate::kv::ops::execute(node, request, body).await;
+    }
+    // The data plane admits bodies up to the largest KV value; every other op's body must
+    // fit one store record.
+    if body.len() as u64 > node.config.request_body_bytes_max {
+        return Err(OpError::new(
+            ErrorCode::TOO_LARGE,
+            format!(
+                "a {} body of {} bytes is over request_body_bytes_max ({})",
+                request.op(),
+                body.len(),
+                node.config.request_body_bytes_max
+            ),
+        ));
+    }
     match request {
         Request::Hello(_) => Err(OpError::new(
             ErrorCode::BAD_REQUEST,

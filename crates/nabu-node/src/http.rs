@@ -116,7 +116,12 @@ async fn readyz(State(node): State<Arc<Node>>) -> Response {
 }
 
 async fn metrics(State(node): State<Arc<Node>>) -> Response {
-    let rendered = tokio::task::spawn_blocking(move || node.metrics.render(&node.snapshot())).await;
+    let rendered = tokio::task::spawn_blocking(move || {
+        let mut text = node.metrics.render(&node.snapshot());
+        crate::kv::render_metrics(&node, &mut text);
+        text
+    })
+    .await;
     match rendered {
         Ok(text) => (
             [(

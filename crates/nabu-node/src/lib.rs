@@ -9,7 +9,9 @@
 //!   `docs/formats/protocol.md` (one connection handler, checked against the plane the HELLO
 //!   names): shard and metadata ops over the chunk store ([`nabu_store::Store`]);
 //! - the **management plane**: HTTP `/healthz`, `/readyz`, `/metrics` (Prometheus text),
-//!   `/api/v1/cluster` (JSON).
+//!   `/api/v1/cluster` (JSON);
+//! - optionally the **Redis-protocol gateway** ([`resp`], `resp_addr`): RESP2/RESP3 over the
+//!   in-memory KV pool ([`kv`]), each key forwarded to its owner node.
 //!
 //! and two background jobs: **liveness**, a PING to every other member's peer plane every
 //! `heartbeat_interval_ms` (a member not heard from for `down_after_ms` is down), and **hint
@@ -27,6 +29,7 @@ mod gc;
 mod handler;
 mod hints;
 mod http;
+pub mod kv;
 mod liveness;
 mod meta;
 mod metrics;
@@ -34,6 +37,7 @@ mod node;
 mod peer;
 mod records;
 mod repair;
+pub mod resp;
 mod server;
 mod shards;
 
@@ -55,7 +59,7 @@ pub use connection::RESPONSE_QUEUE_FRAMES_MAX;
 pub use http::{ClusterView, DirView, MemberView, StoreView};
 pub use liveness::{MemberState, RECONNECT_BACKOFF_MAX};
 
-/// The three listeners of a node, already bound (so tests bind port 0 and read the ports).
+/// The listeners of a node, already bound (so tests bind port 0 and read the ports).
 #[derive(Debug)]
 pub struct Listeners {
     /// The client data plane.
@@ -66,6 +70,8 @@ pub struct Listeners {
     pub http: TcpListener,
     /// The data plane on a Unix socket, if configured, and its path (removed at shutdown).
     pub data_unix: Option<(UnixListener, PathBuf)>,
+    /// The Redis-protocol gateway, if the node serves one (`resp_addr`).
+    pub resp: Option<TcpListener>,
 }
 
 /// The addresses the three listeners are bound to.
@@ -86,6 +92,11 @@ impl Listeners {
         let mut listeners = listeners.await?;
         if let Some(path) = &config.data_socket {
             listeners = listeners.with_data_socket(path)?;
+        }
+        if let Some(addr) = config.resp_addr {
+            listeners.resp = Some(TcpListener::bind(addr).await.map_err(|error| {
+                io::Error::new(error.kind(), format!("bind resp {addr}: {error}"))
+            })?);
         }
         Ok(listeners)
     }
@@ -135,6 +146,7 @@ impl Listeners {
             peer: bind(peer, "peer plane").await?,
             http: bind(http, "http").await?,
             data_unix: None,
+            resp: None,
         })
     }
 

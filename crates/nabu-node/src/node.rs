@@ -63,6 +63,13 @@ pub struct Node {
     /// Permits, one per byte, for streamed request bodies being collected
     /// (`request_bodies_bytes_max`).
     pub body_budget: Arc<Semaphore>,
+    /// The KV pool (the memory tier of `kv` namespaces).
+    pub kv: crate::kv::KvPool,
+    /// A ring-aware client of the cluster: forwards KV keys to their owners (RESP gateway,
+    /// KV_PREFIX_LOOKUP fan-out).
+    pub cluster: nabu_client::Client,
+    /// The RESP gateway's counters.
+    pub resp_metrics: crate::resp::RespCounters,
 }
 
 impl Node {
@@ -182,6 +189,9 @@ async fn open(config: NodeConfig, disk: Arc<dyn Disk>) -> anyhow::Result<Arc<Nod
         started: Instant::now(),
         serving: AtomicBool::new(false),
         body_budget: Arc::new(Semaphore::new(config.request_bodies_bytes_max as usize)),
+        kv: crate::kv::KvPool::new(config.kv_pool_config()),
+        cluster: crate::kv::route::cluster_client(&config)?,
+        resp_metrics: crate::resp::RespCounters::default(),
         config,
     }))
 }
@@ -209,6 +219,11 @@ pub(crate) async fn serve(
         for (listener, plane) in planes {
             let serve = server::serve_plane(Arc::clone(&node), listener, plane, stopped.clone());
             tasks.spawn(serve.in_current_span());
+        }
+        if let Some(resp) = listeners.resp {
+            tasks.spawn(
+                crate::resp::serve(Arc::clone(&node), resp, stopped.clone()).in_current_span(),
+            );
         }
         tasks.spawn(
             http::serve(Arc::clone(&node), listeners.http, stopped.clone()).in_current_span(),

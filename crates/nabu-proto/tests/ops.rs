@@ -426,3 +426,81 @@ fn list_entries_round_trip_and_refuse_bad_bodies() {
     }];
     assert!(encode_list_entries(&bad).is_err());
 }
+
+#[test]
+fn kv_layouts_are_pinned_and_bad_values_refused() {
+    let put = KvPut {
+        namespace: "kv".to_owned(),
+        entries: vec![KvPutEntry {
+            key: b"k".to_vec(),
+            value_bytes: 5,
+            ttl_ms: 7,
+            pin: true,
+            condition: KvCondition::IfPresent,
+        }],
+    };
+    let bytes = put.to_vec().unwrap();
+    // namespace (2 + 2), count 1, key (2 + 1), value_bytes 5, ttl_ms 7, flags pin | 2 << 1.
+    let expected = [
+        &[2, 0, b'k', b'v', 1, 0, 1, 0, b'k'][..],
+        &5u64.to_le_bytes(),
+        &7u64.to_le_bytes(),
+        &[0b101],
+    ]
+    .concat();
+    assert_eq!(bytes, expected);
+    assert_eq!(put.body_bytes(), 5);
+    let mut bad_flags = bytes.clone();
+    *bad_flags.last_mut().unwrap() = 0b1000;
+    assert!(KvPut::decode(&bad_flags).is_err());
+
+    let miss_with_bytes = KvGetReply {
+        entries: vec![KvGetEntry {
+            found: false,
+            value_bytes: 1,
+            crc32c: 0,
+        }],
+    };
+    assert!(miss_with_bytes.to_vec().is_err());
+    let overflow = KvPut {
+        namespace: "kv".to_owned(),
+        entries: vec![
+            KvPutEntry {
+                key: b"a".to_vec(),
+                value_bytes: u64::MAX,
+                ttl_ms: 0,
+                pin: false,
+                condition: KvCondition::Always,
+            };
+            2
+        ],
+    };
+    assert!(overflow.to_vec().is_err());
+    let scan = KvScan {
+        namespace: "kv".to_owned(),
+        cursor: 0,
+        count: KV_SCAN_COUNT_MAX + 1,
+    };
+    assert!(scan.to_vec().is_err());
+    let too_many = KvGet {
+        namespace: "kv".to_owned(),
+        keys: vec![b"k".to_vec(); KV_BATCH_KEYS_MAX + 1],
+    };
+    assert!(too_many.to_vec().is_err());
+    let keys = vec![b"a".to_vec(), vec![0xff; KEY_BYTES_MAX]];
+    let body = encode_scan_keys(&keys).unwrap();
+    assert_eq!(decode_scan_keys(&body, 2).unwrap(), keys);
+    assert!(decode_scan_keys(&body, 1).is_err());
+    assert!(decode_scan_keys(&body, 3).is_err());
+}
+
+#[test]
+fn kv_groups_pair_lmcache_keys() {
+    assert_eq!(kv_group_stem(b"chunk@1kv_bytes"), b"chunk@1");
+    assert_eq!(kv_group_stem(b"chunk@1metadata"), b"chunk@1");
+    assert_eq!(kv_group_stem(b"plain"), b"plain");
+    assert_eq!(kv_group_head(b"c@1metadata").unwrap(), b"c@1kv_bytes");
+    assert_eq!(kv_group_member(b"c@1kv_bytes").unwrap(), b"c@1metadata");
+    assert_eq!(kv_group_head(b"c@1kv_bytes"), None);
+    assert_eq!(kv_group_member(b"c@1metadata"), None);
+}

@@ -1,8 +1,8 @@
 //! `cluster.toml`: what `nabu up` writes and every client command reads.
 //!
 //! Cluster-wide keys sit at the top level (`cluster_token`, the development S3 key
-//! `s3_access_key`/`s3_secret_key`, and later the RESP secret); each node is one `[[node]]`
-//! table. Scripts and docs rely on these names: keep
+//! `s3_access_key`/`s3_secret_key`, `resp_password`); each node is one `[[node]]` table.
+//! Scripts and docs rely on these names: keep
 //! them. The file holds secrets, so it is written with mode 0600.
 
 use std::fs;
@@ -26,6 +26,10 @@ pub struct ClusterFile {
     /// Its secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3_secret_key: Option<String>,
+    /// The password of every node's Redis-protocol endpoint (`AUTH` / `HELLO 3 AUTH`),
+    /// generated on the first `nabu up` (added to an older file on its next `nabu up`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resp_password: Option<String>,
     /// One entry per node.
     #[serde(rename = "node")]
     pub nodes: Vec<NodeEntry>,
@@ -54,6 +58,9 @@ pub struct NodeEntry {
     /// The S3-compatible API (absent in clusters created before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3_addr: Option<SocketAddr>,
+    /// Redis-protocol endpoint (RESP2/RESP3; password `resp_password`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resp_addr: Option<SocketAddr>,
     /// The node's own config file, for `nabu serve --config`.
     pub config: PathBuf,
 }
@@ -103,6 +110,7 @@ mod tests {
             cluster_token: "ab".repeat(32),
             s3_access_key: Some("NABUABCDEFGHIJKLMNOP".into()),
             s3_secret_key: Some("cd".repeat(20)),
+            resp_password: Some("cd".repeat(16)),
             nodes: vec![NodeEntry {
                 id: 1,
                 zone: "default".into(),
@@ -112,6 +120,7 @@ mod tests {
                 http_addr: "127.0.0.1:7600".parse().unwrap(),
                 data_socket: Some("/tmp/n1/data.sock".into()),
                 s3_addr: Some("127.0.0.1:7700".parse().unwrap()),
+                resp_addr: Some("127.0.0.1:7800".parse().unwrap()),
                 config: "/tmp/n1/node.toml".into(),
             }],
         };
@@ -127,6 +136,8 @@ mod tests {
             "s3_addr",
             "s3_access_key",
             "s3_secret_key",
+            "resp_addr",
+            "resp_password",
             "config",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");

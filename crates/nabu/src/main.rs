@@ -7,6 +7,7 @@ mod bench;
 mod cluster_file;
 mod commands;
 mod http_probe;
+mod kv_bench;
 mod node_config;
 mod serve;
 mod up;
@@ -90,6 +91,8 @@ enum Command {
     Gc(commands::GcArgs),
     /// PUT/GET throughput and latency, each as a ratio to limits measured in the same run.
     Bench(bench::BenchArgs),
+    /// `prefix_lookup` latency (p50/p99) against the round-trip floor measured in the same run.
+    KvBench(kv_bench::KvBenchArgs),
     /// Manage the S3 access keys stored in the cluster.
     Key {
         #[command(subcommand)]
@@ -167,6 +170,7 @@ fn main() -> std::process::ExitCode {
                     access_key_id,
                 } => commands::key_delete(&cluster, &access_key_id).await,
             },
+            Command::KvBench(args) => kv_bench::run(args).await,
         }
     });
     match result {

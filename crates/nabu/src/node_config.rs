@@ -7,12 +7,22 @@ use nabu_node::{ListenerAddrs, MemberConfig, NodeConfig};
 
 use crate::cluster_file::NodeEntry;
 
+/// Local settings `nabu up` writes into every node's config.
+#[derive(Debug, Clone, Default)]
+pub struct LocalSettings {
+    /// The RESP password (with the node's `resp_addr`, the RESP endpoint is served).
+    pub resp_password: Option<String>,
+    /// `--kv-bytes`: the KV pool's capacity (else the node's default).
+    pub kv_bytes: Option<u64>,
+}
+
 /// The TOML text of node `entry`'s config in a cluster of `all` nodes.
 pub fn render(
     entry: &NodeEntry,
     all: &[NodeEntry],
     token: &str,
     data_dir: &Path,
+    settings: &LocalSettings,
 ) -> anyhow::Result<String> {
     let mut config = NodeConfig::new(entry.id, data_dir, token);
     config.zone = entry.zone.clone();
@@ -22,8 +32,21 @@ pub fn render(
     config.data_socket.clone_from(&entry.data_socket);
     config.s3_addr = entry.s3_addr;
     config.members = all.iter().map(member).collect();
+    apply(&mut config, entry, settings);
     config.validate()?;
     Ok(config.to_toml())
+}
+
+/// Sets what `nabu up` owns in an existing node config: the RESP endpoint and password, and
+/// the KV pool's capacity when `--kv-bytes` was given. Everything else is left as it is.
+pub fn apply(config: &mut NodeConfig, entry: &NodeEntry, settings: &LocalSettings) {
+    if let (Some(addr), Some(password)) = (entry.resp_addr, &settings.resp_password) {
+        config.resp_addr = Some(addr);
+        config.resp_password = password.clone();
+    }
+    if let Some(kv_bytes) = settings.kv_bytes {
+        config.kv_bytes = kv_bytes;
+    }
 }
 
 fn member(entry: &NodeEntry) -> MemberConfig {

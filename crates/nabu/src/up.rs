@@ -19,6 +19,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cluster_file::{ClusterFile, NodeEntry, write_secret_file};
 use crate::http_probe;
+use crate::node_config::LocalSettings;
 
 /// Most nodes one `nabu up` starts (ports are laid out in blocks of 100).
 pub const NODES_MAX: usize = 100;
@@ -37,11 +38,19 @@ pub struct UpArgs {
     #[arg(long, default_value = "./nabu-data")]
     pub dir: PathBuf,
     /// First port: node i listens on BASE+i-1 (data), BASE+100+i-1 (peer), BASE+200+i-1
-    /// (HTTP) and BASE+300+i-1 (S3). 0 picks free ports (below the kernel's ephemeral range,
-    /// so a restarted node gets them back).
+    /// (HTTP), BASE+300+i-1 (S3) and BASE+400+i-1 (RESP). 0 picks free ports (below the
+    /// kernel's ephemeral range, so a restarted node gets them back).
     #[arg(long, default_value_t = 7400)]
     pub base_port: u16,
+    /// The KV pool's capacity on every local node (e.g. 256MiB, 4GiB); written into each
+    /// node's config, also for an existing cluster. Default: the node default (1 GiB).
+    #[arg(long, value_name = "SIZE", value_parser = crate::bench::parse_size)]
+    pub kv_bytes: Option<u64>,
 }
+
+/// The RESP port's offset from the data port in a fixed port layout (the S3 gateway uses
+/// +300).
+const RESP_PORT_OFFSET: u16 = 400;
 
 /// Runs `nabu up` until SIGINT/SIGTERM.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -53,6 +62,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     } else {
         create_cluster(&dir, args.nodes.unwrap_or(6), args.base_port)?
     };
+    ensure_resp(&mut cluster)?;
+    let settings = LocalSettings {
+        resp_password: cluster.resp_password.clone(),
+        kv_bytes: args.kv_bytes,
+    };
+    update_node_configs(&cluster, &settings)?;
     let mut children = Vec::with_capacity(cluster.nodes.len());
     for node in &mut cluster.nodes {
         let child = spawn_node(&dir, node)?;
@@ -130,35 +145,52 @@ fn create_cluster(dir: &Path, nodes: usize, base_port: u16) -> anyhow::Result<Cl
     let addresses = node_addresses(nodes, base_port)?;
     let absolute_dir =
         std::path::absolute(dir).with_context(|| format!("resolve {}", dir.display()))?;
+    let used: Vec<u16> = addresses
+        .iter()
+        .flat_map(|(data, peer, http, s3)| [data.port(), peer.port(), http.port(), s3.port()])
+        .collect();
+    let resp_addrs = resp_addresses(nodes, base_port, &used)?;
     let entries: Vec<NodeEntry> = addresses
         .iter()
+        .zip(resp_addrs)
         .enumerate()
-        .map(|(index, &(data_addr, peer_addr, http_addr, s3_addr))| {
-            let id = index as u32 + 1;
-            NodeEntry {
-                id,
-                zone: "default".into(),
-                pid: 0,
-                data_addr,
-                peer_addr,
-                http_addr,
-                data_socket: data_socket_path(&absolute_dir, id),
-                s3_addr: Some(s3_addr),
-                config: dir.join(format!("n{id}")).join("node.toml"),
-            }
-        })
+        .map(
+            |(index, (&(data_addr, peer_addr, http_addr, s3_addr), resp_addr))| {
+                let id = index as u32 + 1;
+                NodeEntry {
+                    id,
+                    zone: "default".into(),
+                    pid: 0,
+                    data_addr,
+                    peer_addr,
+                    http_addr,
+                    data_socket: data_socket_path(&absolute_dir, id),
+                    s3_addr: Some(s3_addr),
+                    resp_addr: Some(resp_addr),
+                    config: dir.join(format!("n{id}")).join("node.toml"),
+                }
+            },
+        )
         .collect();
     for entry in &entries {
         let node_dir = dir.join(format!("n{}", entry.id));
         fs::create_dir_all(node_dir.join("data"))
             .with_context(|| format!("create {}", node_dir.display()))?;
-        let text = crate::node_config::render(entry, &entries, &token, &node_dir.join("data"))?;
+        let data_dir = node_dir.join("data");
+        let text = crate::node_config::render(
+            entry,
+            &entries,
+            &token,
+            &data_dir,
+            &LocalSettings::default(),
+        )?;
         write_secret_file(&entry.config, &text)?;
     }
     Ok(ClusterFile {
         cluster_token: token,
         s3_access_key: None,
         s3_secret_key: None,
+        resp_password: Some(random_secret(16)?),
         nodes: entries,
     })
 }
@@ -177,6 +209,62 @@ async fn ensure_dev_key(cluster: &mut ClusterFile, path: &Path) -> anyhow::Resul
     cluster.s3_access_key = Some(key.access_key_id);
     cluster.s3_secret_key = Some(key.secret_key);
     cluster.save(path)
+}
+
+/// The RESP address of each node: data port + 400 in the fixed layout, free ports with
+/// `--base-port 0` (none of `used`, the other planes' ports).
+fn resp_addresses(nodes: usize, base_port: u16, used: &[u16]) -> anyhow::Result<Vec<SocketAddr>> {
+    let address = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    if base_port == 0 {
+        let ports = free_ports(nodes + used.len())?;
+        let free = ports.into_iter().filter(|port| !used.contains(port));
+        return Ok(free.take(nodes).map(address).collect());
+    }
+    (0..nodes)
+        .map(|index| {
+            u16::try_from(usize::from(base_port) + usize::from(RESP_PORT_OFFSET) + index)
+                .map(address)
+                .context("--base-port too high for this many nodes")
+        })
+        .collect()
+}
+
+/// Gives a cluster written before the RESP endpoint existed its password and addresses
+/// (data port + 400 where that port is free, else a free port).
+fn ensure_resp(cluster: &mut ClusterFile) -> anyhow::Result<()> {
+    if cluster.resp_password.is_none() {
+        cluster.resp_password = Some(random_secret(16)?);
+    }
+    for node in &mut cluster.nodes {
+        if node.resp_addr.is_some() {
+            continue;
+        }
+        let preferred = node.data_addr.port().checked_add(RESP_PORT_OFFSET);
+        let port = match preferred {
+            Some(port) if TcpListener::bind(("127.0.0.1", port)).is_ok() => port,
+            _ => free_ports(1)?[0],
+        };
+        node.resp_addr = Some(SocketAddr::new(node.data_addr.ip(), port));
+    }
+    Ok(())
+}
+
+/// Writes what `nabu up` owns (RESP endpoint and password, `--kv-bytes`) into every node's
+/// config, keeping the rest of each file.
+fn update_node_configs(cluster: &ClusterFile, settings: &LocalSettings) -> anyhow::Result<()> {
+    for node in &cluster.nodes {
+        let mut config = nabu_node::NodeConfig::load(&node.config)
+            .with_context(|| format!("load the config of node n{}", node.id))?;
+        let before = config.clone();
+        crate::node_config::apply(&mut config, node, settings);
+        if config != before {
+            config
+                .validate()
+                .with_context(|| format!("update the config of node n{}", node.id))?;
+            write_secret_file(&node.config, &config.to_toml())?;
+        }
+    }
+    Ok(())
 }
 
 /// The four addresses of a node: data, peer, HTTP, S3.
@@ -245,9 +333,14 @@ fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
 }
 
 fn random_token() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("generate the cluster token: {e}"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    random_secret(32)
+}
+
+/// `bytes` random bytes as hex.
+fn random_secret(bytes: usize) -> anyhow::Result<String> {
+    let mut random = vec![0u8; bytes];
+    getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("generate a secret: {e}"))?;
+    Ok(random.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn spawn_node(dir: &Path, node: &NodeEntry) -> anyhow::Result<Child> {
@@ -276,16 +369,28 @@ fn print_endpoints(dir: &Path, cluster: &ClusterFile) {
         dir.display()
     );
     println!(
-        "{:<5} {:<8} {:<22} {:<22} {:<29} http (/metrics, /api/v1/cluster)",
-        "node", "pid", "data", "peer", "s3"
+        "{:<5} {:<8} {:<22} {:<22} {:<29} {:<22} http (/metrics, /api/v1/cluster)",
+        "node", "pid", "data", "peer", "s3", "resp (redis)"
     );
     for node in &cluster.nodes {
         let s3 = node
             .s3_addr
             .map_or_else(|| "-".to_owned(), |addr| format!("http://{addr}"));
+        let resp = node
+            .resp_addr
+            .map_or("-".to_owned(), |addr| addr.to_string());
         println!(
-            "n{:<4} {:<8} {:<22} {:<22} {:<29} http://{}/",
-            node.id, node.pid, node.data_addr, node.peer_addr, s3, node.http_addr
+            "n{:<4} {:<8} {:<22} {:<22} {:<29} {:<22} http://{}/",
+            node.id, node.pid, node.data_addr, node.peer_addr, s3, resp, node.http_addr
+        );
+    }
+    if let Some(node) = cluster.nodes.iter().find(|node| node.resp_addr.is_some()) {
+        let addr = node.resp_addr.expect("found with one");
+        println!(
+            "redis: redis-cli -h {} -p {} --user default --pass \"$(grep ^resp_password {} | cut -d'\"' -f2)\"",
+            addr.ip(),
+            addr.port(),
+            dir.join("cluster.toml").display()
         );
     }
     println!(

@@ -36,6 +36,7 @@ impl TestCluster {
             peer: bind(config.peer_addr).await,
             http: bind(config.http_addr).await,
             data_unix: None,
+            resp: None,
         };
         let socket = config
             .data_socket

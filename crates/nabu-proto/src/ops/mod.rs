@@ -11,6 +11,7 @@
 mod connection;
 mod gc;
 mod hint;
+mod kv;
 mod metadata;
 mod shard;
 
@@ -26,6 +27,13 @@ pub use gc::{
     encode_sweep_body,
 };
 pub use hint::{HintKind, HintPut, HintPutReply};
+pub use kv::{
+    KV_BATCH_KEYS_MAX, KV_GROUP_HEAD_SUFFIX, KV_GROUP_MEMBER_SUFFIX, KV_SCAN_COUNT_MAX,
+    KvCondition, KvDelete, KvDeleteReply, KvExists, KvExistsReply, KvGet, KvGetEntry, KvGetReply,
+    KvPin, KvPinReply, KvPrefixLookup, KvPrefixLookupReply, KvPut, KvPutEntry, KvPutOutcome,
+    KvPutReply, KvScan, KvScanReply, KvTtl, KvTtlAction, KvTtlReply, decode_scan_keys,
+    encode_scan_keys, kv_group_head, kv_group_member, kv_group_stem,
+};
 pub use metadata::{
     CONTINUATION_BYTES_MAX, KEY_BYTES_MAX, LIST_LIMIT_MAX, ListEntry, MetaDelete, MetaDeleteReply,
     MetaGet, MetaGetReply, MetaList, MetaListReply, MetaNamespaces, MetaNamespacesReply, MetaPut,
@@ -42,7 +50,7 @@ use crate::header::FrameKind;
 
 /// An operation (u16 on the wire). The high byte groups them: `0x00` connection, `0x01` shards,
 /// `0x02` key records and manifests, `0x03` hints (repair work kept by nodes), `0x04` garbage
-/// collection. Code 0 is never an
+/// collection, `0x05` the KV cache. Code 0 is never an
 /// op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u16)]
@@ -77,11 +85,27 @@ pub enum Op {
     HintPut = 0x0301,
     /// Drop shards and manifests no key references, unless written within a grace period.
     GcSweep = 0x0401,
+    /// Store a batch of values in the KV pool.
+    KvPut = 0x0501,
+    /// Read a batch of values from the KV pool.
+    KvGet = 0x0502,
+    /// Drop a batch of keys from the KV pool.
+    KvDelete = 0x0503,
+    /// Which of a batch of keys exist (optionally leasing them).
+    KvExists = 0x0504,
+    /// The longest existing prefix of an ordered key list, leased, in one round trip.
+    KvPrefixLookup = 0x0505,
+    /// Read or change one key's time to live.
+    KvTtl = 0x0506,
+    /// One page of this node's keys (tooling).
+    KvScan = 0x0507,
+    /// Pin or unpin keys.
+    KvPin = 0x0508,
 }
 
 impl Op {
     /// Every op, in code order.
-    pub const ALL: [Op; 15] = [
+    pub const ALL: [Op; 23] = [
         Op::Hello,
         Op::Ping,
         Op::NodeStatus,
@@ -97,6 +121,14 @@ impl Op {
         Op::MetaNamespaces,
         Op::HintPut,
         Op::GcSweep,
+        Op::KvPut,
+        Op::KvGet,
+        Op::KvDelete,
+        Op::KvExists,
+        Op::KvPrefixLookup,
+        Op::KvTtl,
+        Op::KvScan,
+        Op::KvPin,
     ];
 
     /// The op with this code, or [`ProtoError::UnknownOp`] (which the receiver answers with an
@@ -131,6 +163,14 @@ impl Op {
             Op::MetaNamespaces => "META_NAMESPACES",
             Op::HintPut => "HINT_PUT",
             Op::GcSweep => "GC_SWEEP",
+            Op::KvPut => "KV_PUT",
+            Op::KvGet => "KV_GET",
+            Op::KvDelete => "KV_DELETE",
+            Op::KvExists => "KV_EXISTS",
+            Op::KvPrefixLookup => "KV_PREFIX_LOOKUP",
+            Op::KvTtl => "KV_TTL",
+            Op::KvScan => "KV_SCAN",
+            Op::KvPin => "KV_PIN",
         }
     }
 }
@@ -262,6 +302,14 @@ op_enums! {
     MetaNamespaces => MetaNamespaces, MetaNamespacesReply;
     HintPut => HintPut, HintPutReply;
     GcSweep => GcSweep, GcSweepReply;
+    KvPut => KvPut, KvPutReply;
+    KvGet => KvGet, KvGetReply;
+    KvDelete => KvDelete, KvDeleteReply;
+    KvExists => KvExists, KvExistsReply;
+    KvPrefixLookup => KvPrefixLookup, KvPrefixLookupReply;
+    KvTtl => KvTtl, KvTtlReply;
+    KvScan => KvScan, KvScanReply;
+    KvPin => KvPin, KvPinReply;
 }
 
 /// Implements [`Meta`] for a type with inherent `encode_fields`/`decode_fields` methods.
@@ -310,7 +358,9 @@ mod tests {
         codes.dedup();
         assert_eq!(codes.len(), Op::ALL.len());
         assert!(codes.is_sorted());
-        for unknown in [0, 4, 0x0100, 0x0106, 0x0300, 0x0302, 0x0400, 0x0402, 0xffff] {
+        for unknown in [
+            0, 4, 0x0100, 0x0106, 0x0300, 0x0302, 0x0400, 0x0402, 0x0500, 0x0509, 0xffff,
+        ] {
             assert_eq!(
                 Op::from_code(unknown),
                 Err(ProtoError::UnknownOp { op: unknown })

@@ -155,6 +155,59 @@ pub fn requests() -> Vec<Request> {
             limit: LIST_LIMIT_MAX,
             include_deleted: true,
         }),
+        Request::KvPut(KvPut {
+            namespace: "kv".to_owned(),
+            entries: vec![
+                KvPutEntry {
+                    key: b"vllm@model@1@0@42kv_bytes".to_vec(),
+                    value_bytes: 2 << 20,
+                    ttl_ms: 0,
+                    pin: false,
+                    condition: KvCondition::Always,
+                },
+                KvPutEntry {
+                    key: vec![0xff; KEY_BYTES_MAX],
+                    value_bytes: 0,
+                    ttl_ms: u64::MAX,
+                    pin: true,
+                    condition: KvCondition::IfAbsent,
+                },
+            ],
+        }),
+        Request::KvGet(KvGet {
+            namespace: "kv".to_owned(),
+            keys: vec![b"a".to_vec(), b"b".to_vec()],
+        }),
+        Request::KvDelete(KvDelete {
+            namespace: "kv".to_owned(),
+            keys: Vec::new(),
+        }),
+        Request::KvExists(KvExists {
+            namespace: "kv".to_owned(),
+            lease_ms: 30_000,
+            keys: vec![b"a".to_vec()],
+        }),
+        Request::KvPrefixLookup(KvPrefixLookup {
+            namespace: "kv".to_owned(),
+            lease_ms: 0,
+            keys: (0..64).map(|n: u32| n.to_le_bytes().to_vec()).collect(),
+        }),
+        Request::KvTtl(KvTtl {
+            namespace: "kv".to_owned(),
+            key: b"a".to_vec(),
+            action: KvTtlAction::Set,
+            ttl_ms: 1000,
+        }),
+        Request::KvScan(KvScan {
+            namespace: "kv".to_owned(),
+            cursor: 7,
+            count: KV_SCAN_COUNT_MAX,
+        }),
+        Request::KvPin(KvPin {
+            namespace: "kv".to_owned(),
+            pinned: true,
+            keys: vec![b"a".to_vec()],
+        }),
     ]
 }
 
@@ -219,6 +272,44 @@ pub fn responses() -> Vec<Response> {
             kept_recent: 2,
             bytes_freed: 1 << 30,
         }),
+        Response::KvPut(KvPutReply {
+            outcomes: vec![
+                KvPutOutcome::Stored,
+                KvPutOutcome::ConditionFailed,
+                KvPutOutcome::Dropped,
+            ],
+        }),
+        Response::KvGet(KvGetReply {
+            entries: vec![
+                KvGetEntry {
+                    found: true,
+                    value_bytes: 5,
+                    crc32c: 0xdead_beef,
+                },
+                KvGetEntry {
+                    found: false,
+                    value_bytes: 0,
+                    crc32c: 0,
+                },
+            ],
+        }),
+        Response::KvDelete(KvDeleteReply { deleted: 2 }),
+        Response::KvExists(KvExistsReply {
+            exists: vec![true, false],
+        }),
+        Response::KvPrefixLookup(KvPrefixLookupReply { prefix: 64 }),
+        Response::KvTtl(KvTtlReply {
+            exists: true,
+            has_ttl: true,
+            ttl_ms: 999,
+        }),
+        Response::KvScan(KvScanReply {
+            next_cursor: 0,
+            keys_total: 3,
+            entries: 1,
+            body_bytes: 3,
+        }),
+        Response::KvPin(KvPinReply { changed: 1 }),
         Response::MetaPut(MetaPutReply { applied: false }),
         Response::MetaGet(MetaGetReply {
             hlc_timestamp: 5,

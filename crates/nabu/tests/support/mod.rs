@@ -26,6 +26,9 @@ pub struct TestNode {
     pub http_addr: String,
     /// The S3 listener (`host:port`).
     pub s3_addr: Option<String>,
+    pub data_addr: String,
+    /// The Redis-protocol endpoint.
+    pub resp_addr: String,
     pub config: PathBuf,
 }
 
@@ -47,8 +50,13 @@ impl TestCluster {
     /// take one before the node binds it; a start that fails that way is retried with fresh
     /// ports (at most `START_ATTEMPTS` times).
     pub fn up(nodes: usize) -> Self {
+        Self::up_with(nodes, &[])
+    }
+
+    /// Like [`TestCluster::up`], with more `nabu up` arguments (`--kv-bytes 64MiB`).
+    pub fn up_with(nodes: usize, extra_args: &[&str]) -> Self {
         for attempt in 1..=START_ATTEMPTS {
-            match Self::try_up(nodes) {
+            match Self::try_up(nodes, extra_args) {
                 Ok(cluster) => return cluster,
                 Err(why) if attempt < START_ATTEMPTS => {
                     eprintln!("nabu up attempt {attempt} failed ({why}); retrying on new ports")
@@ -59,7 +67,7 @@ impl TestCluster {
         unreachable!("the last attempt returns or panics")
     }
 
-    fn try_up(nodes: usize) -> Result<Self, String> {
+    fn try_up(nodes: usize, extra_args: &[&str]) -> Result<Self, String> {
         let dir = tempfile::Builder::new()
             .prefix("nabu-test-")
             .tempdir()
@@ -74,6 +82,7 @@ impl TestCluster {
                 "--dir",
             ])
             .arg(dir.path())
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -115,6 +124,13 @@ impl TestCluster {
     /// The cluster file.
     pub fn cluster_file(&self) -> PathBuf {
         self.dir.path().join("cluster.toml")
+    }
+
+    /// A top-level string of `cluster.toml` (`cluster_token`, `resp_password`).
+    pub fn cluster_value(&self, name: &str) -> String {
+        let text = std::fs::read_to_string(self.cluster_file()).expect("cluster.toml");
+        let value: toml::Table = text.parse().expect("cluster.toml parses");
+        value[name].as_str().expect("a string").to_owned()
     }
 
     /// Runs `nabu ARGS --cluster <this cluster>`.
@@ -226,6 +242,8 @@ fn read_nodes(path: &Path) -> Vec<TestNode> {
                 .get("s3_addr")
                 .and_then(|addr| addr.as_str())
                 .map(str::to_owned),
+            data_addr: node["data_addr"].as_str().expect("data_addr").to_owned(),
+            resp_addr: node["resp_addr"].as_str().expect("resp_addr").to_owned(),
             config: PathBuf::from(node["config"].as_str().expect("config")),
         })
         .collect()

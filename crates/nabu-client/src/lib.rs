@@ -55,6 +55,6 @@ pub use config::{ClientConfig, ClusterMap, Endpoint, Hedge, MemberAddr, builtin_
 pub use error::{ClientError, Result};
 pub use format::{FormatError, KeyRecord, Manifest, StripeEntry, UserMetadata};
 pub use hlc::Hlc;
-pub use read::BlobReader;
+pub use read::{BlobReader, OpenObject};
 pub use system::NamespaceInfo;
 pub use write::{MissingShard, PutOptions, PutReceipt, REPAIR_HINT_COPIES};

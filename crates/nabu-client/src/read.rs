@@ -83,6 +83,32 @@ impl BlobPlan {
     }
 }
 
+/// An object opened with [`Client::open`]: one version of it, whatever later puts do.
+#[derive(Debug, Clone)]
+pub struct OpenObject {
+    client: Client,
+    /// What the key record says.
+    pub info: crate::ObjectInfo,
+    plan: Arc<BlobPlan>,
+}
+
+impl OpenObject {
+    /// Streams bytes `range` (the end clamped to the object's size) of this version,
+    /// reading only the stripes that hold them.
+    pub fn reader(&self, range: Range<u64>) -> Result<BlobReader> {
+        let range = clamp_range(range, self.plan.manifest.blob_bytes)?;
+        let stripes = self.plan.stripes_covering(&range);
+        Ok(BlobReader {
+            client: self.client.clone(),
+            plan: self.plan.clone(),
+            range,
+            next_stripe: stripes.start,
+            end_stripe: stripes.end,
+            window: VecDeque::new(),
+        })
+    }
+}
+
 /// A blob being streamed in order, a stripe at a time, with the next few prefetched.
 #[derive(Debug)]
 pub struct BlobReader {
@@ -238,6 +264,23 @@ impl Client {
         })
     }
 
+    /// Opens the object under `key` for reading: its key record and manifest are read once,
+    /// and [`OpenObject::reader`] then streams any range of it (what a gateway needs to
+    /// answer a GET with headers and a body of one version).
+    pub async fn open(&self, namespace: &str, key: &[u8]) -> Result<OpenObject> {
+        let (record, plan) = self.record_and_plan(namespace, key).await?;
+        Ok(OpenObject {
+            client: self.clone(),
+            info: crate::ObjectInfo {
+                blob_id: record.blob_id,
+                size: record.blob_bytes,
+                hlc_timestamp: record.hlc_timestamp,
+                metadata: record.metadata,
+            },
+            plan,
+        })
+    }
+
     /// The manifest of `blob_id` in `namespace`.
     pub async fn read_manifest(&self, namespace: &str, blob_id: BlobId) -> Result<Manifest> {
         let policy = self.namespace_policy(namespace).await?;
@@ -268,6 +311,14 @@ impl Client {
     }
 
     async fn plan_for_key(&self, namespace: &str, key: &[u8]) -> Result<Arc<BlobPlan>> {
+        Ok(self.record_and_plan(namespace, key).await?.1)
+    }
+
+    async fn record_and_plan(
+        &self,
+        namespace: &str,
+        key: &[u8],
+    ) -> Result<(crate::KeyRecord, Arc<BlobPlan>)> {
         let record = self.read_key_record(namespace, key).await?;
         let manifest = self.read_manifest(namespace, record.blob_id).await?;
         if manifest.blob_bytes != record.blob_bytes {
@@ -279,7 +330,7 @@ impl Client {
                 ),
             });
         }
-        BlobPlan::new(manifest)
+        Ok((record, BlobPlan::new(manifest)?))
     }
 
     /// Reads the stripes holding `range`, at most `stripes_inflight_max` at once, into one

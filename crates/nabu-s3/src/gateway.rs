@@ -268,10 +268,12 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = &req.input;
         let (bucket, key) = (&input.bucket, &input.key);
-        let info = match self.client.stat(bucket, key.as_bytes()).await {
-            Ok(info) => info,
+        // One key record and one manifest: headers and body describe the same version.
+        let object = match self.client.open(bucket, key.as_bytes()).await {
+            Ok(object) => object,
             Err(error) => return Err(self.object_error(bucket, error).await),
         };
+        let info = &object.info;
         check_preconditions(
             &meta::etag_text(&info.blob_id),
             input.if_match.as_ref(),
@@ -288,14 +290,9 @@ impl S3 for Gateway {
             })?),
         };
         let wanted = range.clone().unwrap_or(0..info.size);
-        let mut reader = match self
-            .client
-            .get_range_stream(bucket, key.as_bytes(), wanted.clone())
-            .await
-        {
-            Ok(reader) => reader,
-            Err(error) => return Err(self.object_error(bucket, error).await),
-        };
+        let mut reader = object
+            .reader(wanted.clone())
+            .map_err(|error| s3_error(error, Missing::Key))?;
         // The first piece is read before the headers go out, so an unreadable object gets
         // an S3 error instead of a cut-off body.
         let first = match reader.next_chunk().await {
@@ -303,8 +300,7 @@ impl S3 for Gateway {
             Some(Ok(first)) => first,
             Some(Err(error)) => return Err(self.object_error(bucket, error).await),
         };
-        let blob_id = reader.blob_id();
-        let total = reader.manifest().blob_bytes;
+        let (blob_id, total) = (info.blob_id, info.size);
         let (headers, user) = meta::from_stored(&info.metadata);
         let content_range = range.map(|r| format!("bytes {}-{}/{total}", r.start, r.end - 1));
         Ok(S3Response::new(GetObjectOutput {

@@ -7,10 +7,10 @@
 //! durable copies (one more than needed to survive the next loss), like stripes at K+1.
 //! Reads ask the placement's nodes and take the value with the highest HLC timestamp.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use nabu_core::policy::Durability;
@@ -29,6 +29,8 @@ use crate::pool::{MetaValue, Pool};
 
 /// The namespace holding cluster metadata (namespace policies), replicated like key records.
 pub const SYSTEM_NAMESPACE: &str = "_system";
+/// How long reads ask a node last after they had to hedge around it.
+pub(crate) const SLOW_NODE_AVOID_FOR: Duration = Duration::from_secs(2);
 /// Recent shard-read latencies kept for the percentile hedge.
 const LATENCY_SAMPLES_MAX: usize = 512;
 /// Samples between two recomputations of the hedge delay (and the least before the first).
@@ -48,6 +50,8 @@ pub(crate) struct Inner {
     pub(crate) hlc: Hlc,
     pub(crate) namespaces: RwLock<BTreeMap<String, Durability>>,
     pub(crate) latency: LatencyTracker,
+    /// Nodes a read had to hedge around, and until when reads try them last.
+    pub(crate) slow_nodes: Mutex<HashMap<NodeId, Instant>>,
 }
 
 /// What `stat` tells about a key.
@@ -121,6 +125,7 @@ impl Client {
             hlc: Hlc::new(config.max_clock_skew),
             namespaces: RwLock::new(namespaces),
             latency: LatencyTracker::default(),
+            slow_nodes: Mutex::new(HashMap::new()),
             config,
         };
         Ok(Self {
@@ -398,14 +403,20 @@ impl Client {
         };
         let required = required_copies(copies);
         let primary = &walk[..copies.min(walk.len())];
-        let answers = gather(primary, required, self.hedge_after(), &ask).await;
+        let answers = self
+            .gather(primary, required, self.hedge_after(), &ask)
+            .await;
         let failed_primaries = primary.len() - answers.iter().filter(|a| a.is_ok()).count();
         let mut answers: Vec<Option<MetaValue>> = answers.into_iter().flatten().collect();
         let absent_primaries = answers.iter().filter(|answer| answer.is_none()).count();
         if failed_primaries > 0 {
-            // Some primaries are unreachable: the value may have been handed off.
+            // Some primaries are unreachable: the value may have been handed off. Every
+            // handoff node is asked; after the first answer the slower ones get the same grace
+            // period as primaries (a handed-off copy is found on any of them).
             let handoff = &walk[primary.len()..];
-            let more = gather(handoff, handoff.len(), Some(Duration::ZERO), &ask).await;
+            let more = self
+                .gather(handoff, 1.min(handoff.len()), self.hedge_after(), &ask)
+                .await;
             answers.extend(more.into_iter().flatten());
         }
         let newest = answers
@@ -509,6 +520,36 @@ impl Client {
         }
     }
 
+    /// Marks `node` slow: a read had to hedge around it. Reads ask it last for
+    /// [`SLOW_NODE_AVOID_FOR`] (each hedge around it again extends that), so one stalled node
+    /// costs one hedge delay, not one per read.
+    pub(crate) fn mark_slow(&self, node: NodeId) {
+        let until = Instant::now() + SLOW_NODE_AVOID_FOR;
+        let mut slow = self.inner.slow_nodes.lock().expect("slow nodes lock");
+        if slow.insert(node, until).is_none() {
+            tracing::debug!(%node, "node is slow: reads ask it last for a while");
+        }
+    }
+
+    /// Forgets that `node` was slow (it answered in time).
+    pub(crate) fn clear_slow(&self, node: NodeId) {
+        let mut slow = self.inner.slow_nodes.lock().expect("slow nodes lock");
+        slow.remove(&node);
+    }
+
+    /// Whether reads should ask `node` last.
+    pub(crate) fn is_slow(&self, node: NodeId) -> bool {
+        let mut slow = self.inner.slow_nodes.lock().expect("slow nodes lock");
+        match slow.get(&node) {
+            Some(&until) if until > Instant::now() => true,
+            Some(_) => {
+                slow.remove(&node);
+                false
+            }
+            None => false,
+        }
+    }
+
     /// Records one shard read's latency for the percentile hedge.
     pub(crate) fn record_latency(&self, latency: Duration) {
         if let Hedge::Percentile { percentile, .. } = self.inner.config.hedge {
@@ -567,46 +608,69 @@ pub(crate) fn live(stored: Option<MetaValue>, what: impl FnOnce() -> String) -> 
     }
 }
 
-/// Asks every node of `nodes` in parallel; once `enough` have answered successfully, waits at
-/// most `grace` for the rest (forever if `None`). Unanswered nodes count as failed.
-async fn gather<F, Fut, T>(
-    nodes: &[NodeId],
-    enough: usize,
-    grace: Option<Duration>,
-    ask: &F,
-) -> Vec<Result<T>>
-where
-    F: Fn(NodeId) -> Fut,
-    Fut: Future<Output = Result<T>> + Send + 'static,
-    T: Send + 'static,
-{
-    let mut tasks = JoinSet::new();
-    for &node in nodes {
-        tasks.spawn(ask(node));
-    }
-    let mut answers: Vec<Result<T>> = Vec::with_capacity(nodes.len());
-    let mut deadline: Option<tokio::time::Instant> = None;
-    loop {
-        // Only successful answers count towards `enough`: failures that arrive first (nodes
-        // that are down answer fastest) must not start the grace period and cut off the live
-        // nodes still answering.
-        let succeeded = answers.iter().filter(|answer| answer.is_ok()).count();
-        if succeeded >= enough && deadline.is_none() {
-            deadline = grace.map(|grace| tokio::time::Instant::now() + grace);
+impl Client {
+    /// Asks every node of `nodes` in parallel; once `enough` have answered successfully,
+    /// waits at most `grace` for the rest (forever if `None`), and not at all for nodes
+    /// marked slow; nodes still silent when the grace period ends are marked slow.
+    /// Unanswered nodes count as failed.
+    async fn gather<F, Fut, T>(
+        &self,
+        nodes: &[NodeId],
+        enough: usize,
+        grace: Option<Duration>,
+        ask: &F,
+    ) -> Vec<Result<T>>
+    where
+        F: Fn(NodeId) -> Fut,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let mut tasks = JoinSet::new();
+        for &node in nodes {
+            let asked = ask(node);
+            tasks.spawn(async move { (node, asked.await) });
         }
-        let next = match deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline, tasks.join_next()).await {
-                Ok(next) => next,
-                Err(_) => break,
-            },
-            None => tasks.join_next().await,
-        };
-        match next {
-            Some(joined) => answers.push(joined.expect("metadata task panicked")),
-            None => break,
+        let mut pending: Vec<NodeId> = nodes.to_vec();
+        let mut answers: Vec<Result<T>> = Vec::with_capacity(nodes.len());
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            // Only successful answers count towards `enough`: failures that arrive first
+            // (nodes that are down answer fastest) must not start the grace period and cut
+            // off the live nodes still answering.
+            let succeeded = answers.iter().filter(|answer| answer.is_ok()).count();
+            if succeeded >= enough {
+                if pending.iter().all(|&node| self.is_slow(node)) {
+                    break;
+                }
+                if deadline.is_none() {
+                    deadline = grace.map(|grace| tokio::time::Instant::now() + grace);
+                }
+            }
+            let next = match deadline {
+                Some(deadline) => {
+                    match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            for &node in &pending {
+                                self.mark_slow(node);
+                            }
+                            break;
+                        }
+                    }
+                }
+                None => tasks.join_next().await,
+            };
+            match next {
+                Some(joined) => {
+                    let (node, answer) = joined.expect("metadata task panicked");
+                    pending.retain(|&other| other != node);
+                    answers.push(answer);
+                }
+                None => break,
+            }
         }
+        answers
     }
-    answers
 }
 
 /// The `_system` key of a namespace's policy record.

@@ -120,10 +120,12 @@ impl Client {
         }
         let mut written = Vec::new();
         for part in &parts {
-            for entry in &part.stripes {
+            for (index, entry) in part.stripes.iter().enumerate() {
                 written.push(StripeWritten {
                     index: written.len() as u64,
                     entry: *entry,
+                    // The parts' writers' checksums carry over (none from version-1 parts).
+                    shard_crcs: part.shard_crcs_of(index).unwrap_or_default().to_vec(),
                     written: layout.width(),
                     missing: Vec::new(),
                 });
@@ -398,6 +400,7 @@ mod tests {
             stripe_bytes: cut,
             created_hlc: 1,
             stripes,
+            shard_crcs: Vec::new(),
             metadata: Default::default(),
         }
     }

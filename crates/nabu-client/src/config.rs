@@ -170,6 +170,15 @@ pub struct ClientConfig {
     pub namespaces: BTreeMap<String, Durability>,
     /// The name this client gives in HELLO (for node logs).
     pub client_name: String,
+    /// Check every stripe read against its BLAKE3 id, even when each shard matched the
+    /// writer's CRC32C recorded in the manifest (about a core per 2–3 GB/s). Default false:
+    /// stripes rebuilt from parity, and stripes of manifests without shard checksums
+    /// (version 1), are always checked.
+    pub verify_stripe_ids: bool,
+    /// The longest a PUT may take from its first shard to its key record; a slower PUT fails
+    /// (its stripes stay unreferenced and are collected) rather than commit. Garbage
+    /// collection relies on it: its grace period is at least twice this. Default 1 h.
+    pub put_deadline: Duration,
 }
 
 impl Default for ClientConfig {
@@ -191,6 +200,8 @@ impl Default for ClientConfig {
             handoff_nodes_max: 6,
             namespaces: BTreeMap::new(),
             client_name: concat!("nabu-client/", env!("CARGO_PKG_VERSION")).to_owned(),
+            put_deadline: Duration::from_secs(3600),
+            verify_stripe_ids: false,
         }
     }
 }

@@ -22,7 +22,8 @@ use bytes::{Bytes, BytesMut};
 use nabu_core::ring::NodeId;
 use nabu_proto::ops::{HelloReply, HelloRequest, Plane};
 use nabu_proto::{
-    ClusterToken, Frame, FrameDecoder, FrameKind, Limits, Meta, Op, ProtoError, Response,
+    ClusterToken, Frame, FrameDecoder, FrameHeader, FrameKind, Limits, Meta, Op, ProtoError,
+    Response,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -54,6 +55,9 @@ pub struct Reply {
     pub meta: Response,
     /// The response body (all frames joined).
     pub body: Bytes,
+    /// CRC32C of `body`, combined from its frames' verified body checksums: a reader can
+    /// check the body against a checksum it expects without another pass over the bytes.
+    pub body_crc: u32,
 }
 
 /// A request waiting for its reply.
@@ -62,7 +66,7 @@ struct Pending {
     op: Op,
     reply: oneshot::Sender<Result<Reply>>,
     /// A streamed response body being assembled: its metadata and the bytes so far.
-    partial: Option<(Response, BytesMut)>,
+    partial: Option<(Response, BytesMut, u32)>,
 }
 
 #[derive(Debug, Default)]
@@ -481,14 +485,7 @@ fn dispatch(shared: &Shared, frame: Frame) -> Result<(), String> {
             let Some(pending) = state.pending.get_mut(&request_id) else {
                 return Ok(()); // the caller stopped waiting: drop the late reply
             };
-            let outcome = accept_body(
-                pending,
-                header.kind(),
-                header.op_code(),
-                header.more(),
-                &meta,
-                body,
-            );
+            let outcome = accept_body(pending, &header, &meta, body);
             let finished = match outcome {
                 Ok(None) => return Ok(()),
                 Ok(Some(reply)) => Ok(reply),
@@ -509,12 +506,17 @@ fn dispatch(shared: &Shared, frame: Frame) -> Result<(), String> {
 /// (the frame had no `MORE` flag and the body is as long as the response declared).
 fn accept_body(
     pending: &mut Pending,
-    kind: FrameKind,
-    op_code: u16,
-    more: bool,
+    header: &FrameHeader,
     meta: &[u8],
     body: Bytes,
 ) -> Result<Option<Reply>, ProtoError> {
+    let (kind, op_code, more) = (header.kind(), header.op_code(), header.more());
+    // The decoder verified it: the CRC32C of this frame's body (0 for an empty one).
+    let frame_crc = if body.is_empty() {
+        0
+    } else {
+        header.body_crc()
+    };
     let broken = |reason| ProtoError::InvalidField {
         field: "frame",
         reason,
@@ -540,17 +542,23 @@ fn accept_body(
             return Ok(Some(Reply {
                 meta: response,
                 body,
+                body_crc: frame_crc,
             }));
         }
-        pending.partial = Some((response, BytesMut::with_capacity(declared as usize)));
+        pending.partial = Some((response, BytesMut::with_capacity(declared as usize), 0));
     }
-    let Some((response, assembled)) = &mut pending.partial else {
+    let Some((response, assembled, crc)) = &mut pending.partial else {
         return Err(broken("a DATA frame before the RESPONSE"));
     };
     let declared = response.body_bytes();
     if (assembled.len() + body.len()) as u64 > declared {
         return Err(broken("the reply body is longer than declared"));
     }
+    *crc = if assembled.is_empty() {
+        frame_crc
+    } else {
+        crc32c::crc32c_combine(*crc, frame_crc, body.len())
+    };
     assembled.extend_from_slice(&body);
     if more {
         return Ok(None);
@@ -558,10 +566,11 @@ fn accept_body(
     if assembled.len() as u64 != declared {
         return Err(broken("the reply body is shorter than declared"));
     }
-    let (meta, assembled) = pending.partial.take().expect("checked above");
+    let (meta, assembled, body_crc) = pending.partial.take().expect("checked above");
     Ok(Some(Reply {
         meta,
         body: assembled.freeze(),
+        body_crc,
     }))
 }
 

@@ -36,8 +36,11 @@ pub const MANIFEST_MAGIC: [u8; 4] = *b"NBMF";
 pub const KEY_RECORD_MAGIC: [u8; 4] = *b"NBKR";
 /// Magic of a namespace record value.
 pub const NAMESPACE_RECORD_MAGIC: [u8; 4] = *b"NBNS";
-/// The format version this code writes and reads.
+/// The format version of key records and namespace records (and of manifests without shard
+/// checksums, as written before version 2).
 pub const FORMAT_VERSION: u8 = 1;
+/// The manifest version with per-shard checksums, which this code writes.
+pub const MANIFEST_VERSION_SHARD_CRCS: u8 = 2;
 
 /// Why a stored value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,7 +60,7 @@ pub enum FormatError {
         found: [u8; 4],
     },
     /// A version this code does not read.
-    #[error("unsupported format version {0} (this code reads version 1)")]
+    #[error("unsupported format version {0} (this code reads versions 1 and 2)")]
     UnsupportedVersion(u8),
     /// The trailing CRC32C does not match the bytes.
     #[error("checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
@@ -123,13 +126,41 @@ pub struct Manifest {
     pub created_hlc: u64,
     /// The stripes in blob order.
     pub stripes: Vec<StripeEntry>,
+    /// CRC32C of every shard as the writer made it, [`Manifest::shard_crc_width`] per
+    /// stripe in stripe order (shard index order within a stripe; one for whole-stripe
+    /// copies, which are identical). Readers check each shard a node returns against it, so
+    /// a stripe needs no BLAKE3 pass unless rebuilt from parity. Empty in version-1
+    /// manifests, whose readers verify every stripe's BLAKE3.
+    pub shard_crcs: Vec<u32>,
     /// User metadata given to that put.
     pub metadata: UserMetadata,
 }
 
 impl Manifest {
+    /// How many shard checksums each stripe has: K+M for erasure-coded stripes, 1 for
+    /// whole-stripe copies.
+    pub fn shard_crc_width(&self) -> usize {
+        match self.durability {
+            Durability::ErasureCoded { .. } => self.durability.width(),
+            _ => 1,
+        }
+    }
+
+    /// The writer's shard checksums of stripe `index`, if the manifest has them.
+    pub fn shard_crcs_of(&self, index: usize) -> Option<&[u32]> {
+        let width = self.shard_crc_width();
+        self.shard_crcs.get(index * width..(index + 1) * width)
+    }
+
     /// Checks the manifest's internal consistency (what the decoder also enforces).
     pub fn check(&self) -> Result<(), FormatError> {
+        let crcs = self.stripes.len() * self.shard_crc_width();
+        if !self.shard_crcs.is_empty() && self.shard_crcs.len() != crcs {
+            return Err(invalid(
+                "shard_crcs",
+                "holds one checksum per shard of every stripe, or none",
+            ));
+        }
         if self.stripe_bytes == 0 {
             return Err(invalid("stripe_bytes", "the cut size is at least 1"));
         }
@@ -172,9 +203,15 @@ impl Manifest {
                 found: self.stripes.len() as u64,
                 max: u64::from(MANIFEST_STRIPES_MAX),
             })?;
-        let mut out = Vec::with_capacity(80 + self.stripes.len() * 40);
+        let with_crcs = !self.shard_crcs.is_empty();
+        let width = if with_crcs { self.shard_crc_width() } else { 0 };
+        let mut out = Vec::with_capacity(80 + self.stripes.len() * (40 + 4 * width));
         out.extend_from_slice(&MANIFEST_MAGIC);
-        out.push(FORMAT_VERSION);
+        out.push(if with_crcs {
+            MANIFEST_VERSION_SHARD_CRCS
+        } else {
+            FORMAT_VERSION
+        });
         out.extend_from_slice(self.blob_id.as_bytes());
         out.extend_from_slice(&self.blob_bytes.to_le_bytes());
         encode_durability(self.durability, &mut out);
@@ -182,9 +219,12 @@ impl Manifest {
         out.extend_from_slice(&self.stripe_bytes.to_le_bytes());
         out.extend_from_slice(&self.created_hlc.to_le_bytes());
         out.extend_from_slice(&stripe_count.to_le_bytes());
-        for stripe in &self.stripes {
+        for (index, stripe) in self.stripes.iter().enumerate() {
             out.extend_from_slice(stripe.stripe_id.as_bytes());
             out.extend_from_slice(&stripe.stripe_bytes.to_le_bytes());
+            for crc in self.shard_crcs_of(index).unwrap_or_default() {
+                out.extend_from_slice(&crc.to_le_bytes());
+            }
         }
         encode_metadata(&self.metadata, &mut out);
         seal(&mut out);
@@ -193,7 +233,8 @@ impl Manifest {
 
     /// Decodes and checks a stored manifest.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
-        let mut reader = Reader::open(bytes, MANIFEST_MAGIC)?;
+        let versions = [FORMAT_VERSION, MANIFEST_VERSION_SHARD_CRCS];
+        let (mut reader, version) = Reader::open_versions(bytes, MANIFEST_MAGIC, &versions)?;
         let blob_id = BlobId::from_bytes(reader.array32("blob_id")?);
         let blob_bytes = reader.u64("blob_bytes")?;
         let durability = decode_durability(&mut reader)?;
@@ -208,16 +249,25 @@ impl Manifest {
                 max: u64::from(MANIFEST_STRIPES_MAX),
             });
         }
+        let width = match (version, durability) {
+            (FORMAT_VERSION, _) => 0,
+            (_, Durability::ErasureCoded { .. }) => durability.width(),
+            _ => 1,
+        };
         // The count is checked against the bytes present before anything is reserved.
-        if reader.remaining() < stripe_count as usize * 40 {
+        if reader.remaining() < stripe_count as usize * (40 + 4 * width) {
             return Err(FormatError::Truncated { field: "stripes" });
         }
         let mut stripes = Vec::with_capacity(stripe_count as usize);
+        let mut shard_crcs = Vec::with_capacity(stripe_count as usize * width);
         for _ in 0..stripe_count {
             stripes.push(StripeEntry {
                 stripe_id: StripeId::from_bytes(reader.array32("stripe_id")?),
                 stripe_bytes: reader.u64("stripe_bytes")?,
             });
+            for _ in 0..width {
+                shard_crcs.push(reader.u32("shard_crc")?);
+            }
         }
         let metadata = decode_metadata(&mut reader)?;
         reader.finish()?;
@@ -229,6 +279,7 @@ impl Manifest {
             stripe_bytes,
             created_hlc,
             stripes,
+            shard_crcs,
             metadata,
         };
         manifest.check()?;
@@ -442,6 +493,15 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// Checks length, magic, version and CRC, and positions after the version byte.
     fn open(bytes: &'a [u8], magic: [u8; 4]) -> Result<Self, FormatError> {
+        Ok(Self::open_versions(bytes, magic, &[FORMAT_VERSION])?.0)
+    }
+
+    /// [`Reader::open`] for a value that may be any of `versions`; returns the version.
+    fn open_versions(
+        bytes: &'a [u8],
+        magic: [u8; 4],
+        versions: &[u8],
+    ) -> Result<(Self, u8), FormatError> {
         if bytes.len() < 9 {
             return Err(FormatError::Truncated { field: "header" });
         }
@@ -452,7 +512,7 @@ impl<'a> Reader<'a> {
                 found,
             });
         }
-        if bytes[4] != FORMAT_VERSION {
+        if !versions.contains(&bytes[4]) {
             return Err(FormatError::UnsupportedVersion(bytes[4]));
         }
         let (body, crc) = bytes.split_at(bytes.len() - 4);
@@ -461,7 +521,7 @@ impl<'a> Reader<'a> {
         if stored != computed {
             return Err(FormatError::ChecksumMismatch { stored, computed });
         }
-        Ok(Self { bytes: &body[5..] })
+        Ok((Self { bytes: &body[5..] }, bytes[4]))
     }
 
     fn remaining(&self) -> usize {

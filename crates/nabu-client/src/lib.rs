@@ -24,7 +24,8 @@
 //!
 //! **Invariants.** Nothing is visible before all of it is durable: the key record is written
 //! last, after the manifest, after every stripe. No two shards of one stripe go to one node.
-//! Every byte returned was verified against its stripe's BLAKE3. Every queue and in-flight
+//! Every shard returned matched its writer's CRC32C (kept in the manifest), and every stripe
+//! rebuilt from parity its BLAKE3. Every queue and in-flight
 //! count is bounded by a named constant or config field (`stripes_inflight_max`,
 //! `requests_inflight_per_connection_max`, [`connection::OUTGOING_REQUESTS_MAX`],
 //! [`connection::RESPONSE_BODY_BYTES_MAX`]).
@@ -33,8 +34,10 @@
 //! repair: rebuild it there); the nodes replay hints once the home is up, and the
 //! [`PutReceipt`] still names shards that found no node.
 //!
-//! **Deliberately absent (later work):** garbage collection of unreferenced stripes, ring
-//! epochs that change while a client runs.
+//! **Space comes back** through [`Client::collect_garbage`] (`gc`): mark what the key records
+//! reach, sweep the rest on each node, sparing anything written within a grace period.
+//!
+//! **Deliberately absent (later work):** ring epochs that change while a client runs.
 
 mod client;
 mod compose;
@@ -42,6 +45,7 @@ pub mod config;
 pub mod connection;
 mod error;
 pub mod format;
+mod gc;
 pub mod hlc;
 mod list;
 pub mod pool;
@@ -54,6 +58,7 @@ pub use compose::{ComposeMode, ComposePart, PartHasher, PartHashes};
 pub use config::{ClientConfig, ClusterMap, Endpoint, Hedge, MemberAddr, builtin_namespaces};
 pub use error::{ClientError, Result};
 pub use format::{FormatError, KeyRecord, Manifest, StripeEntry, UserMetadata};
+pub use gc::{GcOptions, GcPhase, GcReport};
 pub use hlc::Hlc;
 pub use read::{BlobReader, OpenObject};
 pub use system::NamespaceInfo;

@@ -12,8 +12,10 @@ use bytes::Bytes;
 use nabu_core::id::StripeId;
 use nabu_core::ring::NodeId;
 use nabu_proto::ops::{
-    HintPut, ListEntry, MetaDelete, MetaGet, MetaList, MetaPut, NodeStatus, NodeStatusReply,
-    PutOutcome, ShardGet, ShardInfo, ShardLayout, ShardPut, ShardStat, decode_list_entries,
+    GcSweepReply, HintPut, ListEntry, ManifestRef, MetaDelete, MetaGet, MetaList, MetaNamespaces,
+    MetaPut, NodeStatus, NodeStatusReply, PutOutcome, ShardGet, ShardInfo, ShardLayout, ShardList,
+    ShardPut, ShardStat, SweepRun, decode_list_entries, decode_namespaces, decode_stripe_ids,
+    encode_sweep_body,
 };
 use nabu_proto::{ClusterToken, Meta, ProtoError, Response};
 
@@ -185,7 +187,9 @@ impl Pool {
         if meta.offset != 0 || reply.body.len() as u64 != meta.shard.shard_bytes {
             return Err(bad("a whole-shard read returned part of the shard"));
         }
-        if crc32c::crc32c(&reply.body) != meta.shard.shard_crc {
+        // The frames' checksums, verified as they arrived, add up to the body's: no second
+        // pass over the bytes.
+        if reply.body_crc != meta.shard.shard_crc {
             return Err(bad("the shard failed its CRC32C"));
         }
         Ok((meta.shard, reply.body))
@@ -230,6 +234,7 @@ impl Pool {
             Ok(Reply {
                 meta: Response::MetaGet(reply),
                 body,
+                ..
             }) => Ok(Some(MetaValue {
                 hlc_timestamp: reply.hlc_timestamp,
                 deleted: reply.deleted,
@@ -262,6 +267,61 @@ impl Pool {
         let entries = decode_list_entries(&reply.body, meta.entries)
             .map_err(|source| ClientError::Protocol { node, source })?;
         Ok((entries, meta.continuation))
+    }
+
+    /// SHARD_LIST: one page of the stripes `node` holds a shard of, and whether more follow.
+    pub async fn shard_list(
+        &self,
+        node: NodeId,
+        after: Option<StripeId>,
+        limit: u32,
+    ) -> Result<(Vec<StripeId>, bool)> {
+        let reply = self
+            .call(node, &ShardList { after, limit }, Bytes::new())
+            .await?;
+        let Response::ShardList(meta) = reply.meta else {
+            return Err(unexpected(node, &reply.meta));
+        };
+        let ids = decode_stripe_ids(&reply.body, meta.stripes)
+            .map_err(|source| ClientError::Protocol { node, source })?;
+        Ok((ids, meta.more))
+    }
+
+    /// META_NAMESPACES: one page of the namespaces `node` holds metadata of.
+    pub async fn meta_namespaces(
+        &self,
+        node: NodeId,
+        after: &str,
+        limit: u32,
+    ) -> Result<(Vec<String>, bool)> {
+        let request = MetaNamespaces {
+            after: after.to_owned(),
+            limit,
+        };
+        let reply = self.call(node, &request, Bytes::new()).await?;
+        let Response::MetaNamespaces(meta) = reply.meta else {
+            return Err(unexpected(node, &reply.meta));
+        };
+        let namespaces = decode_namespaces(&reply.body, meta.namespaces)
+            .map_err(|source| ClientError::Protocol { node, source })?;
+        Ok((namespaces, meta.more))
+    }
+
+    /// GC_SWEEP: asks `node` to condemn, or drop if condemned long enough, these shards and
+    /// manifests (never what it wrote within the grace period).
+    pub async fn gc_sweep(
+        &self,
+        node: NodeId,
+        run: SweepRun,
+        shards: &[StripeId],
+        manifests: &[ManifestRef],
+    ) -> Result<GcSweepReply> {
+        let (request, body) = encode_sweep_body(run, shards, manifests)
+            .map_err(|source| ClientError::Protocol { node, source })?;
+        match self.call(node, &request, Bytes::from(body)).await?.meta {
+            Response::GcSweep(reply) => Ok(reply),
+            other => Err(unexpected(node, &other)),
+        }
     }
 
     /// NODE_STATUS.

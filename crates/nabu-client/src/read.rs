@@ -1,12 +1,15 @@
-//! The read path: key record → manifest → stripes, each verified against its id.
+//! The read path: key record → manifest → stripes, each shard verified against its writer's
+//! checksum.
 //!
 //! For each stripe the client asks the nodes of its placement for *their* shard of it (a
 //! node's reply names the shard index it holds, so handed-off shards are found too): first
 //! the K nodes expected to hold data shards. A failed, missing, corrupt or mismatched reply
 //! makes it ask the next node of the ring walk (parity holders, then handoff nodes); so does
 //! a slow one once `hedge_after` passes (hedged read). With all K data shards the stripe is
-//! joined; with any K shards it is decoded. Either way its BLAKE3 must equal its
-//! [`StripeId`] before a byte is returned. A stripe with fewer than K obtainable shards makes
+//! joined; with any K shards it is decoded. Every shard must match the CRC32C its writer
+//! recorded in the manifest (a node's own checksum only proves the node returned what it
+//! stored); a stripe rebuilt from parity, or read under a version-1 manifest without shard
+//! checksums, must also match its BLAKE3 [`StripeId`] before a byte is returned. A stripe with fewer than K obtainable shards makes
 //! the read fail with [`ClientError::Unavailable`], naming every such stripe.
 //!
 //! At most `stripes_inflight_max` stripes are fetched at once per call.
@@ -22,7 +25,7 @@ use nabu_core::ec::{ErasureCodec, ShardSlot, codec_for_id};
 use nabu_core::id::{BlobId, StripeId};
 use nabu_core::policy::Durability;
 use nabu_core::ring::NodeId;
-use nabu_core::stripe::{join_stripe, shard_bytes};
+use nabu_core::stripe::shard_bytes;
 use nabu_proto::ErrorCode;
 use nabu_proto::ops::{MetaTable, ShardInfo, ShardLayout};
 use tokio::task::{JoinHandle, JoinSet};
@@ -35,6 +38,42 @@ use crate::write::codec_error;
 
 /// A shard read's answer: who, when it was asked, and what it said.
 type ShardReply = (NodeId, Instant, Result<(ShardInfo, Bytes)>);
+
+/// A stripe's bytes as the shards brought them: its data shards in order, each trimmed to
+/// the stripe's length (no copy joins them; a reader copies once, into its own buffer, or
+/// hands the pieces on).
+#[derive(Debug, Clone, Default)]
+struct Pieces(Vec<Bytes>);
+
+impl Pieces {
+    /// The pieces of bytes `from..to` of the stripe.
+    fn slice(&self, from: usize, to: usize) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        for piece in &self.0 {
+            let end = start + piece.len();
+            let (lo, hi) = (from.max(start), to.min(end));
+            if lo < hi {
+                out.push(piece.slice(lo - start..hi - start));
+            }
+            start = end;
+        }
+        out
+    }
+
+    fn len(&self) -> usize {
+        self.0.iter().map(Bytes::len).sum()
+    }
+}
+
+/// Lets [`Bytes`] own a rebuilt shard without copying it.
+struct OwnedShard(AlignedBuf);
+
+impl AsRef<[u8]> for OwnedShard {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
 
 /// Why one stripe could not be read.
 #[derive(Debug)]
@@ -97,15 +136,11 @@ impl OpenObject {
     /// reading only the stripes that hold them.
     pub fn reader(&self, range: Range<u64>) -> Result<BlobReader> {
         let range = clamp_range(range, self.plan.manifest.blob_bytes)?;
-        let stripes = self.plan.stripes_covering(&range);
-        Ok(BlobReader {
-            client: self.client.clone(),
-            plan: self.plan.clone(),
+        Ok(BlobReader::new(
+            self.client.clone(),
+            self.plan.clone(),
             range,
-            next_stripe: stripes.start,
-            end_stripe: stripes.end,
-            window: VecDeque::new(),
-        })
+        ))
     }
 }
 
@@ -117,7 +152,9 @@ pub struct BlobReader {
     range: Range<u64>,
     next_stripe: u64,
     end_stripe: u64,
-    window: VecDeque<(u64, JoinHandle<Result<Bytes, StripeFailure>>)>,
+    window: VecDeque<(u64, JoinHandle<Result<Pieces, StripeFailure>>)>,
+    /// What is left of the stripe being handed out.
+    current: VecDeque<Bytes>,
 }
 
 impl Drop for BlobReader {
@@ -129,6 +166,20 @@ impl Drop for BlobReader {
 }
 
 impl BlobReader {
+    /// A reader of `range` (already clamped to the blob) of `plan`'s blob.
+    fn new(client: Client, plan: Arc<BlobPlan>, range: Range<u64>) -> Self {
+        let stripes = plan.stripes_covering(&range);
+        Self {
+            client,
+            plan,
+            range,
+            next_stripe: stripes.start,
+            end_stripe: stripes.end,
+            window: VecDeque::new(),
+            current: VecDeque::new(),
+        }
+    }
+
     /// The blob's id.
     pub fn blob_id(&self) -> BlobId {
         self.plan.manifest.blob_id
@@ -149,30 +200,34 @@ impl BlobReader {
         self.len() == 0
     }
 
-    /// The next piece of the blob (at most a stripe), `None` at the end.
+    /// The next piece of the blob (at most a shard's worth of a stripe), `None` at the end.
     pub async fn next_chunk(&mut self) -> Option<Result<Bytes>> {
-        while self.window.len() < self.client.inner.config.stripes_inflight_max
-            && self.next_stripe < self.end_stripe
-        {
-            let index = self.next_stripe;
-            let (client, plan) = (self.client.clone(), self.plan.clone());
-            let task = tokio::spawn(async move { client.fetch_stripe(&plan, index).await });
-            self.window.push_back((index, task));
-            self.next_stripe += 1;
-        }
-        let (index, task) = self.window.pop_front()?;
-        let stripe = match task.await.expect("stripe task panicked") {
-            Ok(stripe) => stripe,
-            Err(failure) => {
-                return Some(Err(self
-                    .client
-                    .stripes_error(&self.plan, vec![(index, failure)])));
+        loop {
+            if let Some(piece) = self.current.pop_front() {
+                return Some(Ok(piece));
             }
-        };
-        let start = self.plan.stripe_start(index);
-        let from = self.range.start.saturating_sub(start) as usize;
-        let to = (self.range.end - start).min(stripe.len() as u64) as usize;
-        Some(Ok(stripe.slice(from..to)))
+            while self.window.len() < self.client.inner.config.stripes_inflight_max
+                && self.next_stripe < self.end_stripe
+            {
+                let index = self.next_stripe;
+                let (client, plan) = (self.client.clone(), self.plan.clone());
+                let task = tokio::spawn(async move { client.fetch_stripe(&plan, index).await });
+                self.window.push_back((index, task));
+                self.next_stripe += 1;
+            }
+            let (index, task) = self.window.pop_front()?;
+            let stripe = match task.await.expect("stripe task panicked") {
+                Ok(stripe) => stripe,
+                Err(failure) => {
+                    let failures = vec![(index, failure)];
+                    return Some(Err(self.client.stripes_error(&self.plan, failures)));
+                }
+            };
+            let start = self.plan.stripe_start(index);
+            let from = self.range.start.saturating_sub(start) as usize;
+            let to = (self.range.end - start).min(stripe.len() as u64) as usize;
+            self.current = stripe.slice(from, to).into();
+        }
     }
 
     /// Writes everything left to `writer`; returns the bytes written.
@@ -227,15 +282,7 @@ impl Client {
         let manifest = self.read_manifest(namespace, blob_id).await?;
         let plan = BlobPlan::new(manifest)?;
         let range = 0..plan.manifest.blob_bytes;
-        let stripes = plan.stripes_covering(&range);
-        Ok(BlobReader {
-            client: self.clone(),
-            plan,
-            range,
-            next_stripe: stripes.start,
-            end_stripe: stripes.end,
-            window: VecDeque::new(),
-        })
+        Ok(BlobReader::new(self.clone(), plan, range))
     }
 
     /// The object under `key` as a stream of pieces in order (memory stays bounded by
@@ -253,15 +300,7 @@ impl Client {
     ) -> Result<BlobReader> {
         let plan = self.plan_for_key(namespace, key).await?;
         let range = clamp_range(range, plan.manifest.blob_bytes)?;
-        let stripes = plan.stripes_covering(&range);
-        Ok(BlobReader {
-            client: self.clone(),
-            plan,
-            range,
-            next_stripe: stripes.start,
-            end_stripe: stripes.end,
-            window: VecDeque::new(),
-        })
+        Ok(BlobReader::new(self.clone(), plan, range))
     }
 
     /// Opens the object under `key` for reading: its key record and manifest are read once,
@@ -355,8 +394,11 @@ impl Client {
                     let start = plan.stripe_start(index);
                     let from = range.start.max(start);
                     let to = range.end.min(start + stripe.len() as u64);
-                    out[(from - range.start) as usize..(to - range.start) as usize]
-                        .copy_from_slice(&stripe[(from - start) as usize..(to - start) as usize]);
+                    let mut at = (from - range.start) as usize;
+                    for piece in stripe.slice((from - start) as usize, (to - start) as usize) {
+                        out[at..at + piece.len()].copy_from_slice(&piece);
+                        at += piece.len();
+                    }
                 }
                 (index, Err(failure)) => failures.push((index, failure)),
             }
@@ -403,31 +445,37 @@ impl Client {
     }
 
     /// Reads one stripe from the nodes of its walk (see the module docs).
-    async fn fetch_stripe(&self, plan: &BlobPlan, index: u64) -> Result<Bytes, StripeFailure> {
+    async fn fetch_stripe(&self, plan: &BlobPlan, index: u64) -> Result<Pieces, StripeFailure> {
         let entry = plan.manifest.stripes[index as usize];
         let durability = plan.manifest.durability;
-        let mut fetch = StripeFetch::new(plan, entry);
-        let mut candidates: VecDeque<NodeId> = self
-            .walk(entry.stripe_id.ring_point(), durability.width())
-            .into();
+        let mut fetch = StripeFetch::new(plan, index, self.inner.config.verify_stripe_ids);
+        // Nodes reads recently had to hedge around go last (a stable partition: placement
+        // order otherwise), so a stalled node costs one hedge delay, not one per stripe.
+        let walk = self.walk(entry.stripe_id.ring_point(), durability.width());
+        let (fast, slow): (Vec<NodeId>, Vec<NodeId>) =
+            walk.into_iter().partition(|&node| !self.is_slow(node));
+        let mut candidates: VecDeque<NodeId> = fast.into_iter().chain(slow).collect();
+        let mut outstanding: Vec<NodeId> = Vec::new();
         let mut tasks: JoinSet<ShardReply> = JoinSet::new();
-        let launch = |tasks: &mut JoinSet<_>, candidates: &mut VecDeque<NodeId>| match candidates
-            .pop_front()
-        {
-            Some(node) => {
-                let client = self.clone();
-                let stripe_id = entry.stripe_id;
-                tasks.spawn(async move {
-                    let started = Instant::now();
-                    let result = client.inner.pool.shard_get(node, stripe_id).await;
-                    (node, started, result)
-                });
-                true
-            }
-            None => false,
-        };
+        let launch =
+            |tasks: &mut JoinSet<_>,
+             candidates: &mut VecDeque<NodeId>,
+             outstanding: &mut Vec<NodeId>| match candidates.pop_front() {
+                Some(node) => {
+                    outstanding.push(node);
+                    let client = self.clone();
+                    let stripe_id = entry.stripe_id;
+                    tasks.spawn(async move {
+                        let started = Instant::now();
+                        let result = client.inner.pool.shard_get(node, stripe_id).await;
+                        (node, started, result)
+                    });
+                    true
+                }
+                None => false,
+            };
         for _ in 0..fetch.needed {
-            launch(&mut tasks, &mut candidates);
+            launch(&mut tasks, &mut candidates, &mut outstanding);
         }
         let hedge = self.hedge_after();
         let hedge_timer = tokio::time::sleep(hedge.unwrap_or_default());
@@ -436,7 +484,15 @@ impl Client {
         loop {
             if let Some(result) = fetch.try_finish() {
                 match result {
-                    Ok(stripe) => return Ok(stripe),
+                    Ok(stripe) => {
+                        // Nodes still silent after a hedge read around them: slow.
+                        if hedged && hedge.is_some() {
+                            for &node in &outstanding {
+                                self.mark_slow(node);
+                            }
+                        }
+                        return Ok(stripe);
+                    }
                     Err(detail) if fetch.whole() => {
                         // A bad replica: try another copy.
                         tracing::warn!(stripe = index, %detail, "replica failed verification");
@@ -445,16 +501,21 @@ impl Client {
                     Err(detail) => return Err(StripeFailure::Corrupt(detail)),
                 }
             }
-            if tasks.is_empty() && !launch(&mut tasks, &mut candidates) {
+            if tasks.is_empty() && !launch(&mut tasks, &mut candidates, &mut outstanding) {
                 return Err(StripeFailure::Unavailable);
             }
             tokio::select! {
                 joined = tasks.join_next() => {
                     let Some(joined) = joined else { continue };
                     let (node, started, result) = joined.expect("shard read task panicked");
+                    outstanding.retain(|&other| other != node);
                     let accepted = match result {
                         Ok((info, body)) => {
-                            self.record_latency(started.elapsed());
+                            let latency = started.elapsed();
+                            self.record_latency(latency);
+                            if hedge.is_none_or(|hedge| latency < hedge) {
+                                self.clear_slow(node);
+                            }
                             fetch.accept(node, info, body)
                         }
                         Err(error) => {
@@ -463,14 +524,14 @@ impl Client {
                         }
                     };
                     if !accepted {
-                        launch(&mut tasks, &mut candidates);
+                        launch(&mut tasks, &mut candidates, &mut outstanding);
                     }
                 }
                 () = &mut hedge_timer, if !hedged => {
                     hedged = true;
                     // One more request for every one still outstanding.
                     for _ in 0..tasks.len() {
-                        launch(&mut tasks, &mut candidates);
+                        launch(&mut tasks, &mut candidates, &mut outstanding);
                     }
                 }
             }
@@ -482,13 +543,18 @@ impl Client {
 struct StripeFetch<'a> {
     plan: &'a BlobPlan,
     entry: StripeEntry,
+    /// The writer's shard checksums of this stripe (none in version-1 manifests).
+    expected_crcs: Option<&'a [u32]>,
+    /// [`crate::ClientConfig::verify_stripe_ids`].
+    verify_stripe_ids: bool,
     /// K (1 for whole-stripe layouts).
     needed: usize,
     shards: Vec<Option<Bytes>>,
 }
 
 impl<'a> StripeFetch<'a> {
-    fn new(plan: &'a BlobPlan, entry: StripeEntry) -> Self {
+    fn new(plan: &'a BlobPlan, index: u64, verify_stripe_ids: bool) -> Self {
+        let entry = plan.manifest.stripes[index as usize];
         let durability = plan.manifest.durability;
         let slots = match durability {
             Durability::ErasureCoded { .. } => durability.width(),
@@ -497,6 +563,8 @@ impl<'a> StripeFetch<'a> {
         Self {
             plan,
             entry,
+            expected_crcs: plan.manifest.shard_crcs_of(index as usize),
+            verify_stripe_ids,
             needed: durability.shards_needed(),
             shards: vec![None; slots],
         }
@@ -532,10 +600,16 @@ impl<'a> StripeFetch<'a> {
             None => self.entry.stripe_bytes,
         };
         let index = shard_index(&info.layout);
+        // The writer's checksum of this very shard: the node's bytes already matched the
+        // checksum the node sent (frame and shard CRC32C); this ties them to the writer's.
+        let writers_crc = self
+            .expected_crcs
+            .map(|crcs| crcs[index.min(crcs.len() - 1)]);
         let fits = expected_layout
             && info.stripe_bytes == self.entry.stripe_bytes
             && info.shard_bytes == expected_bytes
-            && index < self.shards.len();
+            && index < self.shards.len()
+            && writers_crc.is_none_or(|crc| crc == info.shard_crc);
         if !fits {
             tracing::warn!(%node, stripe_id = %self.entry.stripe_id, ?info, "shard does not match the manifest");
             return false;
@@ -548,20 +622,24 @@ impl<'a> StripeFetch<'a> {
     }
 
     /// The stripe once enough shards are here (`Err`: it failed verification).
-    fn try_finish(&self) -> Option<Result<Bytes, String>> {
+    fn try_finish(&self) -> Option<Result<Pieces, String>> {
         let present = self.shards.iter().flatten().count();
         if present < self.needed {
             return None;
         }
         let stripe_bytes = self.entry.stripe_bytes as usize;
         let stripe = match &self.plan.codec {
-            None => self.shards[0].clone().expect("present"),
+            None => Pieces(vec![self.shards[0].clone().expect("present")]),
             Some(codec) => match decode(codec.as_ref(), &self.shards, stripe_bytes) {
                 Ok(stripe) => stripe,
                 Err(error) => return Some(Err(format!("decode: {error}"))),
             },
         };
-        if StripeId::of(&stripe) != self.entry.stripe_id {
+        // Every shard matched the writer's checksum; only bytes computed from parity (or
+        // read under a version-1 manifest, or when asked) need the stripe's BLAKE3 as well.
+        let rebuilt = self.shards[..self.needed].iter().any(Option::is_none);
+        let checked = self.expected_crcs.is_some() && !rebuilt && !self.verify_stripe_ids;
+        if !checked && stripe_id_of(&stripe) != self.entry.stripe_id {
             return Some(Err(format!(
                 "the stripe's BLAKE3 does not match {}",
                 self.entry.stripe_id
@@ -571,12 +649,21 @@ impl<'a> StripeFetch<'a> {
     }
 }
 
-/// Joins the K data shards, rebuilding missing ones from parity first.
+/// The stripe id of a stripe's pieces.
+fn stripe_id_of(stripe: &Pieces) -> StripeId {
+    let mut hasher = blake3::Hasher::new();
+    for piece in &stripe.0 {
+        hasher.update(piece);
+    }
+    StripeId::from_bytes(*hasher.finalize().as_bytes())
+}
+
+/// The K data shards as the stripe's pieces, rebuilding missing ones from parity first.
 fn decode(
     codec: &dyn ErasureCodec,
     shards: &[Option<Bytes>],
     stripe_bytes: usize,
-) -> Result<Bytes, nabu_core::ec::EcError> {
+) -> Result<Pieces, nabu_core::ec::EcError> {
     let data_shards = codec.data_shards();
     let shard_len = shard_bytes(stripe_bytes, data_shards);
     let mut rebuilt: Vec<(usize, AlignedBuf)> = (0..data_shards)
@@ -596,16 +683,23 @@ fn decode(
         }
         codec.decode(&mut slots)?;
     }
-    let mut rebuilt_iter = rebuilt.iter();
-    let data: Vec<&[u8]> = (0..data_shards)
-        .map(|index| match &shards[index] {
-            Some(bytes) => &bytes[..],
-            None => &rebuilt_iter.next().expect("rebuilt in order").1[..],
-        })
-        .collect();
-    let mut out = Vec::with_capacity(stripe_bytes);
-    join_stripe(&data, stripe_bytes, &mut out);
-    Ok(Bytes::from(out))
+    let mut rebuilt = rebuilt.into_iter();
+    let mut remaining = stripe_bytes;
+    let mut pieces = Vec::with_capacity(data_shards);
+    for shard in &shards[..data_shards] {
+        if remaining == 0 {
+            break;
+        }
+        let bytes = match shard {
+            Some(bytes) => bytes.clone(),
+            None => Bytes::from_owner(OwnedShard(rebuilt.next().expect("rebuilt in order").1)),
+        };
+        let take = remaining.min(bytes.len());
+        pieces.push(bytes.slice(..take));
+        remaining -= take;
+    }
+    assert_eq!(remaining, 0, "shards shorter than the stripe");
+    Ok(Pieces(pieces))
 }
 
 fn log_shard_failure(node: NodeId, stripe_id: StripeId, error: &ClientError) {
@@ -628,4 +722,25 @@ fn clamp_range(range: Range<u64>, size: u64) -> Result<Range<u64>> {
         )));
     }
     Ok(range.start..range.end.min(size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_slice_across_shard_boundaries() {
+        let pieces = Pieces(vec![
+            Bytes::from_static(b"abcd"),
+            Bytes::from_static(b"efgh"),
+            Bytes::from_static(b"ij"),
+        ]);
+        assert_eq!(pieces.len(), 10);
+        let joined = |from, to| pieces.slice(from, to).concat();
+        assert_eq!(joined(0, 10), b"abcdefghij");
+        assert_eq!(joined(3, 9), b"defghi");
+        assert_eq!(joined(4, 8), b"efgh");
+        assert_eq!(pieces.slice(4, 8).len(), 1, "one whole piece, no copy");
+        assert!(pieces.slice(5, 5).is_empty());
+    }
 }

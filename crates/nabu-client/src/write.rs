@@ -21,6 +21,7 @@
 //! changes nothing visible.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use nabu_core::aligned::AlignedBuf;
@@ -93,6 +94,8 @@ pub struct PutOptions {
 pub(crate) struct StripeWritten {
     pub(crate) index: u64,
     pub(crate) entry: StripeEntry,
+    /// The CRC32C of each shard (one for whole-stripe copies), for the manifest.
+    pub(crate) shard_crcs: Vec<u32>,
     pub(crate) written: usize,
     pub(crate) missing: Vec<u8>,
 }
@@ -211,6 +214,7 @@ impl Client {
         })?;
         let policy = self.namespace_policy(namespace).await?;
         self.check_durability(policy)?;
+        let started = Instant::now();
         let stripe_bytes = self.inner.config.stripe_bytes;
         let first = source.next_stripe(stripe_bytes).await?;
         let layout = if options.keep_policy_layout {
@@ -250,6 +254,16 @@ impl Client {
         }
         written.sort_by_key(|stripe| stripe.index);
         let blob_id = BlobId::from_bytes(*hasher.finalize().as_bytes());
+        // Garbage collection spares stripes written within its grace period, which is at
+        // least twice this: a PUT slower than it must not make its stripes reachable.
+        let deadline = self.inner.config.put_deadline;
+        if started.elapsed() > deadline {
+            return Err(ClientError::InvalidArgument(format!(
+                "put of {what} took {:?}, longer than put_deadline ({deadline:?}); nothing \
+                 became visible: retry it, or raise put_deadline (and the collector's grace)",
+                started.elapsed()
+            )));
+        }
         self.commit(
             namespace,
             key,
@@ -316,6 +330,15 @@ impl Client {
             stripe_bytes: self.inner.config.stripe_bytes as u64,
             created_hlc: self.inner.hlc.now(),
             stripes: written.iter().map(|stripe| stripe.entry).collect(),
+            // All stripes' checksums, or none (a composed blob with a version-1 part).
+            shard_crcs: if written.iter().all(|stripe| !stripe.shard_crcs.is_empty()) {
+                written
+                    .iter()
+                    .flat_map(|stripe| stripe.shard_crcs.iter().copied())
+                    .collect()
+            } else {
+                Vec::new()
+            },
             metadata: metadata.clone(),
         };
         let value = manifest.encode().map_err(|source| ClientError::Format {
@@ -420,12 +443,20 @@ impl Client {
                 "stripe written without some shards; they are recorded for repair"
             );
         }
+        let crc_width = match layout {
+            Durability::ErasureCoded { .. } => width,
+            _ => 1, // copies are identical
+        };
         Ok(StripeWritten {
             index,
             entry: StripeEntry {
                 stripe_id,
                 stripe_bytes: stripe.len() as u64,
             },
+            shard_crcs: infos[..crc_width]
+                .iter()
+                .map(|info| info.shard_crc)
+                .collect(),
             written: durable,
             missing,
         })

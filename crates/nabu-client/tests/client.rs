@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,9 +14,10 @@ use nabu_client::{
 use nabu_core::id::{BlobId, StripeId};
 use nabu_core::policy::Durability;
 use nabu_core::ring::NodeId;
-use nabu_node::{Listeners, MemberConfig, NodeConfig};
+use nabu_node::{Listeners, MemberConfig, NodeBuilder, NodeConfig};
 use nabu_proto::ops::ShardLayout;
 use nabu_proto::{ClusterToken, ErrorCode};
+use nabu_store::{Disk, FaultDisk};
 use rand::{RngCore, SeedableRng, rngs::StdRng};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -42,6 +44,12 @@ struct TestCluster {
 
 impl TestCluster {
     async fn start(count: u32) -> Self {
+        Self::start_with_disks(count, BTreeMap::new()).await
+    }
+
+    /// Starts `count` nodes; node `id` of `disks` stores on that disk instead of the real
+    /// filesystem (a `FaultDisk`, to fill it or fail it).
+    async fn start_with_disks(count: u32, disks: BTreeMap<u32, Arc<dyn Disk>>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         // A fresh token per cluster: tests run in parallel, and a port freed by a stopped node
         // may be bound by another test's node; with a shared token a hint replay (or any
@@ -51,7 +59,9 @@ impl TestCluster {
         let token = ClusterToken::new(&secret).expect("token");
         let mut listeners = Vec::new();
         for id in 1..=count {
+            let socket = dir.path().join(format!("node-{id}.sock"));
             let bound = Listeners::bind_loopback().await.expect("bind");
+            let bound = bound.with_data_socket(&socket).expect("bind socket");
             let addrs = bound.addrs().expect("addrs");
             listeners.push((id, bound, addrs));
         }
@@ -71,9 +81,13 @@ impl TestCluster {
             config.data_addr = addrs.data;
             config.peer_addr = addrs.peer;
             config.http_addr = addrs.http;
+            config.data_socket = Some(dir.path().join(format!("node-{id}.sock")));
             config.shutdown_grace_ms = 1_000;
             config.hint_replay_interval_ms = 200;
-            let (stop, task) = spawn_node(config.clone(), bound);
+            let (stop, task) = match disks.get(&id) {
+                Some(disk) => spawn_node_on(config.clone(), bound, Arc::clone(disk)),
+                None => spawn_node(config.clone(), bound),
+            };
             nodes.push(TestNode {
                 id,
                 data_dir,
@@ -139,6 +153,20 @@ fn spawn_node(
         stop,
         tokio::spawn(nabu_node::run(config, listeners, shutdown)),
     )
+}
+
+/// [`spawn_node`] over a given disk.
+fn spawn_node_on(
+    config: NodeConfig,
+    listeners: Listeners,
+    disk: Arc<dyn Disk>,
+) -> (oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    let node = NodeBuilder::new(config).disk(disk);
+    (stop, tokio::spawn(node.run(listeners, shutdown)))
 }
 
 impl Drop for TestCluster {
@@ -685,7 +713,7 @@ async fn namespaces_are_stored_in_the_cluster_and_streams_are_bounded() {
 /// accepted requests and then stopped answering, like one paused by SIGSTOP).
 async fn stalling_proxy(
     target: std::net::SocketAddr,
-    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
 ) -> std::net::SocketAddr {
     use std::sync::atomic::Ordering;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -721,7 +749,7 @@ async fn stalling_proxy(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_node_is_hedged_around() {
     let cluster = TestCluster::start(6).await;
-    let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut members = cluster.members.clone();
     let Endpoint::Tcp(target) = &members[0].data_addr else {
         panic!("tcp members");
@@ -746,6 +774,40 @@ async fn a_stalled_node_is_hedged_around() {
     assert_same(&got, &bytes, "hedged");
     // Without hedging the read would wait for the 20 s request timeout.
     assert!(took < Duration::from_secs(8), "hedged read took {took:?}");
+    stalled.store(false, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_ask_a_node_they_hedged_around_last() {
+    let cluster = TestCluster::start(6).await;
+    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut members = cluster.members.clone();
+    let Endpoint::Tcp(target) = &members[0].data_addr else {
+        panic!("tcp members");
+    };
+    let target = target.parse().expect("socket address");
+    members[0].data_addr = Endpoint::from(stalling_proxy(target, stalled.clone()).await);
+    // A hedge delay far longer than a read here: a read that waits for it shows.
+    let hedge = Duration::from_secs(3);
+    let config = ClientConfig {
+        request_timeout: Duration::from_secs(60),
+        hedge: nabu_client::Hedge::Fixed(hedge),
+        ..ClientConfig::default()
+    };
+    let client =
+        Client::new(ClusterMap::new(cluster.token.clone(), members), config).expect("client");
+    // 20 stripes: node 1 holds data shards of most of them.
+    let bytes = random_bytes(61, 80 * MIB);
+    client.put(NS, b"slow", bytes.clone()).await.expect("put");
+    stalled.store(true, std::sync::atomic::Ordering::Relaxed);
+    let first = client.get(NS, b"slow").await.expect("first get");
+    assert_same(&first, &bytes, "first");
+    // Node 1 is still stalled, but reads now start with the other nodes: no hedge waits.
+    let started = std::time::Instant::now();
+    let second = client.get(NS, b"slow").await.expect("second get");
+    let took = started.elapsed();
+    assert_same(&second, &bytes, "second");
+    assert!(took < hedge, "the second read waited for a hedge: {took:?}");
     stalled.store(false, std::sync::atomic::Ordering::Relaxed);
 }
 
@@ -822,5 +884,190 @@ async fn replicas_3_survive_two_lost_nodes_and_none_reports_lost_stripes() {
     }
 }
 
+#[path = "client/gc.rs"]
+mod gc;
 #[path = "client/repair.rs"]
 mod repair;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_plane_is_served_on_a_unix_socket_too() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let cluster = TestCluster::start(6).await;
+    let members: Vec<MemberAddr> = cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            let socket = node.config.data_socket.clone().expect("socket");
+            MemberAddr::new(node.id, "default", Endpoint::Unix(socket))
+        })
+        .collect();
+    let map = ClusterMap::new(cluster.token.clone(), members);
+    let client = Client::new(map, ClientConfig::default()).expect("client");
+    let bytes = random_bytes(50, 9 * MIB);
+    client
+        .put(NS, b"unix", bytes.clone())
+        .await
+        .expect("put over unix sockets");
+    assert_same(
+        &client.get(NS, b"unix").await.expect("get"),
+        &bytes,
+        "over unix",
+    );
+    // The TCP client sees the same object.
+    let tcp = cluster.client();
+    assert_same(
+        &tcp.get(NS, b"unix").await.expect("get over tcp"),
+        &bytes,
+        "over tcp",
+    );
+
+    // Garbage and no token on the socket: an error or a closed connection, never a crash.
+    let socket = cluster.nodes[0].config.data_socket.clone().expect("socket");
+    let mut stream = tokio::net::UnixStream::connect(&socket)
+        .await
+        .expect("connect");
+    stream.write_all(&[0x5a; 4096]).await.expect("send garbage");
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply)).await;
+    drop(stream);
+    assert_same(
+        &client.get(NS, b"unix").await.expect("get after garbage"),
+        &bytes,
+        "after",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disks_hand_shards_off_or_fail_clearly_and_reads_go_on() {
+    let disks: BTreeMap<u32, Arc<FaultDisk>> = (1..=8).map(|id| (id, FaultDisk::new())).collect();
+    let as_disks = disks
+        .iter()
+        .map(|(&id, disk)| (id, Arc::clone(disk) as Arc<dyn Disk>))
+        .collect();
+    let cluster = TestCluster::start_with_disks(8, as_disks).await;
+    let client = cluster.client();
+    let before = random_bytes(60, 9 * MIB);
+    client
+        .put(NS, b"before", before.clone())
+        .await
+        .expect("put before");
+
+    // Node 3's disk is full: its shards go to other nodes, still one per node.
+    disks[&3].set_space_left(Some(0));
+    let handed = random_bytes(61, 9 * MIB);
+    let receipt = client
+        .put(NS, b"handed", handed.clone())
+        .await
+        .expect("put with a full node");
+    assert_eq!(receipt.shards_missing, 0, "{receipt:?}");
+    let manifest = client
+        .read_manifest(NS, receipt.blob_id)
+        .await
+        .expect("manifest");
+    for stripe in &manifest.stripes {
+        let holders = shard_holders(&cluster, &client, stripe.stripe_id).await;
+        let nodes: BTreeSet<NodeId> = holders.iter().map(|(node, _)| *node).collect();
+        assert_eq!(
+            nodes.len(),
+            6,
+            "six shards on six distinct nodes: {holders:?}"
+        );
+        assert!(
+            !nodes.contains(&NodeId(3)),
+            "nothing lands on the full node: {holders:?}"
+        );
+    }
+
+    // Four full disks leave too few nodes for K+1 shards of some stripe: a clear error, and
+    // nothing of the object is visible.
+    for id in [1, 2, 4] {
+        disks[&id].set_space_left(Some(0));
+    }
+    let refused = random_bytes(62, 9 * MIB);
+    let error = client
+        .put(NS, b"refused", refused.clone())
+        .await
+        .expect_err("too many full disks");
+    assert!(
+        matches!(error, ClientError::NotDurable { .. }),
+        "a durability error, not {error:?}"
+    );
+    assert!(matches!(
+        client.stat(NS, b"refused").await,
+        Err(ClientError::NotFound(_))
+    ));
+    // Reads go on, from full nodes too.
+    assert_same(
+        &client.get(NS, b"before").await.expect("before"),
+        &before,
+        "before",
+    );
+    assert_same(
+        &client.get(NS, b"handed").await.expect("handed"),
+        &handed,
+        "handed",
+    );
+
+    // Space comes back: writes succeed again.
+    for disk in disks.values() {
+        disk.set_space_left(None);
+    }
+    client
+        .put(NS, b"refused", refused.clone())
+        .await
+        .expect("put after space returned");
+    assert_same(
+        &client.get(NS, b"refused").await.expect("get"),
+        &refused,
+        "after",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_serving_a_consistent_but_wrong_shard_is_caught_by_the_writers_checksum() {
+    let cluster = TestCluster::start(6).await;
+    let client = cluster.client();
+    let bytes = random_bytes(70, 4 * MIB);
+    let receipt = client.put(NS, b"k", bytes.clone()).await.expect("put");
+    let manifest = client
+        .read_manifest(NS, receipt.blob_id)
+        .await
+        .expect("manifest");
+    let stripe_id = manifest.stripes[0].stripe_id;
+    let holders = shard_holders(&cluster, &client, stripe_id).await;
+    let &(node, index) = holders
+        .iter()
+        .find(|(_, index)| *index == 0)
+        .expect("data shard 0");
+    // The node now holds other bytes under this stripe, with a checksum that matches them:
+    // everything the node can check passes; only the writer's checksum tells.
+    let (info, body) = client
+        .pool()
+        .shard_get(node, stripe_id)
+        .await
+        .expect("read");
+    let mut wrong = body.to_vec();
+    wrong[0] ^= 0xff;
+    let wrong_info = nabu_proto::ops::ShardInfo {
+        shard_crc: crc32c::crc32c(&wrong),
+        ..info
+    };
+    let delete = nabu_proto::ops::ShardDelete { stripe_id };
+    client
+        .pool()
+        .call(node, &delete, Bytes::new())
+        .await
+        .expect("delete");
+    client
+        .pool()
+        .shard_put(node, stripe_id, wrong_info, Bytes::from(wrong))
+        .await
+        .expect("plant");
+    assert_eq!(index, 0);
+    assert_same(
+        &client.get(NS, b"k").await.expect("get"),
+        &bytes,
+        "read around",
+    );
+}

@@ -42,6 +42,9 @@ use nabu_proto::{ClusterToken, Limits};
 use nabu_store::{DirectIo, StoreConfig};
 use serde::{Deserialize, Serialize};
 
+/// The longest `data_socket` path (a Unix socket address holds 108 bytes, NUL included).
+pub const DATA_SOCKET_PATH_BYTES_MAX: usize = 100;
+
 /// Why a config was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -86,6 +89,10 @@ pub struct NodeConfig {
     /// The management HTTP listener (`/healthz`, `/readyz`, `/metrics`, `/api/v1/cluster`).
     /// Default `127.0.0.1:7402`.
     pub http_addr: SocketAddr,
+    /// A Unix socket path where the data plane is served too, for clients on the same host
+    /// (the same protocol and token; no TCP stack in the way). A stale socket file is
+    /// replaced at start-up and removed at shutdown. At most 100 bytes. Default: none.
+    pub data_socket: Option<PathBuf>,
     /// The S3-compatible API listener, served by the `nabu` binary's gateway (`nabu-s3`)
     /// in the same process, with the static member list as its cluster map. Absent (the
     /// default): no S3 listener. `nabu up` gives every node one.
@@ -140,6 +147,10 @@ pub struct NodeConfig {
     /// Hints this node keeps at most; a HINT_PUT beyond it is answered BUSY (the writer's
     /// receipt still names the shard). Default 1,000,000 (a few tens of MiB of memory).
     pub hints_max: u32,
+    /// Recent write times kept for garbage collection (an entry of about 50 bytes per shard
+    /// or manifest written within the collector's grace period). When full the table is
+    /// cleared and sweeps drop nothing for one grace period. Default 1,000,000.
+    pub gc_touch_entries_max: u32,
     /// The chunk store's options.
     pub store: StoreOptions,
 }
@@ -224,6 +235,7 @@ impl Default for NodeConfig {
             data_addr: loopback(7400),
             peer_addr: loopback(7401),
             http_addr: loopback(7402),
+            data_socket: None,
             s3_addr: None,
             cluster_token: String::new(),
             members: Vec::new(),
@@ -244,6 +256,7 @@ impl Default for NodeConfig {
             hint_replay_concurrency: 2,
             hint_replay_bytes_per_s: 64 << 20,
             hints_max: 1_000_000,
+            gc_touch_entries_max: 1_000_000,
             store: StoreOptions::default(),
         }
     }
@@ -331,6 +344,15 @@ impl NodeConfig {
                 "cluster_token: {error} (nabu up generates one; it is hex, 16..=256 bytes)"
             ));
         }
+        if let Some(path) = &self.data_socket
+            && path.as_os_str().len() > DATA_SOCKET_PATH_BYTES_MAX
+        {
+            return fail(format!(
+                "data_socket {} is longer than {DATA_SOCKET_PATH_BYTES_MAX} bytes (the limit \
+                 of a Unix socket address); choose a shorter path",
+                path.display()
+            ));
+        }
         self.validate_durations()?;
         self.validate_limits()?;
         self.validate_members()?;
@@ -354,6 +376,7 @@ impl NodeConfig {
             ),
             ("hint_replay_bytes_per_s", self.hint_replay_bytes_per_s),
             ("hints_max", u64::from(self.hints_max)),
+            ("gc_touch_entries_max", u64::from(self.gc_touch_entries_max)),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::Invalid(format!("{name} must be positive")));

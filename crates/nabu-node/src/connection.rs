@@ -26,9 +26,7 @@ use nabu_proto::{
     InflightRequests, Op, ProtoError, Request, authenticate, header::HEADER_BYTES,
     limits::HELLO_META_BYTES_MAX,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, sleep_until, timeout};
@@ -99,11 +97,16 @@ struct Pending {
     budget: Option<OwnedSemaphorePermit>,
 }
 
+/// The read half of a connection's stream (TCP or Unix socket).
+pub type ReadHalf = Box<dyn AsyncRead + Unpin + Send + Sync>;
+/// The write half of a connection's stream.
+pub type WriteHalf = Box<dyn AsyncWrite + Unpin + Send + Sync>;
+
 /// The state of one connection (reader side).
 struct Connection {
     node: Arc<Node>,
     plane: Plane,
-    reader: OwnedReadHalf,
+    reader: ReadHalf,
     buffer: BytesMut,
     decoder: FrameDecoder,
     authenticated: bool,
@@ -121,14 +124,12 @@ struct Connection {
 pub async fn serve(
     node: Arc<Node>,
     plane: Plane,
-    stream: TcpStream,
+    (reader, writer): (ReadHalf, WriteHalf),
     shutdown: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
     let _open = GaugeHold::new(Arc::clone(&node), plane, |metrics, plane| {
         &metrics.plane(plane).connections_open
     });
-    let (reader, writer) = stream.into_split();
     let (responses, queue) = mpsc::channel(RESPONSE_QUEUE_FRAMES_MAX);
     let writer =
         tokio::spawn(write_frames(Arc::clone(&node), plane, writer, queue).in_current_span());
@@ -196,7 +197,7 @@ impl Connection {
     /// Reads more bytes: before HELLO no further than the largest HELLO frame, so an
     /// unauthenticated peer can make the node buffer at most that.
     async fn read_more(
-        reader: &mut OwnedReadHalf,
+        reader: &mut ReadHalf,
         buffer: &mut BytesMut,
         decoder: &FrameDecoder,
         authenticated: bool,
@@ -617,7 +618,7 @@ async fn send_reply(
 /// After a fatal error (the writer has sent the ERROR frame and closed its side), reads and
 /// drops what the peer still sends for a moment: closing a socket with unread bytes makes
 /// the kernel send a reset, which can destroy the ERROR frame before the peer reads it.
-async fn linger(reader: &mut OwnedReadHalf) {
+async fn linger(reader: &mut ReadHalf) {
     let mut sink = vec![0u8; 16 << 10];
     let mut drained = 0;
     let _ = timeout(LINGER, async {
@@ -636,7 +637,7 @@ async fn linger(reader: &mut OwnedReadHalf) {
 async fn write_frames(
     node: Arc<Node>,
     plane: Plane,
-    writer: OwnedWriteHalf,
+    writer: WriteHalf,
     mut queue: mpsc::Receiver<Frame>,
 ) {
     let stall = node.limits.frame_timeout;

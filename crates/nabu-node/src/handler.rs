@@ -9,6 +9,10 @@ use nabu_proto::ops::{
     HintPutReply, MetaDeleteReply, MetaGetReply, MetaListReply, MetaPutReply, NodeStatusReply,
     PingReply, ShardDeleteReply, ShardGetReply, ShardPutReply, ShardStatReply, encode_list_entries,
 };
+use nabu_proto::ops::{
+    MetaNamespacesReply, ShardListReply, SweepRun, decode_sweep_body, encode_namespaces,
+    encode_stripe_ids,
+};
 use nabu_proto::{ErrorCode, ErrorFrame, Flags, Frame, FrameKind, ProtoError, Request, Response};
 
 use crate::node::Node;
@@ -51,6 +55,9 @@ pub struct Reply {
     pub meta: Response,
     /// The response body (its length is what `meta` declares).
     pub body: Bytes,
+    /// The body's CRC32C when already known (a whole stored shard), so framing the reply
+    /// does not read the body again.
+    pub body_crc: Option<u32>,
 }
 
 impl Reply {
@@ -58,6 +65,7 @@ impl Reply {
         Self {
             meta,
             body: Bytes::new(),
+            body_crc: None,
         }
     }
 }
@@ -76,7 +84,8 @@ pub async fn execute(node: &Arc<Node>, request: Request, body: Bytes) -> Result<
         }
         Request::ShardPut(put) => {
             let outcome = blocking(node, move |node| {
-                node.shards.put(&put.stripe_id, &put.shard, &body)
+                node.shards
+                    .put(&put.stripe_id, &put.shard, &body, &node.touches)
             })
             .await?;
             Ok(Reply::bodiless(Response::ShardPut(ShardPutReply {
@@ -86,6 +95,7 @@ pub async fn execute(node: &Arc<Node>, request: Request, body: Bytes) -> Result<
         Request::ShardGet(get) => {
             let read =
                 blocking(node, move |node| node.shards.get(&get.stripe_id, get.range)).await?;
+            let whole = read.offset == 0 && read.body.len() as u64 == read.info.shard_bytes;
             let meta = Response::ShardGet(ShardGetReply {
                 shard: read.info,
                 offset: read.offset,
@@ -94,6 +104,7 @@ pub async fn execute(node: &Arc<Node>, request: Request, body: Bytes) -> Result<
             Ok(Reply {
                 meta,
                 body: read.body,
+                body_crc: whole.then_some(read.info.shard_crc),
             })
         }
         Request::ShardDelete(delete) => {
@@ -107,6 +118,35 @@ pub async fn execute(node: &Arc<Node>, request: Request, body: Bytes) -> Result<
             Ok(Reply::bodiless(Response::ShardStat(ShardStatReply {
                 shard,
             })))
+        }
+        Request::ShardList(list) => {
+            let (ids, more) = blocking(node, move |node| {
+                crate::gc::list_shards(node, list.after, list.limit)
+            })
+            .await?;
+            let meta = Response::ShardList(ShardListReply {
+                stripes: ids.len() as u32,
+                more,
+            });
+            Ok(Reply {
+                meta,
+                body: Bytes::from(encode_stripe_ids(&ids)),
+                body_crc: None,
+            })
+        }
+        Request::GcSweep(sweep) => {
+            let (shards, manifests) =
+                decode_sweep_body(&sweep, &body).map_err(|error| OpError::from(&error))?;
+            let run = SweepRun {
+                grace_ms: sweep.grace_ms,
+                run_id: sweep.run_id,
+                last: sweep.last,
+            };
+            let reply = blocking(node, move |node| {
+                crate::gc::sweep(node, run, &shards, &manifests)
+            })
+            .await?;
+            Ok(Reply::bodiless(Response::GcSweep(reply)))
         }
         Request::HintPut(put) => {
             let pending = blocking(node, move |node| crate::hints::put_hint(node, &put)).await?;
@@ -123,7 +163,8 @@ async fn execute_meta(node: &Arc<Node>, request: Request, body: Bytes) -> Result
         Request::MetaPut(put) => {
             let address = MetaAddress::new(put.table, &put.namespace, &put.key);
             let applied = blocking(node, move |node| {
-                node.meta.put(address, put.hlc_timestamp, &body)
+                node.meta
+                    .put(address, put.hlc_timestamp, &body, &node.touches)
             })
             .await?;
             Ok(Reply::bodiless(Response::MetaPut(MetaPutReply { applied })))
@@ -139,6 +180,7 @@ async fn execute_meta(node: &Arc<Node>, request: Request, body: Bytes) -> Result
             Ok(Reply {
                 meta,
                 body: read.value,
+                body_crc: None,
             })
         }
         Request::MetaDelete(delete) => {
@@ -169,6 +211,21 @@ async fn execute_meta(node: &Arc<Node>, request: Request, body: Bytes) -> Result
             Ok(Reply {
                 meta,
                 body: Bytes::from(body),
+                body_crc: None,
+            })
+        }
+        Request::MetaNamespaces(list) => {
+            let (namespaces, more) = node.meta.namespaces(&list.after, list.limit);
+            let body = encode_namespaces(&namespaces).map_err(|error| OpError::from(&error))?;
+            let meta = Response::MetaNamespaces(MetaNamespacesReply {
+                namespaces: namespaces.len() as u32,
+                more,
+                body_bytes: body.len() as u64,
+            });
+            Ok(Reply {
+                meta,
+                body: Bytes::from(body),
+                body_crc: None,
             })
         }
         other => Err(OpError::new(
@@ -215,14 +272,20 @@ pub fn reply_frames(
         let slice = body.slice(start..(start + chunk).min(body.len()));
         let more = piece + 1 < pieces;
         let frame = if piece == 0 {
-            Frame::new(
-                FrameKind::Response,
-                op.code(),
-                request_id,
-                Flags::more_if(more),
-                Bytes::from(std::mem::take(&mut meta)),
-                slice,
-            )?
+            let meta = Bytes::from(std::mem::take(&mut meta));
+            let (flags, code) = (Flags::more_if(more), op.code());
+            match reply.body_crc {
+                Some(crc) if pieces == 1 => Frame::with_body_crc(
+                    FrameKind::Response,
+                    code,
+                    request_id,
+                    flags,
+                    meta,
+                    slice,
+                    crc,
+                )?,
+                _ => Frame::new(FrameKind::Response, code, request_id, flags, meta, slice)?,
+            }
         } else {
             Frame::data(op, request_id, slice, more)?
         };
@@ -244,6 +307,7 @@ mod tests {
                 value_bytes: 10,
             }),
             body: Bytes::from_static(b"0123456789"),
+            body_crc: Some(crc32c::crc32c(b"0123456789")),
         };
         let frames = reply_frames(7, &reply, 4).unwrap();
         let bodies: Vec<&[u8]> = frames.iter().map(|f| &f.body()[..]).collect();
@@ -252,6 +316,10 @@ mod tests {
         assert!(frames[0].header().more() && frames[1].header().more());
         assert!(!frames[2].header().more());
         assert_eq!(frames[2].header().kind(), FrameKind::Data);
+        // In one piece, the known checksum goes out as is, and it is the body's.
+        let whole = reply_frames(7, &reply, 64).unwrap();
+        assert_eq!(whole.len(), 1);
+        assert_eq!(whole[0].header().body_crc(), crc32c::crc32c(b"0123456789"));
         let empty = Reply::bodiless(Response::Ping(PingReply));
         assert_eq!(reply_frames(1, &empty, 4).unwrap().len(), 1);
     }

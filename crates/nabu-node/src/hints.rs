@@ -122,6 +122,20 @@ impl Hints {
             .collect()
     }
 
+    /// The hints kept for `stripe_id` (any home).
+    pub fn of_stripe(&self, stripe_id: &StripeId) -> Vec<Hint> {
+        self.table()
+            .iter()
+            .filter(|((id, _), _)| id == stripe_id)
+            .map(|(&(stripe_id, home), &(kind, shard))| Hint {
+                stripe_id,
+                home,
+                kind,
+                shard,
+            })
+            .collect()
+    }
+
     /// How many hints are kept.
     pub fn len(&self) -> usize {
         self.table().len()

@@ -23,6 +23,7 @@
 
 mod config;
 mod connection;
+mod gc;
 mod handler;
 mod hints;
 mod http;
@@ -39,15 +40,16 @@ mod shards;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use nabu_store::{Disk, RealDisk};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 
 pub use config::{
-    ConfigError, DirectIoOption, MemberConfig, NodeConfig, REQUEST_BODY_BYTES_MAX_DEFAULT,
-    StoreOptions,
+    ConfigError, DATA_SOCKET_PATH_BYTES_MAX, DirectIoOption, MemberConfig, NodeConfig,
+    REQUEST_BODY_BYTES_MAX_DEFAULT, StoreOptions,
 };
 pub use connection::RESPONSE_QUEUE_FRAMES_MAX;
 pub use http::{ClusterView, DirView, MemberView, StoreView};
@@ -62,6 +64,8 @@ pub struct Listeners {
     pub peer: TcpListener,
     /// The management HTTP plane.
     pub http: TcpListener,
+    /// The data plane on a Unix socket, if configured, and its path (removed at shutdown).
+    pub data_unix: Option<(UnixListener, PathBuf)>,
 }
 
 /// The addresses the three listeners are bound to.
@@ -76,9 +80,42 @@ pub struct ListenerAddrs {
 }
 
 impl Listeners {
-    /// Binds the addresses of `config`.
+    /// Binds the addresses of `config` (and its `data_socket`).
     pub async fn bind(config: &NodeConfig) -> io::Result<Self> {
-        Self::bind_addrs(config.data_addr, config.peer_addr, config.http_addr).await
+        let listeners = Self::bind_addrs(config.data_addr, config.peer_addr, config.http_addr);
+        let mut listeners = listeners.await?;
+        if let Some(path) = &config.data_socket {
+            listeners = listeners.with_data_socket(path)?;
+        }
+        Ok(listeners)
+    }
+
+    /// Serves the data plane on a Unix socket at `path` too, replacing a stale socket file
+    /// (a file there that is not a socket is an error, never removed).
+    pub fn with_data_socket(mut self, path: &Path) -> io::Result<Self> {
+        use std::os::unix::fs::FileTypeExt;
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "data_socket {}: a file that is not a socket is there",
+                        path.display()
+                    ),
+                ));
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+        let listener = UnixListener::bind(path).map_err(|error| {
+            io::Error::new(
+                error.kind(),
+                format!("bind data_socket {}: {error}", path.display()),
+            )
+        })?;
+        self.data_unix = Some((listener, path.to_owned()));
+        Ok(self)
     }
 
     /// Binds three fresh ports on 127.0.0.1 (port 0): for tests.
@@ -97,6 +134,7 @@ impl Listeners {
             data: bind(data, "data plane").await?,
             peer: bind(peer, "peer plane").await?,
             http: bind(http, "http").await?,
+            data_unix: None,
         })
     }
 

@@ -23,6 +23,7 @@ use nabu_proto::ErrorCode;
 use nabu_proto::ops::{ListEntry, MetaTable};
 use nabu_store::Store;
 
+use crate::gc::{Swept, Touches, Verdict, manifest_item};
 use crate::handler::OpError;
 use crate::records::{MetaAddress, MetaKey, classify_meta_key, decode_meta, encode_meta};
 
@@ -125,8 +126,34 @@ impl MetaStore {
         address: MetaAddress,
         hlc_timestamp: u64,
         value: &[u8],
+        touches: &Touches,
     ) -> Result<bool, OpError> {
+        // Before the write, under no lock: a collector must not sweep a manifest a PUT is
+        // (re)writing, even when the stored copy wins.
+        touches.touch(manifest_item(&address));
         self.write(address, hlc_timestamp, false, value)
+    }
+
+    /// Drops the record at `address` outright (no tombstone) if `judge` (asked under the
+    /// address's lock) says so: GC_SWEEP of manifests, which are immutable and
+    /// content-addressed (a later PUT of the same blob writes the same stripes again).
+    pub fn remove_if(
+        &self,
+        address: &MetaAddress,
+        judge: impl FnOnce(&[u8; 32]) -> Verdict,
+    ) -> Result<Swept, OpError> {
+        let _guard = self.lock(address);
+        if !self.index().contains_key(address) {
+            return Ok(Swept::Absent);
+        }
+        let key = address.store_key();
+        let bytes = self.store.record_bytes(&key)?.unwrap_or(0);
+        let swept = Swept::of(judge(&manifest_item(address)), bytes);
+        if let Swept::Deleted(_) = swept {
+            self.store.delete(&key)?;
+            self.index().remove(address);
+        }
+        Ok(swept)
     }
 
     /// Writes a tombstone at `hlc_timestamp` unless a newer write is stored.
@@ -220,6 +247,35 @@ impl MetaStore {
         })
     }
 
+    /// One page of the namespaces holding any address (tombstones included) of either table,
+    /// after `after`, ascending; and whether more follow. Skips from one namespace to the next
+    /// through the ordered index, so a page costs `O(limit · log n)`.
+    pub fn namespaces(&self, after: &str, limit: u32) -> (Vec<String>, bool) {
+        let index = self.index();
+        let mut found = std::collections::BTreeSet::new();
+        for table in [MetaTable::KeyRecords, MetaTable::Manifests] {
+            let mut cursor = after.to_owned();
+            let mut lower = if after.is_empty() {
+                Bound::Included(MetaAddress::new(table, "", b""))
+            } else {
+                Bound::Excluded(MetaAddress::new(table, &cursor, &[0xff; 1025]))
+            };
+            while found.len() <= limit as usize {
+                let next = index
+                    .range((lower, Bound::Unbounded))
+                    .next()
+                    .filter(|(address, _)| address.table == table as u8);
+                let Some((address, _)) = next else { break };
+                cursor.clone_from(&address.namespace);
+                found.insert(cursor.clone());
+                // Every key of a namespace sorts before this bound (keys are ≤ 1,024 bytes).
+                lower = Bound::Excluded(MetaAddress::new(table, &cursor, &[0xff; 1025]));
+            }
+        }
+        let more = found.len() > limit as usize;
+        (found.into_iter().take(limit as usize).collect(), more)
+    }
+
     /// One page of `namespace` in `table`: keys starting with `prefix`, after `continuation`
     /// (exclusive; empty for the first page), at most `limit` of them.
     pub fn list(
@@ -271,6 +327,8 @@ impl MetaStore {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use nabu_store::{RealDisk, StoreConfig};
 
     use super::*;
@@ -284,6 +342,10 @@ mod tests {
         MetaStore::open(Arc::new(store)).unwrap()
     }
 
+    fn touches() -> Touches {
+        Touches::new(16)
+    }
+
     fn address(key: &str) -> MetaAddress {
         MetaAddress::new(MetaTable::KeyRecords, "ns", key.as_bytes())
     }
@@ -292,19 +354,19 @@ mod tests {
     fn last_writer_wins_and_tombstones_stop_older_puts() {
         let dir = tempfile::tempdir().unwrap();
         let meta = open(dir.path());
-        assert!(meta.put(address("k"), 10, b"ten").unwrap());
-        assert!(!meta.put(address("k"), 9, b"nine").unwrap());
+        assert!(meta.put(address("k"), 10, b"ten", &touches()).unwrap());
+        assert!(!meta.put(address("k"), 9, b"nine", &touches()).unwrap());
         assert!(
-            meta.put(address("k"), 10, b"ten").unwrap(),
+            meta.put(address("k"), 10, b"ten", &touches()).unwrap(),
             "a retry is applied"
         );
         assert!(
-            meta.put(address("k"), 10, b"zzz").unwrap(),
+            meta.put(address("k"), 10, b"zzz", &touches()).unwrap(),
             "the greater value wins a tie"
         );
-        assert!(!meta.put(address("k"), 10, b"aaa").unwrap());
+        assert!(!meta.put(address("k"), 10, b"aaa", &touches()).unwrap());
         assert!(meta.delete(address("k"), 11).unwrap());
-        assert!(!meta.put(address("k"), 10, b"late").unwrap());
+        assert!(!meta.put(address("k"), 10, b"late", &touches()).unwrap());
         let read = meta.get(&address("k")).unwrap();
         assert!(read.entry.deleted);
         assert_eq!(read.entry.hlc_timestamp, 11);
@@ -325,7 +387,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let meta = open(dir.path());
         for key in ["b/2", "a/1", "b/1", "b/3", "c"] {
-            meta.put(address(key), 1, key.as_bytes()).unwrap();
+            meta.put(address(key), 1, key.as_bytes(), &touches())
+                .unwrap();
         }
         meta.delete(address("b/2"), 2).unwrap();
         let page = meta.list(MetaTable::KeyRecords, "ns", b"b/", b"", 1, false);
@@ -357,5 +420,69 @@ mod tests {
                 .entries
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_manifest_goes_once_condemned_and_quiet_for_the_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = open(dir.path());
+        let touches = &Touches::new(16);
+        let manifest = MetaAddress::new(MetaTable::Manifests, "ns", &[7; 32]);
+        meta.put(manifest.clone(), 1, b"manifest", touches).unwrap();
+        let judge = |grace| move |item: &[u8; 32]| touches.judge(item, grace, 1);
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            meta.remove_if(&manifest, judge(hour)).unwrap(),
+            Swept::Recent
+        );
+        let now = Duration::ZERO;
+        assert_eq!(
+            meta.remove_if(&manifest, judge(now)).unwrap(),
+            Swept::Condemned
+        );
+        let swept = meta.remove_if(&manifest, judge(now)).unwrap();
+        assert!(
+            matches!(swept, Swept::Deleted(bytes) if bytes >= 8),
+            "{swept:?}"
+        );
+        assert_eq!(meta.get(&manifest).unwrap_err().code, ErrorCode::NOT_FOUND);
+        drop(meta);
+        let meta = open(dir.path());
+        let code = meta.get(&manifest).unwrap_err().code;
+        assert_eq!(code, ErrorCode::NOT_FOUND, "durably");
+        assert_eq!(
+            meta.remove_if(&manifest, judge(now)).unwrap(),
+            Swept::Absent
+        );
+    }
+
+    #[test]
+    fn namespaces_are_listed_once_each_across_both_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = open(dir.path());
+        let touches = touches();
+        for (table, namespace, key) in [
+            (MetaTable::KeyRecords, "b", &b"1"[..]),
+            (MetaTable::KeyRecords, "b", &[0xff; 1024][..]),
+            (MetaTable::KeyRecords, "d", b"1"),
+            (MetaTable::Manifests, "a", &[1; 32][..]),
+            (MetaTable::Manifests, "b", &[1; 32][..]),
+            (MetaTable::Manifests, "c", &[1; 32][..]),
+        ] {
+            meta.put(MetaAddress::new(table, namespace, key), 1, b"v", &touches)
+                .unwrap();
+        }
+        meta.delete(MetaAddress::new(MetaTable::KeyRecords, "d", b"1"), 2)
+            .unwrap();
+        assert_eq!(
+            meta.namespaces("", 10),
+            (vec!["a".into(), "b".into(), "c".into(), "d".into()], false)
+        );
+        assert_eq!(meta.namespaces("", 2), (vec!["a".into(), "b".into()], true));
+        assert_eq!(
+            meta.namespaces("b", 2),
+            (vec!["c".into(), "d".into()], false)
+        );
+        assert_eq!(meta.namespaces("d", 2), (vec![], false));
     }
 }

@@ -17,11 +17,13 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::gc::Touches;
 use crate::hints::Hints;
 use crate::liveness::{self, Liveness};
 use crate::meta::MetaStore;
 use crate::metrics::{Metrics, Snapshot};
 use crate::records::is_shard_key;
+use crate::server::PlaneListener;
 use crate::shards::Shards;
 use crate::{Listeners, NodeConfig, http, repair, server};
 
@@ -48,6 +50,8 @@ pub struct Node {
     pub meta: MetaStore,
     /// Hints kept for the replay job.
     pub hints: Hints,
+    /// Recent write times, so a garbage-collection sweep spares writes in flight.
+    pub touches: Touches,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Member states.
@@ -167,6 +171,7 @@ async fn open(config: NodeConfig, disk: Arc<dyn Disk>) -> anyhow::Result<Arc<Nod
         shards: Shards::new(Arc::clone(&store), Arc::clone(&metrics)),
         meta,
         hints,
+        touches: Touches::new(config.gc_touch_entries_max as usize),
         store,
         metrics,
         liveness: Liveness::new(
@@ -193,7 +198,15 @@ pub(crate) async fn serve(
         let node = open(config, disk).await?;
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        for (listener, plane) in [(listeners.data, Plane::Data), (listeners.peer, Plane::Peer)] {
+        let mut planes = vec![
+            (PlaneListener::Tcp(listeners.data), Plane::Data),
+            (PlaneListener::Tcp(listeners.peer), Plane::Peer),
+        ];
+        let socket_path = listeners.data_unix.map(|(listener, path)| {
+            planes.push((PlaneListener::Unix(listener), Plane::Data));
+            path
+        });
+        for (listener, plane) in planes {
             let serve = server::serve_plane(Arc::clone(&node), listener, plane, stopped.clone());
             tasks.spawn(serve.in_current_span());
         }
@@ -217,6 +230,9 @@ pub(crate) async fn serve(
             }
         }
         close_store(node).await;
+        if let Some(path) = socket_path {
+            let _ = std::fs::remove_file(path);
+        }
         tracing::info!("node stopped");
         Ok(())
     }

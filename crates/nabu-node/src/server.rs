@@ -13,22 +13,77 @@ use std::time::Duration;
 
 use nabu_proto::ops::Plane;
 use nabu_proto::{ErrorCode, ErrorFrame, Frame};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::connection;
+use crate::connection::{self, ReadHalf, WriteHalf};
 use crate::node::{Node, until_stopped};
 
 /// How long the accept loop pauses after an accept error (out of file descriptors, say),
 /// so it does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// A listener of the binary protocol: TCP, or a Unix socket for same-host clients.
+#[derive(Debug)]
+pub enum PlaneListener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// A Unix stream socket.
+    Unix(UnixListener),
+}
+
+/// An accepted connection.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    /// Writes what fits without waiting (a refusal: the new socket's buffer is empty).
+    fn try_write(&self, bytes: &[u8]) {
+        let _ = match self {
+            Stream::Tcp(stream) => stream.try_write(bytes),
+            Stream::Unix(stream) => stream.try_write(bytes),
+        };
+    }
+
+    fn into_halves(self) -> (ReadHalf, WriteHalf) {
+        match self {
+            Stream::Tcp(stream) => {
+                let _ = stream.set_nodelay(true);
+                let (read, write) = stream.into_split();
+                (Box::new(read), Box::new(write))
+            }
+            Stream::Unix(stream) => {
+                let (read, write) = stream.into_split();
+                (Box::new(read), Box::new(write))
+            }
+        }
+    }
+}
+
+impl PlaneListener {
+    /// The next connection and where it came from.
+    async fn accept(&self) -> std::io::Result<(Stream, String)> {
+        match self {
+            PlaneListener::Tcp(listener) => {
+                let (stream, peer) = listener.accept().await?;
+                Ok((Stream::Tcp(stream), peer.to_string()))
+            }
+            PlaneListener::Unix(listener) => {
+                let (stream, _) = listener.accept().await?;
+                Ok((Stream::Unix(stream), "unix socket".to_owned()))
+            }
+        }
+    }
+}
+
 /// Serves `plane` on `listener` until `shutdown` turns true, then drains.
 pub async fn serve_plane(
     node: Arc<Node>,
-    listener: TcpListener,
+    listener: PlaneListener,
     plane: Plane,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -49,7 +104,8 @@ pub async fn serve_plane(
                     };
                     counters.connections_total.fetch_add(1, Ordering::Relaxed);
                     let span = tracing::debug_span!("connection", node = node.id.0, ?plane, %peer);
-                    let serve = connection::serve(Arc::clone(&node), plane, stream, shutdown.clone());
+                    let halves = stream.into_halves();
+                    let serve = connection::serve(Arc::clone(&node), plane, halves, shutdown.clone());
                     connections.spawn(async move {
                         serve.await;
                         drop(permit);
@@ -79,13 +135,13 @@ pub async fn serve_plane(
 }
 
 /// Answers a connection over the cap with ERROR BUSY, without waiting on the peer.
-fn refuse(stream: &TcpStream, connections_max: usize) {
+fn refuse(stream: &Stream, connections_max: usize) {
     let error = ErrorFrame::new(
         ErrorCode::BUSY,
         format!("this listener has its maximum of {connections_max} connections; retry later"),
     );
     if let Ok(frame) = Frame::error(0, 0, &error) {
-        let _ = stream.try_write(&frame.to_vec());
+        stream.try_write(&frame.to_vec());
     }
     tracing::debug!("refused a connection over connections_max");
 }

@@ -22,6 +22,7 @@ use nabu_proto::ErrorCode;
 use nabu_proto::ops::{ByteRange, PutOutcome, ShardInfo};
 use nabu_store::{Store, StoreError};
 
+use crate::gc::{Swept, Touches, Verdict};
 use crate::handler::OpError;
 use crate::metrics::Metrics;
 use crate::records::{SHARD_TRAILER_BYTES, decode_shard, shard_key, shard_trailer};
@@ -86,6 +87,7 @@ impl Shards {
         stripe_id: &StripeId,
         info: &ShardInfo,
         shard: &[u8],
+        touches: &Touches,
     ) -> Result<PutOutcome, OpError> {
         if shard.len() as u64 != info.shard_bytes {
             return Err(OpError::new(
@@ -105,6 +107,8 @@ impl Shards {
         }
         let key = shard_key(stripe_id);
         let _guard = self.lock(stripe_id);
+        // Before anything else: a collector must not sweep a stripe a PUT is reusing.
+        touches.touch(*stripe_id.as_bytes());
         match self.read_verified(stripe_id) {
             Ok(Some((held, _))) if held == *info => return Ok(PutOutcome::AlreadyHeld),
             Ok(Some((held, _))) => {
@@ -176,7 +180,34 @@ impl Shards {
         Ok(existed)
     }
 
-    /// The stored shard and its info, both checksums verified; `CORRUPT` if either fails.
+    /// Drops this node's shard of `stripe_id` if `judge` (asked under the stripe's lock, so no
+    /// PUT slips in between) says so (GC_SWEEP).
+    pub fn delete_if(
+        &self,
+        stripe_id: &StripeId,
+        judge: impl FnOnce(&[u8; 32]) -> Verdict,
+    ) -> Result<Swept, OpError> {
+        let key = shard_key(stripe_id);
+        let _guard = self.lock(stripe_id);
+        let Some(bytes) = self.store.record_bytes(&key)? else {
+            return Ok(Swept::Absent);
+        };
+        let swept = Swept::of(judge(stripe_id.as_bytes()), bytes);
+        if let Swept::Deleted(_) = swept {
+            if self.store.delete(&key)? {
+                self.metrics.shards.fetch_sub(1, Ordering::Relaxed);
+            }
+            self.forget_corrupt(stripe_id);
+        }
+        Ok(swept)
+    }
+
+    /// The stored shard and its info; `CORRUPT` if the store's record checksum fails.
+    ///
+    /// The record's CRC32C (checked by the store on every read) covers the shard and its
+    /// trailer, and the shard matched `shard_crc` before it was written, so the shard's own
+    /// checksum is not computed again here (debug builds do): one pass over the bytes, and
+    /// `shard_crc` can go out as the reply frame's body checksum without another.
     fn read_verified(&self, stripe_id: &StripeId) -> Result<Option<(ShardInfo, Bytes)>, OpError> {
         let record = match self.store.get(&shard_key(stripe_id)) {
             Ok(None) => return Ok(None),
@@ -191,14 +222,11 @@ impl Shards {
         };
         debug_assert_eq!(shard_len + SHARD_TRAILER_BYTES, record.len());
         let record = Bytes::from_owner(Owned(record)).slice(..shard_len);
-        let computed = crc32c::crc32c(&record);
-        if computed != info.shard_crc {
-            let reason = format!(
-                "shard crc {computed:#010x}, recorded {:#010x}",
-                info.shard_crc
-            );
-            return Err(self.corrupt_found(stripe_id, &reason));
-        }
+        debug_assert_eq!(
+            crc32c::crc32c(&record),
+            info.shard_crc,
+            "stored shard vs shard_crc"
+        );
         Ok(Some((info, record)))
     }
 

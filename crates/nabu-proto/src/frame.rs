@@ -30,6 +30,23 @@ impl Frame {
         Ok(Self { header, meta, body })
     }
 
+    /// [`Frame::new`] with the body's CRC32C already known (see
+    /// [`FrameHeader::with_body_crc`]): a node serving a stored, verified shard whole does
+    /// not checksum it again.
+    pub fn with_body_crc(
+        kind: FrameKind,
+        op_code: u16,
+        request_id: u64,
+        flags: Flags,
+        meta: Bytes,
+        body: Bytes,
+        body_crc: u32,
+    ) -> Result<Self, ProtoError> {
+        let header =
+            FrameHeader::with_body_crc(kind, op_code, request_id, flags, &meta, &body, body_crc)?;
+        Ok(Self { header, meta, body })
+    }
+
     /// The REQUEST or RESPONSE frame (per `M::KIND`) carrying `meta` and the first part of
     /// the body; `more` says DATA frames follow.
     pub fn from_meta<M: Meta>(
@@ -286,6 +303,33 @@ mod tests {
 
     fn ping(request_id: u64) -> Frame {
         Frame::from_meta(request_id, &Ping, Bytes::new(), false).unwrap()
+    }
+
+    #[test]
+    fn a_known_body_checksum_makes_the_same_frame() {
+        let body = Bytes::from_static(b"shard bytes");
+        let meta = Bytes::from_static(b"m");
+        let computed = Frame::new(
+            FrameKind::Response,
+            0x0102,
+            9,
+            Flags::NONE,
+            meta.clone(),
+            body.clone(),
+        )
+        .unwrap();
+        let known = Frame::with_body_crc(
+            FrameKind::Response,
+            0x0102,
+            9,
+            Flags::NONE,
+            meta,
+            body,
+            crc32c::crc32c(b"shard bytes"),
+        )
+        .unwrap();
+        assert_eq!(known.header(), computed.header());
+        assert_eq!(known.to_vec(), computed.to_vec());
     }
 
     #[test]

@@ -145,6 +145,31 @@ impl FrameHeader {
         Ok(header)
     }
 
+    /// [`FrameHeader::new`] with the body's CRC32C already known (a checksum stored with
+    /// the bytes and verified with them), so the body is not read again. A wrong `body_crc`
+    /// makes the receiver refuse the frame; debug builds check it.
+    pub fn with_body_crc(
+        kind: FrameKind,
+        op_code: u16,
+        request_id: u64,
+        flags: Flags,
+        meta: &[u8],
+        body: &[u8],
+        body_crc: u32,
+    ) -> Result<Self, ProtoError> {
+        debug_assert_eq!(crc32c::crc32c(body), body_crc, "a wrong known body CRC");
+        let mut header = Self::new(kind, op_code, request_id, flags, meta, &[])?;
+        header.body_len = u32::try_from(body.len()).map_err(|_| ProtoError::FrameBodyTooLarge {
+            request_id,
+            body_bytes: body.len() as u64,
+            max: u64::from(u32::MAX),
+        })?;
+        check_framing_rules(kind, request_id, flags, header.meta_len, header.body_len)?;
+        header.body_crc = if body.is_empty() { 0 } else { body_crc };
+        header.header_crc = header.compute_header_crc(meta);
+        Ok(header)
+    }
+
     /// Decodes and checks a header: magic, version, kind, flags, the framing rules and the
     /// receiver's `limits`, all before a single byte of metadata or body is buffered. The
     /// header checksum needs the metadata: call [`FrameHeader::verify_meta`] next.

@@ -16,7 +16,7 @@ use proptest::prelude::*;
 /// Every op code, plus a few that are not ops.
 fn op_codes() -> Vec<u16> {
     let mut codes: Vec<u16> = Op::ALL.iter().map(|op| op.code()).collect();
-    codes.extend([0, 0x0005, 0x0105, 0xffff]);
+    codes.extend([0, 0x0005, 0x0106, 0x0402, 0xffff]);
     codes
 }
 

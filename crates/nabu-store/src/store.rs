@@ -218,6 +218,16 @@ impl Store {
         Ok(location.is_some_and(|location| !location.tombstone))
     }
 
+    /// The on-disk size of `key`'s record (header, payload and padding), or `None` if it holds
+    /// no value (index only; the record is not read). What deleting it turns into garbage.
+    pub fn record_bytes(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
+        check_key(key)?;
+        let location = self.dir_for(key)?.dir.locate(key_hash(key));
+        Ok(location
+            .filter(|location| !location.tombstone)
+            .map(|location| location.record_bytes() as u64))
+    }
+
     /// Every key holding a value, in disk order (reads each record's header block).
     pub fn keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut keys = Vec::new();

@@ -47,6 +47,10 @@ pub struct NodeEntry {
     pub peer_addr: SocketAddr,
     /// Management HTTP (`/healthz`, `/readyz`, `/metrics`, `/api/v1/cluster`).
     pub http_addr: SocketAddr,
+    /// The data plane's Unix socket, for clients on this host (absent when the path would
+    /// be too long for a socket address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_socket: Option<PathBuf>,
     /// The S3-compatible API (absent in clusters created before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3_addr: Option<SocketAddr>,
@@ -106,6 +110,7 @@ mod tests {
                 data_addr: "127.0.0.1:7400".parse().unwrap(),
                 peer_addr: "127.0.0.1:7500".parse().unwrap(),
                 http_addr: "127.0.0.1:7600".parse().unwrap(),
+                data_socket: Some("/tmp/n1/data.sock".into()),
                 s3_addr: Some("127.0.0.1:7700".parse().unwrap()),
                 config: "/tmp/n1/node.toml".into(),
             }],

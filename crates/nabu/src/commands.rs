@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use nabu_client::{Client, ClientConfig, ClusterMap, MemberAddr};
+use nabu_client::{Client, ClientConfig, ClusterMap, Endpoint, GcOptions, GcPhase, MemberAddr};
 use nabu_proto::ClusterToken;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
@@ -28,6 +28,10 @@ pub struct ClusterArg {
     /// A cluster.toml path, or a node's HTTP address (token from $NABU_CLUSTER_TOKEN).
     #[arg(long, env = "NABU_CLUSTER", default_value = "./nabu-data/cluster.toml")]
     pub cluster: String,
+    /// Use TCP even for nodes whose Unix socket (`data_socket` in cluster.toml) is on this
+    /// host; by default the socket is used where it exists.
+    #[arg(long)]
+    pub tcp: bool,
 }
 
 /// The namespace a command addresses.
@@ -39,12 +43,12 @@ pub struct NamespaceArg {
 }
 
 impl ClusterArg {
-    async fn cluster_map(&self) -> anyhow::Result<ClusterMap> {
+    pub(crate) async fn cluster_map(&self) -> anyhow::Result<ClusterMap> {
         if let Ok(addr) = self.cluster.parse::<SocketAddr>() {
             return cluster_map_from_node(addr).await;
         }
         let file = ClusterFile::load(Path::new(&self.cluster))?;
-        cluster_map_from_file(&file, &self.cluster)
+        cluster_map_from_file(&file, &self.cluster, self.tcp)
     }
 
     /// A client of the cluster.
@@ -56,14 +60,34 @@ impl ClusterArg {
     }
 }
 
-/// The cluster map of a `cluster.toml` read from `path`.
-pub fn cluster_map_from_file(file: &ClusterFile, path: &str) -> anyhow::Result<ClusterMap> {
+fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|meta| meta.file_type().is_socket())
+}
+
+/// The cluster map of a `cluster.toml` read from `path`: each node by its Unix socket where
+/// the file names one that exists on this host (unless `tcp`), else by TCP.
+pub fn cluster_map_from_file(
+    file: &ClusterFile,
+    path: &str,
+    tcp: bool,
+) -> anyhow::Result<ClusterMap> {
     let token = ClusterToken::from_hex(&file.cluster_token)
         .with_context(|| format!("cluster_token in {path}"))?;
     let members = file
         .nodes
         .iter()
-        .map(|node| MemberAddr::new(node.id, node.zone.clone(), node.data_addr))
+        .map(|node| {
+            let socket = node
+                .data_socket
+                .as_ref()
+                .filter(|path| !tcp && is_socket(path));
+            let endpoint = match socket {
+                Some(path) => Endpoint::Unix(path.clone()),
+                None => Endpoint::from(node.data_addr),
+            };
+            MemberAddr::new(node.id, node.zone.clone(), endpoint)
+        })
         .collect();
     Ok(ClusterMap::new(token, members))
 }
@@ -260,6 +284,81 @@ pub async fn rm(cluster: &ClusterArg, ns: &NamespaceArg, key: &str) -> anyhow::R
         .await?
         .delete(&ns.namespace, key.as_bytes())
         .await?;
+    Ok(())
+}
+
+/// `nabu gc` arguments.
+#[derive(Debug, clap::Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    cluster: ClusterArg,
+    /// Keep anything a node wrote within this long (PUTs in flight are safe as long as no
+    /// client's put deadline exceeds half of it).
+    #[arg(long, value_parser = crate::bench::parse_duration, default_value = "6h")]
+    grace: Duration,
+    /// The longest PUT the cluster's clients allow (their `put_deadline`; 1h by default).
+    /// The grace period must be at least twice it.
+    #[arg(long, value_parser = crate::bench::parse_duration, default_value = "1h")]
+    put_deadline: Duration,
+    /// Report what would be reclaimed; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// `nabu gc`: one mark-and-sweep collection, with a line per phase on a terminal.
+pub async fn gc(args: &GcArgs) -> anyhow::Result<()> {
+    let config = ClientConfig {
+        put_deadline: args.put_deadline,
+        ..ClientConfig::default()
+    };
+    let client = Client::new(args.cluster.cluster_map().await?, config)?;
+    let spinner = std::io::stderr().is_terminal().then(|| {
+        let spinner = ProgressBar::new_spinner();
+        spinner.enable_steady_tick(Duration::from_millis(120));
+        spinner
+    });
+    let options = GcOptions {
+        grace: args.grace,
+        dry_run: args.dry_run,
+    };
+    let report = client
+        .collect_garbage(options, |phase| {
+            if let Some(spinner) = &spinner {
+                spinner.set_message(match phase {
+                    GcPhase::Mark => "marking: reading key records and manifests",
+                    GcPhase::List => "listing the shards each node holds",
+                    GcPhase::Sweep => "sweeping unreferenced shards and manifests",
+                });
+            }
+        })
+        .await;
+    if let Some(spinner) = spinner {
+        spinner.finish_and_clear();
+    }
+    let report = report?;
+    println!(
+        "live: {} blobs, {} stripes in {} namespaces; {} shards held",
+        report.blobs_live, report.stripes_live, report.namespaces, report.shards_held
+    );
+    println!(
+        "unreferenced: {} shards, {} manifest copies",
+        report.shards_unreferenced, report.manifests_unreferenced
+    );
+    if args.dry_run {
+        println!("dry run: nothing deleted");
+    } else {
+        println!(
+            "deleted: {} shards, {} manifest copies, {} freed",
+            report.shards_deleted,
+            report.manifests_deleted,
+            human_bytes(report.bytes_freed),
+        );
+        println!(
+            "condemned: {} (a collection {:?} after their condemnation deletes them); \
+             kept {} written within {:?}",
+            report.condemned, args.grace, report.kept_recent, args.grace
+        );
+    }
     Ok(())
 }
 

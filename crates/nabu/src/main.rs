@@ -85,6 +85,9 @@ enum Command {
         #[command(flatten)]
         cluster: commands::ClusterArg,
     },
+    /// Reclaim the space of blobs no key references any more (mark and sweep; every node
+    /// must be up). Items written within the grace period are kept.
+    Gc(commands::GcArgs),
     /// PUT/GET throughput and latency, each as a ratio to limits measured in the same run.
     Bench(bench::BenchArgs),
     /// Manage the S3 access keys stored in the cluster.
@@ -154,6 +157,7 @@ fn main() -> std::process::ExitCode {
             } => commands::ls(&cluster, &ns, &prefix).await,
             Command::Rm { cluster, ns, key } => commands::rm(&cluster, &ns, &key).await,
             Command::Status { cluster } => commands::status(&cluster).await,
+            Command::Gc(args) => commands::gc(&args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Key { action } => match action {
                 KeyAction::Create { cluster } => commands::key_create(&cluster).await,

@@ -19,6 +19,7 @@ pub fn render(
     config.data_addr = entry.data_addr;
     config.peer_addr = entry.peer_addr;
     config.http_addr = entry.http_addr;
+    config.data_socket.clone_from(&entry.data_socket);
     config.s3_addr = entry.s3_addr;
     config.members = all.iter().map(member).collect();
     config.validate()?;

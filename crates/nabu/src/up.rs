@@ -108,12 +108,28 @@ fn reuse_cluster(path: &Path, nodes: Option<usize>) -> anyhow::Result<ClusterFil
     Ok(cluster)
 }
 
+/// `<dir>/n<id>/data.sock`, or none if that is too long for a socket address (the node then
+/// serves TCP only; clients fall back to it).
+fn data_socket_path(dir: &Path, id: u32) -> Option<PathBuf> {
+    let path = dir.join(format!("n{id}")).join("data.sock");
+    if path.as_os_str().len() <= nabu_node::DATA_SOCKET_PATH_BYTES_MAX {
+        return Some(path);
+    }
+    eprintln!(
+        "note: {} is too long for a Unix socket path; node {id} serves TCP only",
+        path.display()
+    );
+    None
+}
+
 fn create_cluster(dir: &Path, nodes: usize, base_port: u16) -> anyhow::Result<ClusterFile> {
     if nodes == 0 || nodes > NODES_MAX {
         bail!("--nodes must be between 1 and {NODES_MAX}, got {nodes}");
     }
     let token = random_token()?;
     let addresses = node_addresses(nodes, base_port)?;
+    let absolute_dir =
+        std::path::absolute(dir).with_context(|| format!("resolve {}", dir.display()))?;
     let entries: Vec<NodeEntry> = addresses
         .iter()
         .enumerate()
@@ -126,6 +142,7 @@ fn create_cluster(dir: &Path, nodes: usize, base_port: u16) -> anyhow::Result<Cl
                 data_addr,
                 peer_addr,
                 http_addr,
+                data_socket: data_socket_path(&absolute_dir, id),
                 s3_addr: Some(s3_addr),
                 config: dir.join(format!("n{id}")).join("node.toml"),
             }
@@ -152,7 +169,7 @@ async fn ensure_dev_key(cluster: &mut ClusterFile, path: &Path) -> anyhow::Resul
     if cluster.s3_access_key.is_some() {
         return Ok(());
     }
-    let map = crate::commands::cluster_map_from_file(cluster, &path.display().to_string())?;
+    let map = crate::commands::cluster_map_from_file(cluster, &path.display().to_string(), false)?;
     let client = nabu_client::Client::new(map, nabu_client::ClientConfig::default())?;
     let key = nabu_s3::create_access_key(&client)
         .await

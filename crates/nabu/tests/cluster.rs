@@ -127,6 +127,44 @@ fn cli_round_trip_list_stat_and_delete() {
         "deleting a twin removed shared bytes"
     );
 
+    // Clients on this host use the nodes' Unix sockets; `--tcp` takes the network path.
+    let cluster_toml = std::fs::read_to_string(dir.join("cluster.toml")).expect("cluster.toml");
+    assert!(cluster_toml.contains("data_socket"), "{cluster_toml}");
+    let tcp = cluster.nabu(&["get", "--tcp", "models/a/small"]);
+    assert!(
+        tcp.stdout == small,
+        "get over TCP differs: {}",
+        stderr(&tcp)
+    );
+
+    // Space comes back: the medium file's shards are condemned by one collection and
+    // deleted by the next, a grace period later; the small file (still named) stays.
+    let rm = cluster.nabu(&["rm", "models/a/medium"]);
+    assert!(rm.status.success(), "{}", stderr(&rm));
+    let gc = ["gc", "--grace", "2s", "--put-deadline", "1s"];
+    // Grace periods are about elapsed time: the nodes keep what they wrote (and everything,
+    // while younger than the grace period) for 2 s.
+    let grace = std::time::Duration::from_millis(2_100);
+    std::thread::sleep(grace);
+    let first = cluster.nabu(&gc);
+    let first_text = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(first_text.contains("deleted: 0 shards"), "{first_text}");
+    assert!(
+        first_text.contains("condemned: 21"),
+        "18 shards, 3 manifests: {first_text}"
+    );
+    std::thread::sleep(grace);
+    let second = cluster.nabu(&gc);
+    let second_text = String::from_utf8_lossy(&second.stdout);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(
+        second_text.contains("deleted: 18 shards"),
+        "3 stripes × 6 shards: {second_text}"
+    );
+    let still = cluster.nabu(&["get", "models/a/small"]);
+    assert!(still.stdout == small, "gc removed live bytes");
+
     let status = cluster.nabu(&["status"]);
     let table = String::from_utf8_lossy(&status.stdout);
     assert_eq!(

@@ -17,6 +17,7 @@ fn sample_manifest() -> Manifest {
         stripe_bytes,
         created_hlc: 0x1234_5678_9abc,
         stripes,
+        shard_crcs: (0..18).map(|shard| 0x1000_0000 + shard).collect(),
         metadata: UserMetadata::from([
             (
                 "content-type".to_owned(),
@@ -48,8 +49,30 @@ fn reseal(mut bytes: Vec<u8>) -> Vec<u8> {
 fn manifests_round_trip() {
     let manifest = sample_manifest();
     let bytes = manifest.encode().unwrap();
-    assert_eq!(&bytes[..5], b"NBMF\x01");
+    assert_eq!(&bytes[..5], b"NBMF\x02");
     assert_eq!(Manifest::decode(&bytes).unwrap(), manifest);
+    assert_eq!(
+        manifest.shard_crcs_of(1),
+        Some(
+            &[
+                0x1000_0006,
+                0x1000_0007,
+                0x1000_0008,
+                0x1000_0009,
+                0x1000_000a,
+                0x1000_000b
+            ][..]
+        )
+    );
+    // Without shard checksums: version 1, as written before version 2, still read.
+    let v1 = Manifest {
+        shard_crcs: Vec::new(),
+        ..manifest.clone()
+    };
+    let bytes = v1.encode().unwrap();
+    assert_eq!(&bytes[..5], b"NBMF\x01");
+    assert_eq!(Manifest::decode(&bytes).unwrap(), v1);
+    assert_eq!(v1.shard_crcs_of(0), None);
 
     let empty = Manifest {
         blob_id: BlobId::of(b""),
@@ -59,6 +82,7 @@ fn manifests_round_trip() {
         stripe_bytes: 4 << 20,
         created_hlc: 1,
         stripes: Vec::new(),
+        shard_crcs: Vec::new(),
         metadata: UserMetadata::new(),
     };
     assert_eq!(Manifest::decode(&empty.encode().unwrap()).unwrap(), empty);
@@ -66,8 +90,8 @@ fn manifests_round_trip() {
 
 #[test]
 fn manifest_layout_matches_the_document() {
-    // docs/formats/manifest.md: fixed part 69 bytes, 40 per stripe, u16 metadata count,
-    // 4 + name + value per entry, 4-byte CRC.
+    // docs/formats/manifest.md: fixed part 69 bytes, 40 + 4 × 6 per stripe (version 2,
+    // ec:4+2), u16 metadata count, 4 + name + value per entry, 4-byte CRC.
     let manifest = sample_manifest();
     let bytes = manifest.encode().unwrap();
     let metadata_bytes: usize = manifest
@@ -75,7 +99,17 @@ fn manifest_layout_matches_the_document() {
         .iter()
         .map(|(name, value)| 4 + name.len() + value.len())
         .sum();
-    assert_eq!(bytes.len(), 69 + 3 * 40 + 2 + metadata_bytes + 4);
+    assert_eq!(bytes.len(), 69 + 3 * (40 + 24) + 2 + metadata_bytes + 4);
+    assert_eq!(
+        bytes[101..109],
+        manifest.stripes[0].stripe_bytes.to_le_bytes()
+    );
+    assert_eq!(
+        bytes[109..113],
+        0x1000_0000u32.to_le_bytes(),
+        "shard 0's crc"
+    );
+    assert_eq!(&bytes[133..165], manifest.stripes[1].stripe_id.as_bytes());
     assert_eq!(&bytes[5..37], manifest.blob_id.as_bytes());
     assert_eq!(bytes[45..48], [1, 4, 2]);
     assert_eq!(bytes[48], 1);
@@ -131,11 +165,18 @@ fn bad_input_gets_typed_errors() {
             found: MANIFEST_MAGIC
         })
     );
-    let mut version_two = bytes.clone();
-    version_two[4] = 2;
+    let mut version_three = bytes.clone();
+    version_three[4] = 3;
     assert_eq!(
-        Manifest::decode(&version_two),
-        Err(FormatError::UnsupportedVersion(2))
+        Manifest::decode(&version_three),
+        Err(FormatError::UnsupportedVersion(3))
+    );
+    let mut key_record_two = sample_key_record().encode().unwrap();
+    key_record_two[4] = 2;
+    assert_eq!(
+        KeyRecord::decode(&key_record_two),
+        Err(FormatError::UnsupportedVersion(2)),
+        "version 2 is a manifest format only"
     );
     let mut flipped = bytes.clone();
     flipped[40] ^= 0xff;

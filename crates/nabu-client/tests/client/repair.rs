@@ -35,7 +35,13 @@ impl TestCluster {
             data: bind(config.data_addr).await,
             peer: bind(config.peer_addr).await,
             http: bind(config.http_addr).await,
+            data_unix: None,
         };
+        let socket = config
+            .data_socket
+            .as_deref()
+            .expect("test nodes have a socket");
+        let listeners = listeners.with_data_socket(socket).expect("rebind socket");
         let (stop, task) = spawn_node(config, listeners);
         node.stop = Some(stop);
         node.task = Some(task);

@@ -427,3 +427,105 @@ pub fn decode_list_entries(body: &[u8], count: u32) -> Result<Vec<ListEntry>, Pr
     reader.finish()?;
     Ok(entries)
 }
+
+/// META_NAMESPACES request: one page of the namespaces this node holds key records or
+/// manifests of (tombstones included), in byte order, after `after`.
+///
+/// Layout: `after_len u16`, `after` (0..=255 bytes; empty for the first page), `limit u32`
+/// (1..=10000).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaNamespaces {
+    /// The last namespace of the previous page (exclusive); empty for the first page.
+    pub after: String,
+    /// The most namespaces to return.
+    pub limit: u32,
+}
+
+impl MetaNamespaces {
+    fn encode_fields(&self, writer: &mut Writer<'_>) -> Result<(), ProtoError> {
+        check_limit(self.limit)?;
+        writer.str16("after", &self.after, NAMESPACE_BYTES_MAX)?;
+        writer.u32(self.limit);
+        Ok(())
+    }
+
+    fn decode_fields(reader: &mut Reader<'_>) -> Result<Self, ProtoError> {
+        let after = reader.str16("after", NAMESPACE_BYTES_MAX)?.to_owned();
+        let limit = reader.u32("limit")?;
+        check_limit(limit)?;
+        Ok(Self { after, limit })
+    }
+}
+impl_meta!(MetaNamespaces, MetaNamespaces, Request);
+
+/// META_NAMESPACES response: the page's namespaces are the body, each `namespace_len u16`,
+/// `namespace`.
+///
+/// Layout: `namespaces u32` (0..=10000), `more u8`, `body_bytes u64`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaNamespacesReply {
+    /// How many namespaces the body holds.
+    pub namespaces: u32,
+    /// Whether more follow the last one.
+    pub more: bool,
+    /// The body's length.
+    pub body_bytes: u64,
+}
+
+impl MetaNamespacesReply {
+    fn encode_fields(&self, writer: &mut Writer<'_>) -> Result<(), ProtoError> {
+        if self.namespaces > LIST_LIMIT_MAX {
+            return Err(invalid("namespaces", "a page holds at most 10000 entries"));
+        }
+        writer.u32(self.namespaces);
+        writer.bool(self.more);
+        writer.u64(self.body_bytes);
+        Ok(())
+    }
+
+    fn decode_fields(reader: &mut Reader<'_>) -> Result<Self, ProtoError> {
+        let reply = Self {
+            namespaces: reader.u32("namespaces")?,
+            more: reader.bool("more")?,
+            body_bytes: reader.u64("body_bytes")?,
+        };
+        if reply.namespaces > LIST_LIMIT_MAX {
+            return Err(invalid("namespaces", "a page holds at most 10000 entries"));
+        }
+        Ok(reply)
+    }
+}
+impl_meta!(
+    MetaNamespacesReply,
+    MetaNamespaces,
+    Response,
+    body = |reply| reply.body_bytes
+);
+
+/// Encodes a META_NAMESPACES page body.
+pub fn encode_namespaces(namespaces: &[String]) -> Result<Vec<u8>, ProtoError> {
+    let mut out = Vec::new();
+    let mut writer = Writer::new(&mut out);
+    for namespace in namespaces {
+        if namespace.is_empty() {
+            return Err(invalid("namespace", "a namespace is 1..=255 bytes"));
+        }
+        writer.str16("namespace", namespace, NAMESPACE_BYTES_MAX)?;
+    }
+    Ok(out)
+}
+
+/// Decodes a META_NAMESPACES page body holding exactly `count` namespaces.
+pub fn decode_namespaces(body: &[u8], count: u32) -> Result<Vec<String>, ProtoError> {
+    let mut reader = Reader::new(body);
+    let mut namespaces = Vec::with_capacity((count as usize).min(body.len() / 3));
+    for _ in 0..count {
+        let namespace = reader.str16("namespace", NAMESPACE_BYTES_MAX)?;
+        if namespace.is_empty() {
+            return Err(invalid("namespace", "a namespace is 1..=255 bytes"));
+        }
+        namespaces.push(namespace.to_owned());
+    }
+    reader.finish()?;
+    Ok(namespaces)
+}

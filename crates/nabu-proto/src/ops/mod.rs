@@ -9,6 +9,7 @@
 //! ([`Meta::body_bytes`]) so the receiver can refuse or reserve before the first body byte.
 
 mod connection;
+mod gc;
 mod hint;
 mod metadata;
 mod shard;
@@ -19,11 +20,17 @@ pub use connection::{
     CLIENT_NAME_BYTES_MAX, HelloReply, HelloRequest, NodeState, NodeStatus, NodeStatusReply, Ping,
     PingReply, Plane,
 };
+pub use gc::{
+    GcSweep, GcSweepReply, ManifestRef, SHARD_LIST_LIMIT_MAX, SWEEP_ITEMS_MAX, ShardList,
+    ShardListReply, SweepRun, decode_stripe_ids, decode_sweep_body, encode_stripe_ids,
+    encode_sweep_body,
+};
 pub use hint::{HintKind, HintPut, HintPutReply};
 pub use metadata::{
     CONTINUATION_BYTES_MAX, KEY_BYTES_MAX, LIST_LIMIT_MAX, ListEntry, MetaDelete, MetaDeleteReply,
-    MetaGet, MetaGetReply, MetaList, MetaListReply, MetaPut, MetaPutReply, MetaTable,
-    NAMESPACE_BYTES_MAX, decode_list_entries, encode_list_entries,
+    MetaGet, MetaGetReply, MetaList, MetaListReply, MetaNamespaces, MetaNamespacesReply, MetaPut,
+    MetaPutReply, MetaTable, NAMESPACE_BYTES_MAX, decode_list_entries, decode_namespaces,
+    encode_list_entries, encode_namespaces,
 };
 pub use shard::{
     ByteRange, PutOutcome, ShardDelete, ShardDeleteReply, ShardGet, ShardGetReply, ShardInfo,
@@ -34,7 +41,8 @@ use crate::error::ProtoError;
 use crate::header::FrameKind;
 
 /// An operation (u16 on the wire). The high byte groups them: `0x00` connection, `0x01` shards,
-/// `0x02` key records and manifests, `0x03` hints (repair work kept by nodes). Code 0 is never an
+/// `0x02` key records and manifests, `0x03` hints (repair work kept by nodes), `0x04` garbage
+/// collection. Code 0 is never an
 /// op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u16)]
@@ -53,6 +61,8 @@ pub enum Op {
     ShardDelete = 0x0103,
     /// Describe this node's shard of a stripe without reading it.
     ShardStat = 0x0104,
+    /// List the stripes this node holds a shard of, a page at a time.
+    ShardList = 0x0105,
     /// Write a key record or manifest (last writer wins by HLC timestamp).
     MetaPut = 0x0201,
     /// Read a key record or manifest.
@@ -61,13 +71,17 @@ pub enum Op {
     MetaDelete = 0x0203,
     /// List key records or manifests by prefix, a page at a time.
     MetaList = 0x0204,
+    /// List the namespaces this node holds metadata of, a page at a time.
+    MetaNamespaces = 0x0205,
     /// Keep a hint: a shard that belongs on another node, to move or rebuild there.
     HintPut = 0x0301,
+    /// Drop shards and manifests no key references, unless written within a grace period.
+    GcSweep = 0x0401,
 }
 
 impl Op {
     /// Every op, in code order.
-    pub const ALL: [Op; 12] = [
+    pub const ALL: [Op; 15] = [
         Op::Hello,
         Op::Ping,
         Op::NodeStatus,
@@ -75,11 +89,14 @@ impl Op {
         Op::ShardGet,
         Op::ShardDelete,
         Op::ShardStat,
+        Op::ShardList,
         Op::MetaPut,
         Op::MetaGet,
         Op::MetaDelete,
         Op::MetaList,
+        Op::MetaNamespaces,
         Op::HintPut,
+        Op::GcSweep,
     ];
 
     /// The op with this code, or [`ProtoError::UnknownOp`] (which the receiver answers with an
@@ -106,11 +123,14 @@ impl Op {
             Op::ShardGet => "SHARD_GET",
             Op::ShardDelete => "SHARD_DELETE",
             Op::ShardStat => "SHARD_STAT",
+            Op::ShardList => "SHARD_LIST",
             Op::MetaPut => "META_PUT",
             Op::MetaGet => "META_GET",
             Op::MetaDelete => "META_DELETE",
             Op::MetaList => "META_LIST",
+            Op::MetaNamespaces => "META_NAMESPACES",
             Op::HintPut => "HINT_PUT",
+            Op::GcSweep => "GC_SWEEP",
         }
     }
 }
@@ -234,11 +254,14 @@ op_enums! {
     ShardGet => ShardGet, ShardGetReply;
     ShardDelete => ShardDelete, ShardDeleteReply;
     ShardStat => ShardStat, ShardStatReply;
+    ShardList => ShardList, ShardListReply;
     MetaPut => MetaPut, MetaPutReply;
     MetaGet => MetaGet, MetaGetReply;
     MetaDelete => MetaDelete, MetaDeleteReply;
     MetaList => MetaList, MetaListReply;
+    MetaNamespaces => MetaNamespaces, MetaNamespacesReply;
     HintPut => HintPut, HintPutReply;
+    GcSweep => GcSweep, GcSweepReply;
 }
 
 /// Implements [`Meta`] for a type with inherent `encode_fields`/`decode_fields` methods.
@@ -287,7 +310,7 @@ mod tests {
         codes.dedup();
         assert_eq!(codes.len(), Op::ALL.len());
         assert!(codes.is_sorted());
-        for unknown in [0, 4, 0x0100, 0x0105, 0x0300, 0x0302, 0xffff] {
+        for unknown in [0, 4, 0x0100, 0x0106, 0x0300, 0x0302, 0x0400, 0x0402, 0xffff] {
             assert_eq!(
                 Op::from_code(unknown),
                 Err(ProtoError::UnknownOp { op: unknown })

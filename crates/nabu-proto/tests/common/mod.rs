@@ -89,6 +89,26 @@ pub fn requests() -> Vec<Request> {
         Request::ShardStat(ShardStat {
             stripe_id: stripe_id(),
         }),
+        Request::ShardList(ShardList {
+            after: None,
+            limit: 1,
+        }),
+        Request::ShardList(ShardList {
+            after: Some(stripe_id()),
+            limit: SHARD_LIST_LIMIT_MAX,
+        }),
+        Request::MetaNamespaces(MetaNamespaces {
+            after: String::new(),
+            limit: 100,
+        }),
+        Request::GcSweep(GcSweep {
+            grace_ms: 3_600_000,
+            run_id: 77,
+            last: true,
+            shards: 2,
+            manifests: 1,
+            body_bytes: 64 + 2 + 7 + 32,
+        }),
         Request::HintPut(HintPut {
             stripe_id: stripe_id(),
             home: 7,
@@ -183,6 +203,22 @@ pub fn responses() -> Vec<Response> {
             shard: whole_shard(),
         }),
         Response::HintPut(HintPutReply { hints_pending: 3 }),
+        Response::ShardList(ShardListReply {
+            stripes: 2,
+            more: true,
+        }),
+        Response::MetaNamespaces(MetaNamespacesReply {
+            namespaces: 2,
+            more: false,
+            body_bytes: 14,
+        }),
+        Response::GcSweep(GcSweepReply {
+            shards_deleted: 5,
+            manifests_deleted: 1,
+            condemned: 7,
+            kept_recent: 2,
+            bytes_freed: 1 << 30,
+        }),
         Response::MetaPut(MetaPutReply { applied: false }),
         Response::MetaGet(MetaGetReply {
             hlc_timestamp: 5,

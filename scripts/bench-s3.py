@@ -147,6 +147,24 @@ def object_pass(args, endpoint, key, secret, tag, size, count):
     return results
 
 
+def durable_write_limit(directory, total=256 * MIB):
+    """The data dir's durable-write rate: 1 MiB writes, each followed by fdatasync, one at a
+    time (as `nabu bench` measures it, through the page cache here). MB/s."""
+    path = os.path.join(directory, "durable-write.probe")
+    block = os.urandom(MIB)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        started = time.perf_counter()
+        for _ in range(total // MIB):
+            os.write(fd, block)
+            os.fdatasync(fd)
+        seconds = time.perf_counter() - started
+    finally:
+        os.close(fd)
+        os.remove(path)
+    return total / seconds / 1e6
+
+
 def wait_for(endpoint, seconds=60):
     deadline = time.time() + seconds
     while time.time() < deadline:
@@ -178,16 +196,20 @@ def main():
     for name, mbps, ratio in ranged_pass(args, nabu_endpoint, nabu_key, nabu_secret):
         print(f"{name:<36} {mbps:>8.0f} {ratio:>9.2f}x")
 
+    limit = durable_write_limit(args.work)
+    print(f"\nDurable-write limit of {args.work}: {limit:.0f} MB/s (1 MiB writes + fdatasync)")
     print("\nPUT/GET through S3: NabuStore (fdatasync before ack) vs SeaweedFS (no fsync)")
-    print(f"{'objects':<16} {'client op':<11} {'NabuStore':>10} {'SeaweedFS':>10} {'ratio':>7}")
+    print(f"{'objects':<16} {'client op':<11} {'NabuStore':>10} {'SeaweedFS':>10} {'ratio':>7}"
+          f" {'PUT x1.5 / durable limit':>26}")
     for size, count in [(1 * MIB, 256), (64 * MIB, 8)]:
         nabu = object_pass(args, nabu_endpoint, nabu_key, nabu_secret, "nabu", size, count)
         weed = object_pass(args, args.weed_endpoint, args.weed_key, args.weed_secret, "weed",
                            size, count)
         for op in nabu:
             label = f"{count} x {size // MIB} MiB"
+            durable = f"{nabu[op] * 1.5 / limit:>25.0%}" if "PUT" in op else ""
             print(f"{label:<16} {op:<11} {nabu[op]:>10.0f} {weed[op]:>10.0f} "
-                  f"{nabu[op] / weed[op]:>6.2f}x")
+                  f"{nabu[op] / weed[op]:>6.2f}x {durable}")
     print("\nMB/s = 10^6 bytes per second of object data. PUT ratios compare a durable write "
           "(every shard fdatasync'd, x1.5 bytes for ec:4+2) with one SeaweedFS does not sync.")
 

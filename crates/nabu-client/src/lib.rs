@@ -64,6 +64,6 @@ pub use format::{FormatError, KeyRecord, Manifest, StripeEntry, UserMetadata};
 pub use gc::{GcOptions, GcPhase, GcReport};
 pub use hlc::Hlc;
 pub use kv::{KvItem, kv_point, value_crc32c};
-pub use read::BlobReader;
+pub use read::{BlobReader, OpenObject};
 pub use system::NamespaceInfo;
 pub use write::{MissingShard, PutOptions, PutReceipt, REPAIR_HINT_COPIES};

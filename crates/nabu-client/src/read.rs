@@ -122,6 +122,28 @@ impl BlobPlan {
     }
 }
 
+/// An object opened with [`Client::open`]: one version of it, whatever later puts do.
+#[derive(Debug, Clone)]
+pub struct OpenObject {
+    client: Client,
+    /// What the key record says.
+    pub info: crate::ObjectInfo,
+    plan: Arc<BlobPlan>,
+}
+
+impl OpenObject {
+    /// Streams bytes `range` (the end clamped to the object's size) of this version,
+    /// reading only the stripes that hold them.
+    pub fn reader(&self, range: Range<u64>) -> Result<BlobReader> {
+        let range = clamp_range(range, self.plan.manifest.blob_bytes)?;
+        Ok(BlobReader::new(
+            self.client.clone(),
+            self.plan.clone(),
+            range,
+        ))
+    }
+}
+
 /// A blob being streamed in order, a stripe at a time, with the next few prefetched.
 #[derive(Debug)]
 pub struct BlobReader {
@@ -144,6 +166,20 @@ impl Drop for BlobReader {
 }
 
 impl BlobReader {
+    /// A reader of `range` (already clamped to the blob) of `plan`'s blob.
+    fn new(client: Client, plan: Arc<BlobPlan>, range: Range<u64>) -> Self {
+        let stripes = plan.stripes_covering(&range);
+        Self {
+            client,
+            plan,
+            range,
+            next_stripe: stripes.start,
+            end_stripe: stripes.end,
+            window: VecDeque::new(),
+            current: VecDeque::new(),
+        }
+    }
+
     /// The blob's id.
     pub fn blob_id(&self) -> BlobId {
         self.plan.manifest.blob_id
@@ -246,16 +282,7 @@ impl Client {
         let manifest = self.read_manifest(namespace, blob_id).await?;
         let plan = BlobPlan::new(manifest)?;
         let range = 0..plan.manifest.blob_bytes;
-        let stripes = plan.stripes_covering(&range);
-        Ok(BlobReader {
-            client: self.clone(),
-            plan,
-            range,
-            next_stripe: stripes.start,
-            end_stripe: stripes.end,
-            window: VecDeque::new(),
-            current: VecDeque::new(),
-        })
+        Ok(BlobReader::new(self.clone(), plan, range))
     }
 
     /// The object under `key` as a stream of pieces in order (memory stays bounded by
@@ -273,15 +300,23 @@ impl Client {
     ) -> Result<BlobReader> {
         let plan = self.plan_for_key(namespace, key).await?;
         let range = clamp_range(range, plan.manifest.blob_bytes)?;
-        let stripes = plan.stripes_covering(&range);
-        Ok(BlobReader {
+        Ok(BlobReader::new(self.clone(), plan, range))
+    }
+
+    /// Opens the object under `key` for reading: its key record and manifest are read once,
+    /// and [`OpenObject::reader`] then streams any range of it (what a gateway needs to
+    /// answer a GET with headers and a body of one version).
+    pub async fn open(&self, namespace: &str, key: &[u8]) -> Result<OpenObject> {
+        let (record, plan) = self.record_and_plan(namespace, key).await?;
+        Ok(OpenObject {
             client: self.clone(),
+            info: crate::ObjectInfo {
+                blob_id: record.blob_id,
+                size: record.blob_bytes,
+                hlc_timestamp: record.hlc_timestamp,
+                metadata: record.metadata,
+            },
             plan,
-            range,
-            next_stripe: stripes.start,
-            end_stripe: stripes.end,
-            window: VecDeque::new(),
-            current: VecDeque::new(),
         })
     }
 
@@ -315,6 +350,14 @@ impl Client {
     }
 
     async fn plan_for_key(&self, namespace: &str, key: &[u8]) -> Result<Arc<BlobPlan>> {
+        Ok(self.record_and_plan(namespace, key).await?.1)
+    }
+
+    async fn record_and_plan(
+        &self,
+        namespace: &str,
+        key: &[u8],
+    ) -> Result<(crate::KeyRecord, Arc<BlobPlan>)> {
         let record = self.read_key_record(namespace, key).await?;
         let manifest = self.read_manifest(namespace, record.blob_id).await?;
         if manifest.blob_bytes != record.blob_bytes {
@@ -326,7 +369,7 @@ impl Client {
                 ),
             });
         }
-        BlobPlan::new(manifest)
+        Ok((record, BlobPlan::new(manifest)?))
     }
 
     /// Reads the stripes holding `range`, at most `stripes_inflight_max` at once, into one

@@ -22,7 +22,7 @@ use s3s::crypto::{Checksum as _, Crc32, Crc32c, Crc64Nvme, Md5, Sha1, Sha256};
 use s3s::dto::{Checksum, StreamingBlob};
 use s3s::{S3Error, TrailingHeaders, s3_error};
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 /// Stripes a GET reads ahead of the socket (beyond the client's own prefetch window).
 const GET_CHUNKS_AHEAD: usize = 2;
@@ -285,11 +285,16 @@ pub struct ChunkStream {
 }
 
 impl ChunkStream {
-    /// Streams `first` and then the rest of `reader`. The reading task stops when the
-    /// response is dropped (the client hung up).
-    pub fn spawn(first: Bytes, mut reader: BlobReader) -> StreamingBlob {
+    /// Streams `first` and then the rest of `reader`, holding `slot` until done. The
+    /// reading task stops when the response is dropped (the client hung up).
+    pub fn spawn(
+        first: Bytes,
+        mut reader: BlobReader,
+        slot: OwnedSemaphorePermit,
+    ) -> StreamingBlob {
         let (sender, receiver) = mpsc::channel(GET_CHUNKS_AHEAD);
         tokio::spawn(async move {
+            let _slot = slot;
             if !first.is_empty() && sender.send(Ok(first)).await.is_err() {
                 return;
             }

@@ -2,11 +2,13 @@
 //! object is a key record and its blob. Listing is in `list`, multipart uploads in
 //! `multipart`; this file holds buckets and single objects.
 
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use nabu_client::{Client, ClientError, PutOptions};
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::{BodyReader, ChunkStream, ExpectedChecksums};
 use crate::error::{Missing, s3_error};
@@ -19,16 +21,35 @@ const DELETES_INFLIGHT_MAX: usize = 16;
 /// Keys a DeleteObjects request may name, as in S3.
 const DELETE_OBJECTS_MAX: usize = 1000;
 
+/// Object bodies in flight at once per gateway, PUTs and GETs together. Each holds up to
+/// about `stripes_inflight_max` stripes (× (K+M)/K for a PUT), so this bounds the gateway's
+/// buffer memory (about 3 GiB with the defaults); more requests wait for a slot.
+pub const TRANSFERS_INFLIGHT_MAX: usize = 128;
+
 /// The S3 API over a NabuStore cluster (see the crate docs).
 #[derive(Debug, Clone)]
 pub struct Gateway {
     pub(crate) client: Client,
+    /// Slots for object bodies in flight (`TRANSFERS_INFLIGHT_MAX`).
+    pub(crate) transfers: Arc<Semaphore>,
 }
 
 impl Gateway {
     /// A gateway over `client`.
     pub fn new(client: Client) -> Self {
-        Self { client }
+        Self {
+            client,
+            transfers: Arc::new(Semaphore::new(TRANSFERS_INFLIGHT_MAX)),
+        }
+    }
+
+    /// A slot for one object body in flight.
+    pub(crate) async fn transfer_slot(&self) -> OwnedSemaphorePermit {
+        self.transfers
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the transfer semaphore is never closed")
     }
 
     /// `NoSuchBucket` unless `bucket` exists now.
@@ -62,6 +83,7 @@ impl Gateway {
         reader: &mut BodyReader,
         options: PutOptions,
     ) -> S3Result<(nabu_client::PutReceipt, Checksum)> {
+        let _slot = self.transfer_slot().await;
         let receipt = self
             .client
             .put_stream(bucket, key, &mut *reader, options)
@@ -268,10 +290,13 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = &req.input;
         let (bucket, key) = (&input.bucket, &input.key);
-        let info = match self.client.stat(bucket, key.as_bytes()).await {
-            Ok(info) => info,
+        let slot = self.transfer_slot().await;
+        // One key record and one manifest: headers and body describe the same version.
+        let object = match self.client.open(bucket, key.as_bytes()).await {
+            Ok(object) => object,
             Err(error) => return Err(self.object_error(bucket, error).await),
         };
+        let info = &object.info;
         check_preconditions(
             &meta::etag_text(&info.blob_id),
             input.if_match.as_ref(),
@@ -288,14 +313,9 @@ impl S3 for Gateway {
             })?),
         };
         let wanted = range.clone().unwrap_or(0..info.size);
-        let mut reader = match self
-            .client
-            .get_range_stream(bucket, key.as_bytes(), wanted.clone())
-            .await
-        {
-            Ok(reader) => reader,
-            Err(error) => return Err(self.object_error(bucket, error).await),
-        };
+        let mut reader = object
+            .reader(wanted.clone())
+            .map_err(|error| s3_error(error, Missing::Key))?;
         // The first piece is read before the headers go out, so an unreadable object gets
         // an S3 error instead of a cut-off body.
         let first = match reader.next_chunk().await {
@@ -303,12 +323,11 @@ impl S3 for Gateway {
             Some(Ok(first)) => first,
             Some(Err(error)) => return Err(self.object_error(bucket, error).await),
         };
-        let blob_id = reader.blob_id();
-        let total = reader.manifest().blob_bytes;
+        let (blob_id, total) = (info.blob_id, info.size);
         let (headers, user) = meta::from_stored(&info.metadata);
         let content_range = range.map(|r| format!("bytes {}-{}/{total}", r.start, r.end - 1));
         Ok(S3Response::new(GetObjectOutput {
-            body: Some(ChunkStream::spawn(first, reader)),
+            body: Some(ChunkStream::spawn(first, reader, slot)),
             content_length: Some((wanted.end - wanted.start) as i64),
             content_range,
             accept_ranges: Some("bytes".into()),

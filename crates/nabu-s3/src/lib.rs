@@ -22,7 +22,8 @@
 //!
 //! **Invariants.** An object is visible only once all of it is durable and verified (the key
 //! record is written last, by the client). Every request is authenticated: no anonymous
-//! access. Every in-flight count is bounded (`CONNECTIONS_MAX`, per-request constants).
+//! access. Every in-flight count is bounded: connections (`CONNECTIONS_MAX`), object bodies
+//! in flight (`TRANSFERS_INFLIGHT_MAX`, which bounds buffer memory), per-request fan-outs.
 //! Errors map to S3 codes in one place (`error`).
 
 mod body;
@@ -44,7 +45,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 pub use body::BodyError;
-pub use gateway::{Gateway, PUT_BYTES_MAX};
+pub use gateway::{Gateway, PUT_BYTES_MAX, TRANSFERS_INFLIGHT_MAX};
 pub use keys::{
     ACCESS_KEY_PREFIX, AccessKey, ClusterKeys, KeyError, SECRET_CACHE_TTL, create_access_key,
     delete_access_key, get_access_key, list_access_keys,

@@ -341,6 +341,7 @@ impl Gateway {
                 Err(error) => Err(self.object_error(source_bucket, error).await),
             };
         }
+        let _slot = self.transfer_slot().await;
         let mut reader = match self
             .client
             .get_range_stream(
@@ -525,6 +526,8 @@ impl Gateway {
             });
         }
         let options = crate::gateway::put_options(metadata);
+        // Composing may read the parts back or copy them: it counts as a transfer.
+        let slot = self.transfer_slot().await;
         let (receipt, mode) = match self
             .client
             .put_composed(&input.bucket, input.key.as_bytes(), &blobs, options)
@@ -533,6 +536,7 @@ impl Gateway {
             Ok(done) => done,
             Err(error) => return Err(self.object_error(&input.bucket, error).await),
         };
+        drop(slot);
         tracing::debug!(bucket = %input.bucket, key = %input.key, parts = blobs.len(), ?mode, "multipart upload completed");
         self.delete_upload(&input.bucket, &input.upload_id).await;
         Ok(CompleteMultipartUploadOutput {

@@ -372,6 +372,11 @@ fn reusable(parts: &[&Manifest], cut: u64, layout: Durability, codec_id: CodecId
     let Some((last, init)) = parts.split_last() else {
         return false;
     };
+    // A version-1 part (no shard checksums) keeps whole copies under other ids than a
+    // version-2 manifest names: such parts are rewritten, not reused.
+    if parts.iter().any(|m| m.shard_crcs.is_empty()) {
+        return false;
+    }
     let fits =
         |m: &Manifest| m.stripe_bytes == cut && m.durability == layout && m.codec == codec_id;
     init.iter().all(|m| fits(m) && m.blob_bytes % cut == 0) && fits(last)
@@ -386,7 +391,7 @@ mod tests {
 
     fn manifest(bytes: u64, cut: u64, durability: Durability, codec: u8) -> Manifest {
         let count = bytes.div_ceil(cut);
-        let stripes = (0..count)
+        let stripes: Vec<StripeEntry> = (0..count)
             .map(|index| StripeEntry {
                 stripe_id: StripeId::of(&index.to_le_bytes()),
                 stripe_bytes: cut.min(bytes - index * cut),
@@ -399,9 +404,16 @@ mod tests {
             codec: CodecId(codec),
             stripe_bytes: cut,
             created_hlc: 1,
+            shard_crcs: vec![7; stripes.len() * crc_width(durability)],
             stripes,
-            shard_crcs: Vec::new(),
             metadata: Default::default(),
+        }
+    }
+
+    fn crc_width(durability: Durability) -> usize {
+        match durability {
+            Durability::ErasureCoded { .. } => durability.width(),
+            _ => 1,
         }
     }
 

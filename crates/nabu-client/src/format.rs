@@ -97,6 +97,15 @@ fn invalid(field: &'static str, reason: &'static str) -> FormatError {
     FormatError::Invalid { field, reason }
 }
 
+/// The id whole-stripe copies of `stripe_id` are kept under on nodes (version-2 manifests):
+/// BLAKE3 of a domain tag and the stripe id. See [`Manifest::node_stripe_id`].
+pub fn whole_copy_id(stripe_id: &StripeId) -> StripeId {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"nabu.whole-copy.v1");
+    hasher.update(stripe_id.as_bytes());
+    StripeId::from_bytes(*hasher.finalize().as_bytes())
+}
+
 /// One stripe of a blob as its manifest lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StripeEntry {
@@ -144,6 +153,25 @@ impl Manifest {
             Durability::ErasureCoded { .. } => self.durability.width(),
             _ => 1,
         }
+    }
+
+    /// The id the nodes keep stripe `index` under (and place it by). For erasure-coded
+    /// stripes, and in version-1 manifests, the stripe id itself; for whole-stripe copies
+    /// in version-2 manifests, [`whole_copy_id`] of it, so that the same bytes can be one
+    /// object's EC stripe and another's small-object copies (a node holds one shard per id).
+    pub fn node_stripe_id(&self, index: usize) -> StripeId {
+        let stripe_id = self.stripes[index].stripe_id;
+        let whole = !matches!(self.durability, Durability::ErasureCoded { .. });
+        if whole && !self.shard_crcs.is_empty() {
+            whole_copy_id(&stripe_id)
+        } else {
+            stripe_id
+        }
+    }
+
+    /// [`Manifest::node_stripe_id`] of every stripe, in order.
+    pub fn node_stripe_ids(&self) -> impl Iterator<Item = StripeId> + '_ {
+        (0..self.stripes.len()).map(|index| self.node_stripe_id(index))
     }
 
     /// The writer's shard checksums of stripe `index`, if the manifest has them.

@@ -446,12 +446,13 @@ impl Client {
 
     /// Reads one stripe from the nodes of its walk (see the module docs).
     async fn fetch_stripe(&self, plan: &BlobPlan, index: u64) -> Result<Pieces, StripeFailure> {
-        let entry = plan.manifest.stripes[index as usize];
         let durability = plan.manifest.durability;
         let mut fetch = StripeFetch::new(plan, index, self.inner.config.verify_stripe_ids);
         // Nodes reads recently had to hedge around go last (a stable partition: placement
         // order otherwise), so a stalled node costs one hedge delay, not one per stripe.
-        let walk = self.walk(entry.stripe_id.ring_point(), durability.width());
+        // The id the nodes keep this stripe under (whole copies: a derived one).
+        let node_stripe_id = plan.manifest.node_stripe_id(index as usize);
+        let walk = self.walk(node_stripe_id.ring_point(), durability.width());
         let (fast, slow): (Vec<NodeId>, Vec<NodeId>) =
             walk.into_iter().partition(|&node| !self.is_slow(node));
         let mut candidates: VecDeque<NodeId> = fast.into_iter().chain(slow).collect();
@@ -464,7 +465,7 @@ impl Client {
                 Some(node) => {
                     outstanding.push(node);
                     let client = self.clone();
-                    let stripe_id = entry.stripe_id;
+                    let stripe_id = node_stripe_id;
                     tasks.spawn(async move {
                         let started = Instant::now();
                         let result = client.inner.pool.shard_get(node, stripe_id).await;
@@ -519,7 +520,7 @@ impl Client {
                             fetch.accept(node, info, body)
                         }
                         Err(error) => {
-                            log_shard_failure(node, entry.stripe_id, &error);
+                            log_shard_failure(node, node_stripe_id, &error);
                             false
                         }
                     };

@@ -37,7 +37,7 @@ use tokio::task::JoinSet;
 use crate::client::{Client, check_key, check_user_namespace, fan_out};
 use crate::error::{ClientError, KeyDisplay, Result};
 use crate::format::{
-    KeyRecord, Manifest, StripeEntry, UserMetadata, key_record_point, manifest_point,
+    KeyRecord, Manifest, StripeEntry, UserMetadata, key_record_point, manifest_point, whole_copy_id,
 };
 
 /// How many nodes holding shards of a stripe are asked to rebuild a shard that found no node:
@@ -402,7 +402,13 @@ impl Client {
         layout: Durability,
         codec: Option<Arc<dyn ErasureCodec>>,
     ) -> Result<StripeWritten> {
-        let stripe_id = StripeId::of(&stripe);
+        let content_id = StripeId::of(&stripe);
+        // Where the nodes keep it: whole copies under a derived id (see
+        // `Manifest::node_stripe_id`), so one stripe may be stored in both layouts.
+        let stripe_id = match layout {
+            Durability::ErasureCoded { .. } => content_id,
+            _ => whole_copy_id(&content_id),
+        };
         let (infos, bodies) = encode_shards(&stripe, layout, codec.as_deref())?;
         let width = layout.width();
         let walk = self.walk(stripe_id.ring_point(), width);
@@ -450,7 +456,7 @@ impl Client {
         Ok(StripeWritten {
             index,
             entry: StripeEntry {
-                stripe_id,
+                stripe_id: content_id,
                 stripe_bytes: stripe.len() as u64,
             },
             shard_crcs: infos[..crc_width]

@@ -845,7 +845,8 @@ async fn replicas_3_survive_two_lost_nodes_and_none_reports_lost_stripes() {
         .read_manifest("triple", receipt.blob_id)
         .await
         .expect("manifest");
-    let first = manifest.stripes[0].stripe_id.ring_point();
+    // Nodes place whole copies by the id they keep them under.
+    let first = manifest.node_stripe_id(0).ring_point();
     let holders = client.ring().placement(first, 3);
     cluster.stop(holders[0]).await;
     cluster.stop(holders[1]).await;
@@ -863,7 +864,7 @@ async fn replicas_3_survive_two_lost_nodes_and_none_reports_lost_stripes() {
         .expect("manifest");
     let lost: Vec<u64> = (0..manifest.stripes.len() as u64)
         .filter(|&index| {
-            let point = manifest.stripes[index as usize].stripe_id.ring_point();
+            let point = manifest.node_stripe_id(index as usize).ring_point();
             holders[..2].contains(&client.ring().placement(point, 1)[0])
         })
         .collect();
@@ -1069,6 +1070,37 @@ async fn a_node_serving_a_consistent_but_wrong_shard_is_caught_by_the_writers_ch
         &client.get(NS, b"k").await.expect("get"),
         &bytes,
         "read around",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stripe_can_be_one_objects_small_copies_and_anothers_ec_stripe() {
+    // A small object is three whole copies; a large one whose last stripe holds the same
+    // bytes stores that stripe as EC shards on all six nodes, three of which hold the copies.
+    let cluster = TestCluster::start(6).await;
+    let client = cluster.client();
+    let tail = random_bytes(80, 1000);
+    client
+        .put(NS, b"small", tail.clone())
+        .await
+        .expect("put small");
+    let mut large = random_bytes(81, 4 * MIB).to_vec();
+    large.extend_from_slice(&tail);
+    let large = Bytes::from(large);
+    let receipt = client
+        .put(NS, b"large", large.clone())
+        .await
+        .expect("put large");
+    assert_eq!(receipt.shards_missing, 0, "{receipt:?}");
+    assert_same(
+        &client.get(NS, b"small").await.expect("small"),
+        &tail,
+        "small",
+    );
+    assert_same(
+        &client.get(NS, b"large").await.expect("large"),
+        &large,
+        "large",
     );
 }
 

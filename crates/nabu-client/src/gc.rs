@@ -408,11 +408,8 @@ fn decode_stripes(value: Option<Bytes>, blob_id: BlobId) -> Result<Vec<StripeId>
         what: format!("manifest of {blob_id}"),
         source,
     })?;
-    Ok(manifest
-        .stripes
-        .iter()
-        .map(|stripe| stripe.stripe_id)
-        .collect())
+    // The ids the nodes keep the stripes under (whole copies: derived ones).
+    Ok(manifest.node_stripe_ids().collect())
 }
 
 /// The blob a key record names; `None` for a record deleted since it was listed.

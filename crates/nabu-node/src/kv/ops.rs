@@ -91,22 +91,24 @@ pub async fn execute(node: &Arc<Node>, request: Request, body: Bytes) -> Result<
                     },
                 })
                 .collect();
-            let mut values = found.into_iter().flatten().map(|(value, _)| value);
-            let body = match (values.next(), values.next()) {
-                (None, _) => Bytes::new(),
-                (Some(only), None) => only,
-                (Some(first), Some(second)) => {
+            // One value is the whole body: its stored CRC32C (checked by the pool just now) is
+            // the body's, so framing the reply does not read the value again.
+            let mut values = found.into_iter().flatten();
+            let (body, body_crc) = match (values.next(), values.next()) {
+                (None, _) => (Bytes::new(), None),
+                (Some((only, crc)), None) => (only, Some(crc)),
+                (Some((first, _)), Some((second, _))) => {
                     let mut body = BytesMut::new();
                     body.put_slice(&first);
                     body.put_slice(&second);
-                    values.for_each(|value| body.put_slice(&value));
-                    body.freeze()
+                    values.for_each(|(value, _)| body.put_slice(&value));
+                    (body.freeze(), None)
                 }
             };
             Ok(Reply {
                 meta: Response::KvGet(KvGetReply { entries }),
                 body,
-                body_crc: None,
+                body_crc,
             })
         }
         Request::KvDelete(delete) => {

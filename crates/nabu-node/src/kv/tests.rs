@@ -217,3 +217,22 @@ fn scans_page_through_one_namespace() {
     seen.dedup();
     assert_eq!(seen.len(), 25);
 }
+
+#[test]
+fn a_lease_protects_only_until_it_ends() {
+    let pool = pool(64 << 10, PolicyKind::S3Fifo);
+    let value = vec![1u8; 1000];
+    put(&pool, b"leased", &value);
+    let lease = Duration::from_millis(30);
+    let leased_at = Instant::now();
+    assert_eq!(pool.exists(NS, &[b"leased".to_vec()], Some(lease)), [true]);
+    // Waiting for the lease's own end is the behaviour under test (a clock, not a race).
+    std::thread::sleep(lease.saturating_sub(leased_at.elapsed()) + Duration::from_millis(5));
+    for n in 0..500u32 {
+        put(&pool, &n.to_le_bytes(), &value);
+    }
+    assert!(
+        pool.get(NS, b"leased").is_none(),
+        "an ended lease still protected the key"
+    );
+}

@@ -746,9 +746,11 @@ async fn stalling_proxy(
     address
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_node_is_hedged_around() {
-    let cluster = TestCluster::start(6).await;
+/// A client that reaches node 1 through [`stalling_proxy`]; the flag stalls it.
+async fn client_behind_stalling_proxy(
+    cluster: &TestCluster,
+    config: ClientConfig,
+) -> (Client, Arc<std::sync::atomic::AtomicBool>) {
     let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut members = cluster.members.clone();
     let Endpoint::Tcp(target) = &members[0].data_addr else {
@@ -756,12 +758,18 @@ async fn a_stalled_node_is_hedged_around() {
     };
     let target = target.parse().expect("socket address");
     members[0].data_addr = Endpoint::from(stalling_proxy(target, stalled.clone()).await);
+    let map = ClusterMap::new(cluster.token.clone(), members);
+    (Client::new(map, config).expect("client"), stalled)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_node_is_hedged_around() {
+    let cluster = TestCluster::start(6).await;
     let config = ClientConfig {
         request_timeout: Duration::from_secs(20),
         ..ClientConfig::default()
     };
-    let client =
-        Client::new(ClusterMap::new(cluster.token.clone(), members), config).expect("client");
+    let (client, stalled) = client_behind_stalling_proxy(&cluster, config).await;
     let bytes = random_bytes(60, 16 * MIB + 5);
     client.put(NS, b"hedged", bytes.clone()).await.expect("put");
     stalled.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -780,13 +788,6 @@ async fn a_stalled_node_is_hedged_around() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_ask_a_node_they_hedged_around_last() {
     let cluster = TestCluster::start(6).await;
-    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut members = cluster.members.clone();
-    let Endpoint::Tcp(target) = &members[0].data_addr else {
-        panic!("tcp members");
-    };
-    let target = target.parse().expect("socket address");
-    members[0].data_addr = Endpoint::from(stalling_proxy(target, stalled.clone()).await);
     // A hedge delay far longer than a read here: a read that waits for it shows.
     let hedge = Duration::from_secs(3);
     let config = ClientConfig {
@@ -794,8 +795,7 @@ async fn reads_ask_a_node_they_hedged_around_last() {
         hedge: nabu_client::Hedge::Fixed(hedge),
         ..ClientConfig::default()
     };
-    let client =
-        Client::new(ClusterMap::new(cluster.token.clone(), members), config).expect("client");
+    let (client, stalled) = client_behind_stalling_proxy(&cluster, config).await;
     // 20 stripes: node 1 holds data shards of most of them.
     let bytes = random_bytes(61, 80 * MIB);
     client.put(NS, b"slow", bytes.clone()).await.expect("put");

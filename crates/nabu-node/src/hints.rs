@@ -111,22 +111,18 @@ impl Hints {
 
     /// Every hint kept, in no particular order.
     pub fn all(&self) -> Vec<Hint> {
-        self.table()
-            .iter()
-            .map(|(&(stripe_id, home), &(kind, shard))| Hint {
-                stripe_id,
-                home,
-                kind,
-                shard,
-            })
-            .collect()
+        self.matching(|_| true)
     }
 
     /// The hints kept for `stripe_id` (any home).
     pub fn of_stripe(&self, stripe_id: &StripeId) -> Vec<Hint> {
+        self.matching(|id| id == stripe_id)
+    }
+
+    fn matching(&self, wanted: impl Fn(&StripeId) -> bool) -> Vec<Hint> {
         self.table()
             .iter()
-            .filter(|((id, _), _)| id == stripe_id)
+            .filter(|((id, _), _)| wanted(id))
             .map(|(&(stripe_id, home), &(kind, shard))| Hint {
                 stripe_id,
                 home,

@@ -21,7 +21,7 @@ use nabu_proto::ops::{
     KvPutEntry, KvPutOutcome, KvScan, KvScanReply, KvTtl, KvTtlAction, KvTtlReply,
     decode_scan_keys, kv_group_stem,
 };
-use nabu_proto::{ProtoError, Response};
+use nabu_proto::{Meta, ProtoError, Response};
 use tokio::task::JoinSet;
 
 use crate::client::Client;
@@ -291,25 +291,15 @@ impl Client {
         namespace: &str,
         keys: &[Vec<u8>],
     ) -> Result<u64> {
-        let key_lengths: Vec<usize> = keys.iter().map(Vec::len).collect();
-        let mut deleted = 0;
-        for range in batches(&key_lengths, &[], 2) {
-            let request = KvDelete {
-                namespace: namespace.to_owned(),
-                keys: keys[range].to_vec(),
-            };
-            let Response::KvDelete(reply) = self
-                .inner
-                .pool
-                .call(node, &request, Bytes::new())
-                .await?
-                .meta
-            else {
-                return Err(unexpected(node));
-            };
-            deleted += u64::from(reply.deleted);
-        }
-        Ok(deleted)
+        let request = |keys: Vec<Vec<u8>>| KvDelete {
+            namespace: namespace.to_owned(),
+            keys,
+        };
+        let count = |response| match response {
+            Response::KvDelete(reply) => Some(reply.deleted),
+            _ => None,
+        };
+        self.kv_count_on(node, keys, request, count).await
     }
 
     /// KV_PIN (or unpin) of `keys` on `node`: how many existed.
@@ -320,26 +310,35 @@ impl Client {
         keys: &[Vec<u8>],
         pinned: bool,
     ) -> Result<u64> {
+        let request = |keys: Vec<Vec<u8>>| KvPin {
+            namespace: namespace.to_owned(),
+            pinned,
+            keys,
+        };
+        let count = |response| match response {
+            Response::KvPin(reply) => Some(reply.changed),
+            _ => None,
+        };
+        self.kv_count_on(node, keys, request, count).await
+    }
+
+    /// Sends `keys` to `node` in frame-sized batches of `request`s and adds up the count
+    /// each reply carries.
+    async fn kv_count_on<M: Meta>(
+        &self,
+        node: NodeId,
+        keys: &[Vec<u8>],
+        request: impl Fn(Vec<Vec<u8>>) -> M,
+        count: impl Fn(Response) -> Option<u32>,
+    ) -> Result<u64> {
         let key_lengths: Vec<usize> = keys.iter().map(Vec::len).collect();
-        let mut changed = 0;
+        let mut total = 0;
         for range in batches(&key_lengths, &[], 2) {
-            let request = KvPin {
-                namespace: namespace.to_owned(),
-                pinned,
-                keys: keys[range].to_vec(),
-            };
-            let Response::KvPin(reply) = self
-                .inner
-                .pool
-                .call(node, &request, Bytes::new())
-                .await?
-                .meta
-            else {
-                return Err(unexpected(node));
-            };
-            changed += u64::from(reply.changed);
+            let meta = request(keys[range].to_vec());
+            let reply = self.inner.pool.call(node, &meta, Bytes::new()).await?;
+            total += u64::from(count(reply.meta).ok_or_else(|| unexpected(node))?);
         }
-        Ok(changed)
+        Ok(total)
     }
 
     /// KV_TTL of one key on `node`.

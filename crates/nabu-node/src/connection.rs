@@ -93,6 +93,8 @@ impl Drop for GaugeHold {
 struct Pending {
     request: Request,
     body: BytesMut,
+    /// CRC32C of `body` so far, combined from its frames' verified checksums.
+    body_crc: u32,
     last_frame: Instant,
     budget: Option<OwnedSemaphorePermit>,
 }
@@ -384,8 +386,14 @@ impl Connection {
                     .await;
             }
         };
+        // The decoder verified it: the CRC32C of this frame's body (0 for an empty one).
+        let body_crc = if body.is_empty() {
+            0
+        } else {
+            header.body_crc()
+        };
         if progress.complete {
-            self.spawn_request(request_id, request, body, None);
+            self.spawn_request(request_id, request, (body, body_crc), None);
             return Ok(());
         }
         let budget = self.reserve_body(progress.declared).await;
@@ -394,6 +402,7 @@ impl Connection {
         let pending = Pending {
             request,
             body: collected,
+            body_crc,
             last_frame: Instant::now(),
             budget,
         };
@@ -434,16 +443,19 @@ impl Connection {
                 let Some(pending) = self.pending.get_mut(&request_id) else {
                     return Err(ProtoError::UnexpectedData { request_id }.into());
                 };
+                if !body.is_empty() {
+                    pending.body_crc = if pending.body.is_empty() {
+                        header.body_crc()
+                    } else {
+                        crc32c::crc32c_combine(pending.body_crc, header.body_crc(), body.len())
+                    };
+                }
                 pending.body.extend_from_slice(&body);
                 pending.last_frame = Instant::now();
                 if progress.complete {
                     let pending = self.pending.remove(&request_id).expect("present above");
-                    self.spawn_request(
-                        request_id,
-                        pending.request,
-                        pending.body.freeze(),
-                        pending.budget,
-                    );
+                    let body = (pending.body.freeze(), pending.body_crc);
+                    self.spawn_request(request_id, pending.request, body, pending.budget);
                 }
                 Ok(())
             }
@@ -538,7 +550,7 @@ impl Connection {
         &mut self,
         request_id: u64,
         request: Request,
-        body: Bytes,
+        (body, body_crc): (Bytes, u32),
         budget: Option<OwnedSemaphorePermit>,
     ) {
         let node = Arc::clone(&self.node);
@@ -553,7 +565,7 @@ impl Connection {
         self.requests.spawn(
             async move {
                 let _inflight = hold;
-                let result = handler::execute(&node, request, body).await;
+                let result = handler::execute(&node, request, body, body_crc).await;
                 drop(budget);
                 send_reply(&node, plane, &responses, &inflight, op, request_id, result).await;
             }

@@ -70,8 +70,14 @@ impl Reply {
     }
 }
 
-/// Runs `request` with its complete `body`.
-pub async fn execute(node: &Arc<Node>, request: Request, body: Bytes) -> Result<Reply, OpError> {
+/// Runs `request` with its complete `body`, whose CRC32C (already verified frame by frame)
+/// is `body_crc`.
+pub async fn execute(
+    node: &Arc<Node>,
+    request: Request,
+    body: Bytes,
+    body_crc: u32,
+) -> Result<Reply, OpError> {
     if crate::kv::ops::is_kv(&request) {
         return crate::kv::ops::execute(node, request, body).await;
     }
@@ -101,7 +107,7 @@ pub async fn execute(node: &Arc<Node>, request: Request, body: Bytes) -> Result<
         Request::ShardPut(put) => {
             let outcome = blocking(node, move |node| {
                 node.shards
-                    .put(&put.stripe_id, &put.shard, &body, &node.touches)
+                    .put(&put.stripe_id, &put.shard, &body, body_crc, &node.touches)
             })
             .await?;
             Ok(Reply::bodiless(Response::ShardPut(ShardPutReply {

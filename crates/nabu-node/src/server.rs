@@ -120,13 +120,19 @@ pub async fn serve_plane(
     }
     drop(listener);
     let grace = Duration::from_millis(node.config.shutdown_grace_ms);
+    drain(&mut connections, grace, &format!("{plane:?} plane")).await;
+}
+
+/// Lets the connections of a stopped listener finish their requests for `grace`, then drops
+/// whatever still runs (shared by every listener of the node).
+pub(crate) async fn drain(connections: &mut JoinSet<()>, grace: Duration, listener: &str) {
     let drained = tokio::time::timeout(grace, async {
         while connections.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
         tracing::warn!(
-            ?plane,
+            listener,
             connections = connections.len(),
             "requests still in flight after shutdown_grace_ms; dropping their connections"
         );

@@ -124,13 +124,7 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, mut shutdown: watch::
     }
     drop(listener);
     let grace = Duration::from_millis(node.config.shutdown_grace_ms);
-    let drained = tokio::time::timeout(grace, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        connections.shutdown().await;
-    }
+    crate::server::drain(&mut connections, grace, "RESP").await;
 }
 
 /// Keeps `connections_open` right however the connection ends.

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub hints_dropped_total: AtomicU64,
     /// Shard bytes sent to home nodes by hint replay.
     pub hint_bytes_moved_total: AtomicU64,
+    /// The scrubber's counters.
+    pub scrub: crate::scrub::ScrubCounters,
 }
 
 impl Default for Metrics {
@@ -78,6 +80,7 @@ impl Default for Metrics {
             shards_repaired_total: AtomicU64::new(0),
             hints_dropped_total: AtomicU64::new(0),
             hint_bytes_moved_total: AtomicU64::new(0),
+            scrub: crate::scrub::ScrubCounters::default(),
         }
     }
 }
@@ -216,6 +219,7 @@ impl Metrics {
             family(&mut out, name, kind, help);
             let _ = writeln!(out, "{name} {value}");
         }
+        self.scrub.render(&mut out);
         render_members(&mut out, &snapshot.members);
         if let Some(store) = &snapshot.store {
             render_store(&mut out, store);

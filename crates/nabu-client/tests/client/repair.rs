@@ -49,7 +49,7 @@ impl TestCluster {
     }
 
     /// One unlabelled metric of node `id`, read from `/metrics`.
-    async fn metric(&self, id: NodeId, name: &str) -> u64 {
+    pub(super) async fn metric(&self, id: NodeId, name: &str) -> u64 {
         let addr = self.node(id).config.http_addr;
         let mut stream = TcpStream::connect(addr).await.expect("connect http");
         let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
@@ -76,7 +76,7 @@ impl TestCluster {
 }
 
 /// Polls `done` every [`POLL`] until it holds, failing after [`REPLAY_DEADLINE`] with `what`.
-async fn eventually<F, Fut>(what: &str, mut done: F)
+pub(super) async fn eventually<F, Fut>(what: &str, mut done: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,

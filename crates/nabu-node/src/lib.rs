@@ -13,12 +13,13 @@
 //! - optionally the **Redis-protocol gateway** ([`resp`], `resp_addr`): RESP2/RESP3 over the
 //!   in-memory KV pool ([`kv`]), each key forwarded to its owner node.
 //!
-//! and three background jobs: **liveness**, a PING to every other member's peer plane every
+//! and background jobs: **liveness**, a PING to every other member's peer plane every
 //! `heartbeat_interval_ms` (a member not heard from for `down_after_ms` is down), and **hint
 //! replay** (`repair`): shards that writers handed off to this node, or asked it to rebuild,
 //! go to their home node once it is up again (`hints`: HINT_PUT, kept durably), and the
 //! **scrubber** (`scrub`), which rereads every record at `scrub_bytes_per_s` and rebuilds
-//! damaged shards from the other members.
+//! damaged shards from the other members. A fourth, **re-protection** (`reprotect`), restores
+//! full redundancy once a member has been lost for `repair_after_ms`.
 //!
 //! **Invariants.** No input from a socket makes the node panic; every queue, table and buffer
 //! has a named bound (`connections_max`, `inflight_max`, the protocol's frame limits,
@@ -39,6 +40,7 @@ mod node;
 mod peer;
 mod records;
 mod repair;
+mod reprotect;
 pub mod resp;
 mod scrub;
 mod server;

@@ -61,6 +61,12 @@ pub struct Metrics {
     pub hint_bytes_moved_total: AtomicU64,
     /// The scrubber's counters.
     pub scrub: crate::scrub::ScrubCounters,
+    /// Members not heard from for `repair_after_ms`.
+    pub members_lost: AtomicU64,
+    /// Redundancy restorations this node coordinated.
+    pub reprotect_runs_total: AtomicU64,
+    /// Stripes those restorations wrote back to full redundancy.
+    pub reprotect_stripes_repaired_total: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -81,6 +87,9 @@ impl Default for Metrics {
             hints_dropped_total: AtomicU64::new(0),
             hint_bytes_moved_total: AtomicU64::new(0),
             scrub: crate::scrub::ScrubCounters::default(),
+            members_lost: AtomicU64::new(0),
+            reprotect_runs_total: AtomicU64::new(0),
+            reprotect_stripes_repaired_total: AtomicU64::new(0),
         }
     }
 }
@@ -195,6 +204,25 @@ impl Metrics {
                 "counter",
                 "Shard bytes sent to home nodes by hint replay.",
                 self.hint_bytes_moved_total.load(Ordering::Relaxed),
+            ),
+            (
+                "nabu_members_lost",
+                "gauge",
+                "Members not heard from for repair_after_ms.",
+                self.members_lost.load(Ordering::Relaxed),
+            ),
+            (
+                "nabu_reprotect_runs_total",
+                "counter",
+                "Redundancy restorations this node coordinated after losing members.",
+                self.reprotect_runs_total.load(Ordering::Relaxed),
+            ),
+            (
+                "nabu_reprotect_stripes_repaired_total",
+                "counter",
+                "Stripes written back to full redundancy by those restorations.",
+                self.reprotect_stripes_repaired_total
+                    .load(Ordering::Relaxed),
             ),
             (
                 "nabu_meta_entries",

@@ -259,7 +259,7 @@ impl Connection {
         let limits = self.node.limits;
         let reply = HelloReply {
             node_id: self.node.id,
-            ring_epoch: self.node.ring_epoch,
+            ring_epoch: self.node.membership.epoch(),
             features: 0,
             meta_bytes_max: limits.meta_bytes_max,
             frame_body_bytes_max: limits.frame_body_bytes_max,

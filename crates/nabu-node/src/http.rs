@@ -206,7 +206,7 @@ fn cluster_view(node: &Node) -> ClusterView {
         .collect();
     ClusterView {
         node_id: node.id.0,
-        ring_epoch: node.ring_epoch,
+        ring_epoch: node.membership.epoch(),
         zone: node.config.zone.clone(),
         uptime_s: node.started.elapsed().as_secs(),
         members,

@@ -18,8 +18,9 @@
 //! replay** (`repair`): shards that writers handed off to this node, or asked it to rebuild,
 //! go to their home node once it is up again (`hints`: HINT_PUT, kept durably), and the
 //! **scrubber** (`scrub`), which rereads every record at `scrub_bytes_per_s` and rebuilds
-//! damaged shards from the other members. A fourth, **re-protection** (`reprotect`), restores
-//! full redundancy once a member has been lost for `repair_after_ms`.
+//! damaged shards from the other members. One node also coordinates **maintenance**
+//! (`maintenance`): rebalancing after a membership change, re-protection once a member has
+//! been lost for `repair_after_ms`.
 //!
 //! **Invariants.** No input from a socket makes the node panic; every queue, table and buffer
 //! has a named bound (`connections_max`, `inflight_max`, the protocol's frame limits,
@@ -34,13 +35,14 @@ mod hints;
 mod http;
 pub mod kv;
 mod liveness;
+mod maintenance;
+mod membership;
 mod meta;
 mod metrics;
 mod node;
 mod peer;
 mod records;
 mod repair;
-mod reprotect;
 pub mod resp;
 mod scrub;
 mod server;

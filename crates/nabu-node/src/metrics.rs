@@ -63,10 +63,16 @@ pub struct Metrics {
     pub scrub: crate::scrub::ScrubCounters,
     /// Members not heard from for `repair_after_ms`.
     pub members_lost: AtomicU64,
-    /// Redundancy restorations this node coordinated.
-    pub reprotect_runs_total: AtomicU64,
-    /// Stripes those restorations wrote back to full redundancy.
+    /// Maintenance passes (rebalancing, re-protection) this node coordinated.
+    pub maintenance_passes_total: AtomicU64,
+    /// 1 while this node coordinates a maintenance pass.
+    pub maintenance_running: AtomicU64,
+    /// Stripes those passes wrote back to full redundancy.
     pub reprotect_stripes_repaired_total: AtomicU64,
+    /// Shards those passes moved to their placement after a membership change.
+    pub rebalance_shards_moved_total: AtomicU64,
+    /// Bytes of those shards.
+    pub rebalance_bytes_moved_total: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -88,8 +94,11 @@ impl Default for Metrics {
             hint_bytes_moved_total: AtomicU64::new(0),
             scrub: crate::scrub::ScrubCounters::default(),
             members_lost: AtomicU64::new(0),
-            reprotect_runs_total: AtomicU64::new(0),
+            maintenance_passes_total: AtomicU64::new(0),
+            maintenance_running: AtomicU64::new(0),
             reprotect_stripes_repaired_total: AtomicU64::new(0),
+            rebalance_shards_moved_total: AtomicU64::new(0),
+            rebalance_bytes_moved_total: AtomicU64::new(0),
         }
     }
 }
@@ -212,17 +221,35 @@ impl Metrics {
                 self.members_lost.load(Ordering::Relaxed),
             ),
             (
-                "nabu_reprotect_runs_total",
+                "nabu_maintenance_passes_total",
                 "counter",
-                "Redundancy restorations this node coordinated after losing members.",
-                self.reprotect_runs_total.load(Ordering::Relaxed),
+                "Maintenance passes (rebalancing, re-protection) this node coordinated.",
+                self.maintenance_passes_total.load(Ordering::Relaxed),
+            ),
+            (
+                "nabu_maintenance_running",
+                "gauge",
+                "1 while this node coordinates a maintenance pass.",
+                self.maintenance_running.load(Ordering::Relaxed),
             ),
             (
                 "nabu_reprotect_stripes_repaired_total",
                 "counter",
-                "Stripes written back to full redundancy by those restorations.",
+                "Stripes written back to full redundancy after members were lost.",
                 self.reprotect_stripes_repaired_total
                     .load(Ordering::Relaxed),
+            ),
+            (
+                "nabu_rebalance_shards_moved_total",
+                "counter",
+                "Shards moved to their placement after membership changes.",
+                self.rebalance_shards_moved_total.load(Ordering::Relaxed),
+            ),
+            (
+                "nabu_rebalance_bytes_moved_total",
+                "counter",
+                "Bytes of shards moved to their placement after membership changes.",
+                self.rebalance_bytes_moved_total.load(Ordering::Relaxed),
             ),
             (
                 "nabu_meta_entries",

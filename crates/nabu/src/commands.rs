@@ -382,8 +382,12 @@ pub async fn scrub(args: &ScrubArgs) -> anyhow::Result<()> {
         spinner
     });
     let started = std::time::Instant::now();
+    let options = nabu_client::CheckOptions {
+        repair: args.repair,
+        rebalance: false,
+    };
     let report = client
-        .check_redundancy(args.repair, |report| {
+        .check_redundancy(options, |report| {
             if let Some(spinner) = &spinner {
                 spinner.set_message(format!(
                     "{} keys, {} stripes checked ({} degraded, {} repaired)",

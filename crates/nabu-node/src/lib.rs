@@ -63,7 +63,7 @@ pub use config::{
     REQUEST_BODY_BYTES_MAX_DEFAULT, StoreOptions,
 };
 pub use connection::RESPONSE_QUEUE_FRAMES_MAX;
-pub use http::{ClusterView, DirView, MemberView, ScrubView, StoreView};
+pub use http::{ClusterView, DirView, MaintenanceView, MemberView, ScrubView, StoreView};
 pub use liveness::{MemberState, RECONNECT_BACKOFF_MAX};
 pub use scrub::PassReport;
 

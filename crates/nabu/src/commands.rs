@@ -391,6 +391,7 @@ pub async fn scrub(args: &ScrubArgs) -> anyhow::Result<()> {
     let options = nabu_client::CheckOptions {
         repair: args.repair,
         rebalance: false,
+        bytes_per_s: None,
     };
     let report = client
         .check_redundancy(options, |report| {

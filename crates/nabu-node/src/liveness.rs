@@ -8,7 +8,8 @@
 //! Nothing here changes placement: the state is reported (`/api/v1/cluster`, `/metrics`) for
 //! clients and operators to act on. The table follows the member list: a new member gets a
 //! heartbeat task, a removed one loses it; a peer that says (in its HELLO reply) it is on a
-//! newer ring epoch is asked for its member list, so a node that missed a change catches up.
+//! newer ring epoch is asked for its member list, and every tenth heartbeat asks for it
+//! anyway, so a node that missed a change catches up within seconds.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,6 +29,9 @@ use tracing::Instrument;
 use crate::config::MemberConfig;
 use crate::node::{Node, until_stopped};
 use crate::peer::PeerConnection;
+
+/// Heartbeats between two asks for a member's list (10 × 500 ms by default).
+const MEMBERS_CHECK_EVERY: u64 = 10;
 
 /// The longest wait between two attempts to reach a member.
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -233,12 +237,23 @@ async fn ping_member(node: &Arc<Node>, slot: &Slot, interval: Duration) -> anyho
     )
     .await??;
     if peer.ring_epoch > node.membership.epoch() {
-        catch_up(node, &mut peer).await?;
+        catch_up(node, &mut peer, None).await?;
     }
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick: u64 = 0;
     loop {
         ticks.tick().await;
+        tick += 1;
+        // Now and then the member's list too: a node that missed a push while its
+        // connections stayed up must not stay on an old ring.
+        if tick.is_multiple_of(MEMBERS_CHECK_EVERY) {
+            timeout(
+                answer_timeout,
+                catch_up(node, &mut peer, Some(node.membership.epoch())),
+            )
+            .await??;
+        }
         let request = peer.next_request_id();
         let ping = Frame::from_meta(request, &Ping, Bytes::new(), false)?;
         let reply = timeout(answer_timeout, peer.call(ping)).await??;
@@ -253,12 +268,20 @@ async fn ping_member(node: &Arc<Node>, slot: &Slot, interval: Duration) -> anyho
     }
 }
 
-/// Takes the member list of `peer`, which said it is on a newer ring epoch.
-async fn catch_up(node: &Arc<Node>, peer: &mut PeerConnection) -> anyhow::Result<()> {
+/// Takes the member list of `peer` if its epoch is above `known` (`None`: the peer said it is
+/// on a newer one).
+async fn catch_up(
+    node: &Arc<Node>,
+    peer: &mut PeerConnection,
+    known: Option<u64>,
+) -> anyhow::Result<()> {
     let (reply, body) = peer.request(&MembersGet, Bytes::new()).await?;
     let nabu_proto::Response::MembersGet(nabu_proto::ops::MembersGetReply(header)) = reply else {
         anyhow::bail!("MEMBERS_GET answered with {}", reply.op());
     };
+    if known.is_some_and(|epoch| header.epoch <= epoch) {
+        return Ok(());
+    }
     let members = decode_members(&body, header.members)?;
     let taker = Arc::clone(node);
     let offered =

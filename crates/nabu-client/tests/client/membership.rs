@@ -18,7 +18,7 @@ use super::{MIB, NS, TestCluster, TestNode, assert_same, node_config, random_byt
 impl TestCluster {
     /// The member list of the running cluster with nodes `joining` added (bound now, started
     /// on that list at `epoch`), in id order.
-    async fn join(&mut self, joining: &[u32], epoch: u64) -> Vec<MemberEntry> {
+    pub(super) async fn join(&mut self, joining: &[u32], epoch: u64) -> Vec<MemberEntry> {
         let mut bound = Vec::new();
         for &id in joining {
             let socket = self._dir.path().join(format!("node-{id}.sock"));

@@ -22,7 +22,7 @@ const POLL: Duration = Duration::from_millis(100);
 
 impl TestCluster {
     /// Starts a stopped node again on its data dir and addresses.
-    async fn restart(&mut self, id: NodeId) {
+    pub(super) async fn restart(&mut self, id: NodeId) {
         let node = self
             .nodes
             .iter_mut()

@@ -9,14 +9,17 @@
 //!   `docs/formats/protocol.md` (one connection handler, checked against the plane the HELLO
 //!   names): shard and metadata ops over the chunk store ([`nabu_store::Store`]);
 //! - the **management plane**: HTTP `/healthz`, `/readyz`, `/metrics` (Prometheus text),
-//!   `/api/v1/cluster` (JSON);
+//!   `/api/v1/cluster` (JSON), and the live [`dashboard`] at `/` with its JSON and
+//!   Server-Sent-Events API (`/api/v1/...`, `docs/api.md`);
 //! - optionally the **Redis-protocol gateway** ([`resp`], `resp_addr`): RESP2/RESP3 over the
 //!   in-memory KV pool ([`kv`]), each key forwarded to its owner node.
 //!
 //! and two background jobs: **liveness**, a PING to every other member's peer plane every
 //! `heartbeat_interval_ms` (a member not heard from for `down_after_ms` is down), and **hint
 //! replay** (`repair`): shards that writers handed off to this node, or asked it to rebuild,
-//! go to their home node once it is up again (`hints`: HINT_PUT, kept durably).
+//! go to their home node once it is up again (`hints`: HINT_PUT, kept durably). What happens
+//! to the cluster (members up and down, repairs, corruption) goes to a bounded in-memory
+//! [`events`] log.
 //!
 //! **Invariants.** No input from a socket makes the node panic; every queue, table and buffer
 //! has a named bound (`connections_max`, `inflight_max`, the protocol's frame limits,
@@ -25,10 +28,13 @@
 
 mod config;
 mod connection;
+pub mod dashboard;
+pub mod events;
 mod gc;
 mod handler;
 mod hints;
 mod http;
+pub mod http_get;
 pub mod kv;
 mod liveness;
 mod meta;

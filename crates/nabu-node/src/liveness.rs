@@ -6,7 +6,9 @@
 //! never answered) is down. A broken connection is re-made with exponential backoff, capped
 //! at [`RECONNECT_BACKOFF_MAX`], so a dead member costs one connect attempt per backoff.
 //! Nothing here changes placement: the state is reported (`/api/v1/cluster`, `/metrics`) for
-//! clients and operators to act on.
+//! clients and operators to act on, and every change of a member's state is recorded in the
+//! node's event log ([`Event::NodeUp`], [`Event::NodeDown`]), checked every
+//! [`TRANSITION_CHECK_INTERVAL_MAX`] at most.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,11 +25,15 @@ use tokio::time::{Instant, timeout};
 use tracing::Instrument;
 
 use crate::config::MemberConfig;
+use crate::events::Event;
 use crate::node::{Node, until_stopped};
 use crate::peer::PeerConnection;
 
 /// The longest wait between two attempts to reach a member.
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The longest time between two looks for members that changed state (the event log and the
+/// dashboard learn of a change at most this late after `down_after_ms` says so).
+pub const TRANSITION_CHECK_INTERVAL_MAX: Duration = Duration::from_millis(250);
 
 /// Whether a member answers heartbeats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +141,38 @@ impl Liveness {
             })
             .collect()
     }
+
+    /// The state every member starts in, as [`Liveness::changes`] sees it: this node up, the
+    /// others down until they answer.
+    fn initial_states(&self) -> Vec<MemberState> {
+        self.slots
+            .iter()
+            .map(|slot| {
+                if slot.config.id == self.self_id {
+                    MemberState::Up
+                } else {
+                    MemberState::Down
+                }
+            })
+            .collect()
+    }
+
+    /// The members whose state is no longer the one in `known` (updated in place), as events.
+    fn changes(&self, known: &mut [MemberState]) -> Vec<Event> {
+        self.statuses()
+            .into_iter()
+            .zip(known.iter_mut())
+            .filter(|(status, known)| status.state != **known)
+            .map(|(status, known)| {
+                *known = status.state;
+                let node = status.config.id;
+                match status.state {
+                    MemberState::Up => Event::NodeUp { node },
+                    MemberState::Down => Event::NodeDown { node },
+                }
+            })
+            .collect()
+    }
 }
 
 /// Sends heartbeats to every other member until `shutdown` turns true.
@@ -147,8 +185,23 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
         let span = tracing::debug_span!("heartbeat", node = node.id.0, member = slot.config.id);
         tasks.spawn(heartbeat_member(Arc::clone(&node), index).instrument(span));
     }
+    tasks.spawn(record_changes(Arc::clone(&node)).in_current_span());
     until_stopped(&mut shutdown).await;
     tasks.shutdown().await;
+}
+
+/// Records every member's change of state in the event log.
+async fn record_changes(node: Arc<Node>) {
+    let heartbeat = Duration::from_millis(node.config.heartbeat_interval_ms);
+    let mut ticks = tokio::time::interval(heartbeat.min(TRANSITION_CHECK_INTERVAL_MAX));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut known = node.liveness.initial_states();
+    loop {
+        ticks.tick().await;
+        for event in node.liveness.changes(&mut known) {
+            node.events.record(event);
+        }
+    }
 }
 
 /// Keeps one connection to member `index` and PINGs it, reconnecting with backoff.
@@ -200,5 +253,44 @@ async fn ping_member(node: &Node, index: usize, interval: Duration) -> anyhow::R
             );
         }
         node.liveness.heard(index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: u32) -> MemberConfig {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1000 + id as u16));
+        MemberConfig {
+            id,
+            zone: "z".to_owned(),
+            weight: 1,
+            data_addr: addr,
+            peer_addr: addr,
+            http_addr: addr,
+        }
+    }
+
+    #[test]
+    fn state_changes_become_events_once() {
+        let down_after = Duration::from_millis(20);
+        let liveness = Liveness::new(1, vec![member(1), member(2), member(3)], down_after);
+        let mut known = liveness.initial_states();
+        assert_eq!(liveness.changes(&mut known), [], "nobody answered yet: no change");
+        liveness.heard(1);
+        liveness.heard(2);
+        assert_eq!(
+            liveness.changes(&mut known),
+            [Event::NodeUp { node: 2 }, Event::NodeUp { node: 3 }]
+        );
+        assert_eq!(liveness.changes(&mut known), [], "reported once");
+        // Let down_after pass without an answer from member 3.
+        let heard_again = std::time::Instant::now() + down_after * 2;
+        while std::time::Instant::now() < heard_again {
+            liveness.heard(1);
+            std::thread::yield_now();
+        }
+        assert_eq!(liveness.changes(&mut known), [Event::NodeDown { node: 3 }]);
     }
 }

@@ -17,6 +17,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::events::{EVENTS_MAX, EventLog};
 use crate::gc::Touches;
 use crate::hints::Hints;
 use crate::liveness::{self, Liveness};
@@ -70,6 +71,11 @@ pub struct Node {
     pub cluster: nabu_client::Client,
     /// The RESP gateway's counters.
     pub resp_metrics: crate::resp::RespCounters,
+    /// What happened, as this node saw it: members up and down, repairs, rebalances,
+    /// corruption (`node.events.record(Event::…)`).
+    pub events: EventLog,
+    /// The dashboard's cluster-wide live view (fed while a page or script listens).
+    pub dashboard: crate::dashboard::Hub,
 }
 
 impl Node {
@@ -152,7 +158,9 @@ fn statvfs(path: &Path) -> Option<(u64, u64)> {
 /// Opens the store and builds the shared state.
 async fn open(config: NodeConfig, disk: Arc<dyn Disk>) -> anyhow::Result<Arc<Node>> {
     let store_config = config.store_config();
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::with_members(
+        config.effective_members().iter().map(|member| member.id),
+    ));
     let hints_max = config.hints_max as usize;
     let (store, meta, hints, shard_count) = tokio::task::spawn_blocking(move || {
         let store = Arc::new(Store::open(store_config, disk).context("open the chunk store")?);
@@ -192,6 +200,8 @@ async fn open(config: NodeConfig, disk: Arc<dyn Disk>) -> anyhow::Result<Arc<Nod
         kv: crate::kv::KvPool::new(config.kv_pool_config()),
         cluster: crate::kv::route::cluster_client(&config)?,
         resp_metrics: crate::resp::RespCounters::default(),
+        events: EventLog::new(config.id, EVENTS_MAX),
+        dashboard: crate::dashboard::Hub::default(),
         config,
     }))
 }

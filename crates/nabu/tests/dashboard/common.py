@@ -24,8 +24,10 @@ def browser():
 
 
 def new_page(instance, errors):
-    """A page of a size that shows all four views; script errors are appended to `errors`."""
-    page = instance.new_page(viewport={"width": 1300, "height": 1500})
+    """A page in a fresh context (cold cache) of a size that shows all four views; script
+    errors are appended to `errors`. `page.context.close()` ends it."""
+    context = instance.new_context(viewport={"width": 1300, "height": 1500})
+    page = context.new_page()
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.on("console", lambda message: message.type == "error" and errors.append(message.text))
     return page

@@ -575,7 +575,10 @@ impl Connection {
                 let started = Instant::now();
                 let result = handler::execute(&node, request, body, body_crc).await;
                 drop(budget);
-                send_reply(&node, traffic, &responses, &inflight, op, request_id, result).await;
+                send_reply(
+                    &node, traffic, &responses, &inflight, op, request_id, result,
+                )
+                .await;
                 node.metrics.record_latency(op, started.elapsed());
             }
             .instrument(span),

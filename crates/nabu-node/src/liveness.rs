@@ -277,7 +277,11 @@ mod tests {
         let down_after = Duration::from_millis(20);
         let liveness = Liveness::new(1, vec![member(1), member(2), member(3)], down_after);
         let mut known = liveness.initial_states();
-        assert_eq!(liveness.changes(&mut known), [], "nobody answered yet: no change");
+        assert_eq!(
+            liveness.changes(&mut known),
+            [],
+            "nobody answered yet: no change"
+        );
         liveness.heard(1);
         liveness.heard(2);
         assert_eq!(

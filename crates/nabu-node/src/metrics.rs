@@ -448,7 +448,10 @@ impl Metrics {
             }
             let total: u64 = counts.iter().sum();
             let sum_seconds = histogram.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-            let _ = writeln!(out, "{name}_bucket{{class=\"{class}\",le=\"+Inf\"}} {total}");
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{class=\"{class}\",le=\"+Inf\"}} {total}"
+            );
             let _ = writeln!(out, "{name}_sum{{class=\"{class}\"}} {sum_seconds}");
             let _ = writeln!(out, "{name}_count{{class=\"{class}\"}} {total}");
         }
@@ -699,9 +702,18 @@ mod tests {
         for us in [1, 2, 3, 5, 100, 999, 1000, 1024, 65_537, 10_000_000] {
             let bucket = latency_bucket(us);
             let upper = latency_bucket_upper_us(bucket);
-            assert!(upper >= us, "{us} µs is at most its bucket's upper end {upper}");
-            assert!(upper as f64 <= us as f64 * 1.25 + 1.0, "{us} µs: {upper} is within 25%");
-            assert!(latency_bucket_upper_us(bucket - 1) <= us, "{us} µs is above the bucket below");
+            assert!(
+                upper >= us,
+                "{us} µs is at most its bucket's upper end {upper}"
+            );
+            assert!(
+                upper as f64 <= us as f64 * 1.25 + 1.0,
+                "{us} µs: {upper} is within 25%"
+            );
+            assert!(
+                latency_bucket_upper_us(bucket - 1) <= us,
+                "{us} µs is above the bucket below"
+            );
         }
     }
 
@@ -736,18 +748,31 @@ mod tests {
         let metrics = Metrics::with_members([1, 2, 3]);
         let peer = metrics.peer_index(2);
         assert_eq!(peer, Some(1));
-        let traffic = Traffic { plane: Plane::Peer, peer };
+        let traffic = Traffic {
+            plane: Plane::Peer,
+            peer,
+        };
         metrics.count_bytes_in(traffic, 10);
         metrics.count_bytes_out(traffic, 7);
-        metrics.count_bytes_in(Traffic { plane: Plane::Data, peer: None }, 5);
+        metrics.count_bytes_in(
+            Traffic {
+                plane: Plane::Data,
+                peer: None,
+            },
+            5,
+        );
         metrics.record_latency(Op::ShardGet, Duration::from_micros(3));
         let text = metrics.render(&Snapshot::default());
         assert!(text.contains("nabu_peer_bytes_in_total{member=\"2\"} 10"));
         assert!(text.contains("nabu_peer_bytes_out_total{member=\"2\"} 7"));
         assert!(text.contains("nabu_bytes_in_total{plane=\"peer\"} 10"));
         assert!(text.contains("nabu_bytes_in_total{plane=\"data\"} 5"));
-        assert!(text.contains("nabu_request_duration_seconds_bucket{class=\"read\",le=\"0.000002\"} 0"));
-        assert!(text.contains("nabu_request_duration_seconds_bucket{class=\"read\",le=\"0.000004\"} 1"));
+        assert!(
+            text.contains("nabu_request_duration_seconds_bucket{class=\"read\",le=\"0.000002\"} 0")
+        );
+        assert!(
+            text.contains("nabu_request_duration_seconds_bucket{class=\"read\",le=\"0.000004\"} 1")
+        );
         assert!(text.contains("nabu_request_duration_seconds_count{class=\"read\"} 1"));
     }
 }

@@ -181,7 +181,10 @@ mod tests {
 
     #[test]
     fn client_names_carry_the_member_id() {
-        assert_eq!(member_of_client_name(&client_name(42, "heartbeat")), Some(42));
+        assert_eq!(
+            member_of_client_name(&client_name(42, "heartbeat")),
+            Some(42)
+        );
         assert_eq!(member_of_client_name("nabu-client"), None);
         assert_eq!(member_of_client_name("nabu-node/x repair"), None);
     }

@@ -397,7 +397,8 @@ fn print_endpoints(dir: &Path, cluster: &ClusterFile) {
         "S3: path-style, any region; access key and secret: s3_access_key and s3_secret_key in \
          {}/cluster.toml",
         dir.display()
-    );    if let Some(node) = cluster.nodes.first() {
+    );
+    if let Some(node) = cluster.nodes.first() {
         println!(
             "dashboard: http://{}/ (every node serves it; API: docs/api.md)",
             node.http_addr

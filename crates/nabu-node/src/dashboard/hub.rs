@@ -82,8 +82,12 @@ impl Hub {
                 receiver
             }
         };
-        let mut backlog: Vec<HubMessage> =
-            state.recent.iter().cloned().map(HubMessage::Event).collect();
+        let mut backlog: Vec<HubMessage> = state
+            .recent
+            .iter()
+            .cloned()
+            .map(HubMessage::Event)
+            .collect();
         backlog.extend(state.latest.clone().map(HubMessage::Stats));
         (backlog, receiver)
     }
@@ -270,11 +274,9 @@ async fn sample_members(node: &Arc<Node>) -> Vec<Option<NodeStats>> {
         let own = member.id == node.id.0;
         tasks.spawn(async move {
             let stats = if own {
-                tokio::task::spawn_blocking(move || {
-                    node_stats(&node, node.dashboard.hardware())
-                })
-                .await
-                .ok()
+                tokio::task::spawn_blocking(move || node_stats(&node, node.dashboard.hardware()))
+                    .await
+                    .ok()
             } else {
                 fetch_json(http_addr, "/api/v1/node").await
             };
@@ -356,7 +358,9 @@ fn live_view(
         let id = status.config.id;
         let window = history.entry(id).or_default();
         let sample = stats.as_ref().map(|stats| {
-            let restarted = window.back().is_some_and(|last| last.uptime_s > stats.uptime_s);
+            let restarted = window
+                .back()
+                .is_some_and(|last| last.uptime_s > stats.uptime_s);
             if restarted {
                 window.clear();
             }
@@ -387,7 +391,9 @@ fn live_view(
 /// Gauges of the newest sample in `window`, rates between its oldest and newest.
 fn live_sample(window: &VecDeque<NodeStats>) -> LiveSample {
     let newest = window.back().expect("a window holds the sample just taken");
-    let oldest = window.front().expect("a window holds the sample just taken");
+    let oldest = window
+        .front()
+        .expect("a window holds the sample just taken");
     let seconds = newest.time_ms.saturating_sub(oldest.time_ms) as f64 / 1000.0;
     let rate = |field: fn(&NodeStats) -> u64| {
         if seconds > 0.0 {
@@ -538,7 +544,11 @@ mod tests {
         assert!((100..=125).contains(&read.p50_us.expect("counted")));
         assert!((5000..=6250).contains(&read.p99_us.expect("counted")));
         let single: VecDeque<NodeStats> = [stats(1, 10_000, 1)].into();
-        assert_eq!(live_sample(&single).ops_per_s, 0.0, "one sample: no rate yet");
+        assert_eq!(
+            live_sample(&single).ops_per_s,
+            0.0,
+            "one sample: no rate yet"
+        );
     }
 
     #[test]

@@ -39,7 +39,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 pub use hub::{ClassLatency, Hub, HubMessage, LiveLink, LiveNode, LiveSample, LiveView};
 pub use ring::{
     DEMO_NODES_MAX, ObjectPlacement, PlacedNode, PlacementView, PointPlacement, RingMember,
-    RingView, StripePlacement,
+    RingView, StripePlacement, demo_ring,
 };
 pub use stats::{ClassHistogram, Hardware, NodeStats, PeerTraffic};
 
@@ -61,7 +61,10 @@ struct Dashboard {
 /// The page, its assets and the `/api/v1` routes other than `/api/v1/cluster`.
 pub fn routes(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Router {
     Router::new()
-        .route("/", get(|| asset("text/html; charset=utf-8", include_str!("index.html"))))
+        .route(
+            "/",
+            get(|| asset("text/html; charset=utf-8", include_str!("index.html"))),
+        )
         .route(
             "/dashboard/app.js",
             get(|| asset("text/javascript; charset=utf-8", include_str!("app.js"))),
@@ -103,7 +106,10 @@ async fn blocking_json<T: serde::Serialize + Send + 'static>(
     match tokio::task::spawn_blocking(work).await {
         Ok(Ok(value)) => Json(value).into_response(),
         Ok(Err(message)) => api_error(StatusCode::BAD_REQUEST, message),
-        Err(_) => api_error(StatusCode::INTERNAL_SERVER_ERROR, "the request's task failed"),
+        Err(_) => api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the request's task failed",
+        ),
     }
 }
 

@@ -62,7 +62,9 @@ pub fn ring_for(node: &Node, demo: Option<u32>) -> Result<std::borrow::Cow<'_, R
         return Ok(std::borrow::Cow::Borrowed(&node.ring));
     };
     if !(1..=DEMO_NODES_MAX).contains(&nodes) {
-        return Err(format!("demo takes 1 to {DEMO_NODES_MAX} nodes, not {nodes}"));
+        return Err(format!(
+            "demo takes 1 to {DEMO_NODES_MAX} nodes, not {nodes}"
+        ));
     }
     Ok(std::borrow::Cow::Owned(demo_ring(nodes)))
 }
@@ -199,7 +201,10 @@ pub enum PlacementError {
 }
 
 /// Answers `query` with the node's ring (or a demo ring) and the namespace's policy.
-pub async fn placement(node: &Node, query: PlacementQuery) -> Result<PlacementView, PlacementError> {
+pub async fn placement(
+    node: &Node,
+    query: PlacementQuery,
+) -> Result<PlacementView, PlacementError> {
     let demo = query.demo.is_some();
     let durability = if demo {
         Durability::EC_4_2
@@ -231,8 +236,11 @@ pub async fn placement(node: &Node, query: PlacementQuery) -> Result<PlacementVi
     };
     let key = query.key.as_bytes();
     let point = nabu_client::format::key_record_point(&query.namespace, key);
-    // The client's rule for its own ring; a demo ring is at least as large in practice.
-    let copies = node.cluster.metadata_copies(durability).min(ring.members().len());
+    let copies = if demo {
+        demo_metadata_copies(durability, ring.members().len())
+    } else {
+        node.cluster.metadata_copies(durability)
+    };
     let key_record = place(point, ring.placement(point, copies));
     let (object, object_error) = if demo {
         (None, None)
@@ -274,8 +282,23 @@ pub async fn placement(node: &Node, query: PlacementQuery) -> Result<PlacementVi
     })
 }
 
+/// How many key-record copies a namespace of `durability` keeps on a ring of `members`
+/// nodes: `nabu_client::Client::metadata_copies`'s rule (one more than the losses tolerated,
+/// at least 3), which the client applies to its own ring only; a demo ring is another.
+fn demo_metadata_copies(durability: Durability, members: usize) -> usize {
+    durability
+        .losses_tolerated()
+        .max(2)
+        .saturating_add(1)
+        .min(members)
+}
+
 /// The manifest of the object `key` names now.
-async fn object_manifest(client: &Client, namespace: &str, key: &[u8]) -> Result<Manifest, ClientError> {
+async fn object_manifest(
+    client: &Client,
+    namespace: &str,
+    key: &[u8],
+) -> Result<Manifest, ClientError> {
     let info = client.stat(namespace, key).await?;
     client.read_manifest(namespace, info.blob_id).await
 }
@@ -291,7 +314,10 @@ mod tests {
         assert_eq!(view.members.len(), 1000);
         assert_eq!(view.points.len(), 150_000);
         assert_eq!(view.owners.len(), 150_000);
-        assert!(view.points.windows(2).all(|pair| pair[0] <= pair[1]), "ascending");
+        assert!(
+            view.points.windows(2).all(|pair| pair[0] <= pair[1]),
+            "ascending"
+        );
         let zones: std::collections::BTreeSet<&str> =
             view.members.iter().map(|m| m.zone.as_str()).collect();
         assert_eq!(zones.len(), 10);
@@ -304,7 +330,9 @@ mod tests {
         let ring = demo_ring(6);
         let view = ring_view(&ring, true);
         assert_eq!(view.points.len(), 900);
-        for ((point, owner), (&drawn, &index)) in ring.vnodes().zip(view.points.iter().zip(&view.owners)) {
+        for ((point, owner), (&drawn, &index)) in
+            ring.vnodes().zip(view.points.iter().zip(&view.owners))
+        {
             assert_eq!((point >> 32) as u32, drawn);
             assert_eq!(view.members[index as usize].id, owner.0);
         }

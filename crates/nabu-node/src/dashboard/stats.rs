@@ -115,7 +115,9 @@ impl Hardware {
             .flatten()
             .filter_map(|gpu| std::fs::read_to_string(gpu.path().join("information")).ok())
             .filter_map(|information| {
-                let line = information.lines().find(|line| line.starts_with("Model:"))?;
+                let line = information
+                    .lines()
+                    .find(|line| line.starts_with("Model:"))?;
                 Some(line.trim_start_matches("Model:").trim().to_owned())
             })
             .collect();

@@ -18,8 +18,7 @@ fn python() -> PathBuf {
     if let Some(python) = std::env::var_os("NABU_DASHBOARD_PYTHON") {
         return PathBuf::from(python);
     }
-    let venv =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard-venv/bin/python");
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard-venv/bin/python");
     assert!(
         venv.exists(),
         "{} is missing: scripts/test creates it (python3 -m venv target/dashboard-venv && \
@@ -53,7 +52,10 @@ fn dashboard_shows_the_ring_topology_live_metrics_and_a_killed_node() {
     let output = Command::new(&python)
         .arg(&script)
         .current_dir(script.parent().expect("the script's dir"))
-        .env("NABU_DASHBOARD_URL", format!("http://{}/", serving.http_addr))
+        .env(
+            "NABU_DASHBOARD_URL",
+            format!("http://{}/", serving.http_addr),
+        )
         .env("NABU_CLUSTER", cluster.cluster_file())
         .env("NABU_BIN", nabu_binary())
         .env("NABU_KILL_NODE", KILLED_NODE.to_string())
@@ -68,6 +70,9 @@ fn dashboard_shows_the_ring_topology_live_metrics_and_a_killed_node() {
         String::from_utf8_lossy(&output.stderr)
     );
     println!("{report}");
-    assert!(output.status.success(), "the dashboard test failed:\n{report}");
+    assert!(
+        output.status.success(),
+        "the dashboard test failed:\n{report}"
+    );
     assert!(report.contains("dashboard test passed"), "{report}");
 }

@@ -387,8 +387,11 @@ function drawChart(canvas, series, lines, format) {
   const y = (value) => height - 4 - (value / top) * (height - 18);
   context.font = "10px system-ui";
   context.fillStyle = "#8494a4";
-  context.fillText(format(top), 4, 11);
-  context.fillText("5 min", width - 30, height - 4);
+  context.textAlign = "right";
+  context.fillText(`max ${format(top)}`, width - 4, 11);
+  context.fillText("now", width - 4, height - 4);
+  context.textAlign = "left";
+  context.fillText("−5 min", 4, height - 4);
   lines.forEach((line, index) => {
     context.strokeStyle = line.color;
     context.lineWidth = 1.5;
@@ -402,7 +405,7 @@ function drawChart(canvas, series, lines, format) {
     }
     context.stroke();
     context.fillStyle = line.color;
-    context.fillText(line.label, 60 + index * 62, 11);
+    context.fillText(line.label, 4 + index * 58, 11);
   });
 }
 
@@ -505,6 +508,9 @@ async function start() {
     $("connection").dataset.state = "demo";
     $("connection").textContent = `demo: ${demo} synthetic nodes (no live data)`;
     $("summary").textContent = "";
+    for (const id of ["metrics-view", "events-view"]) {
+      $(id).insertAdjacentHTML("beforeend", `<p class="caption">demo mode: no live data</p>`);
+    }
   } else {
     connect();
   }

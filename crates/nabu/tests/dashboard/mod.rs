@@ -8,25 +8,19 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::{TestCluster, nabu_binary};
+use crate::support::{TestCluster, nabu_binary, run_reported, test_python};
 
 /// The node the test SIGKILLs (the page is served by node 1).
 const KILLED_NODE: u32 = 3;
 
 /// The Python interpreter with Playwright installed.
 fn python() -> PathBuf {
-    if let Some(python) = std::env::var_os("NABU_DASHBOARD_PYTHON") {
-        return PathBuf::from(python);
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard-venv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} is missing: scripts/test creates it (python3 -m venv target/dashboard-venv && \
-         target/dashboard-venv/bin/pip install -r crates/nabu/tests/dashboard/requirements.txt), \
-         or set NABU_DASHBOARD_PYTHON",
-        venv.display()
-    );
-    venv
+    test_python(
+        "NABU_DASHBOARD_PYTHON",
+        "target/dashboard-venv",
+        "scripts/test creates it (python3 -m venv target/dashboard-venv && \
+         target/dashboard-venv/bin/pip install -r crates/nabu/tests/dashboard/requirements.txt)",
+    )
 }
 
 /// Where the screenshots go: `target/dashboard-screenshots` (beside this test's temp dir).
@@ -49,8 +43,8 @@ fn dashboard_shows_the_ring_topology_live_metrics_and_a_killed_node() {
         .find(|node| node.id == KILLED_NODE)
         .expect("the cluster has the node to kill");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard/dashboard_test.py");
-    let output = Command::new(&python)
-        .arg(&script)
+    let mut test = Command::new(&python);
+    test.arg(&script)
         .current_dir(script.parent().expect("the script's dir"))
         .env(
             "NABU_DASHBOARD_URL",
@@ -61,18 +55,6 @@ fn dashboard_shows_the_ring_topology_live_metrics_and_a_killed_node() {
         .env("NABU_KILL_NODE", KILLED_NODE.to_string())
         .env("NABU_KILL_PID", killed.pid.to_string())
         .env("NABU_SCREENSHOTS", screenshots())
-        .env("TMPDIR", cluster.dir.path())
-        .output()
-        .expect("run the dashboard test");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    println!("{report}");
-    assert!(
-        output.status.success(),
-        "the dashboard test failed:\n{report}"
-    );
-    assert!(report.contains("dashboard test passed"), "{report}");
+        .env("TMPDIR", cluster.dir.path());
+    run_reported(&mut test, "the dashboard test", "dashboard test passed");
 }

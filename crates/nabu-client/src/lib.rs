@@ -53,6 +53,7 @@ pub mod kv;
 mod list;
 pub mod pool;
 mod read;
+mod redundancy;
 mod system;
 mod write;
 
@@ -65,5 +66,6 @@ pub use gc::{GcOptions, GcPhase, GcReport};
 pub use hlc::Hlc;
 pub use kv::{KvItem, kv_point, value_crc32c};
 pub use read::{BlobReader, OpenObject};
+pub use redundancy::RedundancyReport;
 pub use system::NamespaceInfo;
 pub use write::{MissingShard, PutOptions, PutReceipt, REPAIR_HINT_COPIES};

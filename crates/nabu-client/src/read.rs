@@ -410,6 +410,27 @@ impl Client {
         }
     }
 
+    /// Stripe `index` of `plan` in one buffer (what repair writes again).
+    pub(crate) async fn read_stripe(&self, plan: &BlobPlan, index: u64) -> Result<Bytes> {
+        match self.fetch_stripe(plan, index).await {
+            Ok(Pieces(pieces)) if pieces.len() == 1 => {
+                Ok(pieces.into_iter().next().unwrap_or_default())
+            }
+            Ok(Pieces(pieces)) => Ok(pieces.concat().into()),
+            Err(failure) => Err(self.stripes_error(plan, vec![(index, failure)])),
+        }
+    }
+
+    /// The manifest of `plan`.
+    pub(crate) fn plan_manifest(plan: &BlobPlan) -> &Manifest {
+        &plan.manifest
+    }
+
+    /// The codec of `plan` (`None` for whole copies).
+    pub(crate) fn plan_codec(plan: &BlobPlan) -> Option<Arc<dyn ErasureCodec>> {
+        plan.codec.clone()
+    }
+
     /// The error for a read whose `failures` (stripe index, why) could not be read.
     fn stripes_error(
         &self,

@@ -50,6 +50,15 @@ impl TestCluster {
     /// Starts `count` nodes; node `id` of `disks` stores on that disk instead of the real
     /// filesystem (a `FaultDisk`, to fill it or fail it).
     async fn start_with_disks(count: u32, disks: BTreeMap<u32, Arc<dyn Disk>>) -> Self {
+        Self::start_configured(count, disks, |_| {}).await
+    }
+
+    /// [`TestCluster::start_with_disks`], each node's config passed through `configure` last.
+    async fn start_configured(
+        count: u32,
+        disks: BTreeMap<u32, Arc<dyn Disk>>,
+        configure: impl Fn(&mut NodeConfig),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         // A fresh token per cluster: tests run in parallel, and a port freed by a stopped node
         // may be bound by another test's node; with a shared token a hint replay (or any
@@ -84,6 +93,7 @@ impl TestCluster {
             config.data_socket = Some(dir.path().join(format!("node-{id}.sock")));
             config.shutdown_grace_ms = 1_000;
             config.hint_replay_interval_ms = 200;
+            configure(&mut config);
             let (stop, task) = match disks.get(&id) {
                 Some(disk) => spawn_node_on(config.clone(), bound, Arc::clone(disk)),
                 None => spawn_node(config.clone(), bound),
@@ -889,6 +899,8 @@ async fn replicas_3_survive_two_lost_nodes_and_none_reports_lost_stripes() {
 mod gc;
 #[path = "client/repair.rs"]
 mod repair;
+#[path = "client/scrub.rs"]
+mod scrub;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_data_plane_is_served_on_a_unix_socket_too() {

@@ -147,6 +147,17 @@ pub struct NodeConfig {
     /// Hints this node keeps at most; a HINT_PUT beyond it is answered BUSY (the writer's
     /// receipt still names the shard). Default 1,000,000 (a few tens of MiB of memory).
     pub hints_max: u32,
+    /// How long a member may go unheard before its data is re-protected on the others (the
+    /// lowest-id member that is up writes every degraded stripe back to full redundancy).
+    /// Default 900,000 ms (15 min): long enough for a restart or a reboot.
+    pub repair_after_ms: u64,
+    /// Bytes per second the scrubber rereads and verifies (0 turns scrubbing off), so client
+    /// traffic keeps the disk. Default 32 MiB/s.
+    pub scrub_bytes_per_s: u64,
+    /// How long after one scrub pass starts the next starts (the first this long after
+    /// start-up; a pass that takes longer is followed at once). Default 604,800,000 ms (a
+    /// week: a 4 TB node at the default rate takes about a day and a half per pass).
+    pub scrub_interval_ms: u64,
     /// Recent write times kept for garbage collection (an entry of about 50 bytes per shard
     /// or manifest written within the collector's grace period). When full the table is
     /// cleared and sweeps drop nothing for one grace period. Default 1,000,000.
@@ -278,6 +289,9 @@ impl Default for NodeConfig {
             hint_replay_concurrency: 2,
             hint_replay_bytes_per_s: 64 << 20,
             hints_max: 1_000_000,
+            repair_after_ms: 900_000,
+            scrub_bytes_per_s: 32 << 20,
+            scrub_interval_ms: 7 * 24 * 3_600_000,
             gc_touch_entries_max: 1_000_000,
             kv_bytes: 1 << 30,
             kv_value_bytes_max: 512 << 20,
@@ -406,6 +420,8 @@ impl NodeConfig {
             ),
             ("hint_replay_bytes_per_s", self.hint_replay_bytes_per_s),
             ("hints_max", u64::from(self.hints_max)),
+            ("scrub_interval_ms", self.scrub_interval_ms),
+            ("repair_after_ms", self.repair_after_ms),
             ("gc_touch_entries_max", u64::from(self.gc_touch_entries_max)),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {

@@ -23,7 +23,7 @@ use crate::liveness::MemberState;
 use crate::node::{Node, capacity_bytes, until_stopped};
 
 /// `/api/v1/cluster`: this node and the members as it sees them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterView {
     /// This node's id.
     pub node_id: u32,
@@ -37,6 +37,26 @@ pub struct ClusterView {
     pub members: Vec<MemberView>,
     /// This node's store.
     pub store: StoreView,
+    /// This node's scrubber.
+    #[serde(default)]
+    pub scrub: ScrubView,
+}
+
+/// The scrubber in [`ClusterView`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScrubView {
+    /// Whether scrubbing is on (`scrub_bytes_per_s` > 0).
+    pub enabled: bool,
+    /// Whether a pass runs now.
+    pub running: bool,
+    /// Passes finished since start.
+    pub passes: u64,
+    /// Damaged records found since start.
+    pub corrupt_found: u64,
+    /// Damaged shards rebuilt since start.
+    pub repaired: u64,
+    /// The last finished pass.
+    pub last_pass: Option<crate::scrub::PassReport>,
 }
 
 /// One member in [`ClusterView`].
@@ -145,6 +165,18 @@ async fn cluster(State(node): State<Arc<Node>>) -> Response {
 }
 
 /// The cluster view (reads statvfs: call off the async threads).
+fn scrub_view(node: &Node) -> ScrubView {
+    let counters = &node.metrics.scrub;
+    ScrubView {
+        enabled: node.config.scrub_bytes_per_s > 0,
+        running: counters.running.load(Ordering::Relaxed),
+        passes: counters.passes_total.load(Ordering::Relaxed),
+        corrupt_found: counters.corrupt_found_total.load(Ordering::Relaxed),
+        repaired: counters.repaired_total.load(Ordering::Relaxed),
+        last_pass: counters.last_report(),
+    }
+}
+
 fn cluster_view(node: &Node) -> ClusterView {
     let members = node
         .liveness
@@ -189,5 +221,6 @@ fn cluster_view(node: &Node) -> ClusterView {
             fdatasyncs: stats.fdatasyncs,
             dirs,
         },
+        scrub: scrub_view(node),
     }
 }

@@ -14,12 +14,15 @@
 //! - optionally the **Redis-protocol gateway** ([`resp`], `resp_addr`): RESP2/RESP3 over the
 //!   in-memory KV pool ([`kv`]), each key forwarded to its owner node.
 //!
-//! and two background jobs: **liveness**, a PING to every other member's peer plane every
+//! and background jobs: **liveness**, a PING to every other member's peer plane every
 //! `heartbeat_interval_ms` (a member not heard from for `down_after_ms` is down), and **hint
 //! replay** (`repair`): shards that writers handed off to this node, or asked it to rebuild,
-//! go to their home node once it is up again (`hints`: HINT_PUT, kept durably). What happens
-//! to the cluster (members up and down, repairs, corruption) goes to a bounded in-memory
-//! [`events`] log.
+//! go to their home node once it is up again (`hints`: HINT_PUT, kept durably), and the
+//! **scrubber** (`scrub`), which rereads every record at `scrub_bytes_per_s` and rebuilds
+//! damaged shards from the other members. A fourth, **re-protection** (`reprotect`), restores
+//! full redundancy once a member has been lost for `repair_after_ms`.
+//! What happens to the cluster (members up and down, repairs, corruption) goes to a bounded
+//! in-memory [`events`] log.
 //!
 //! **Invariants.** No input from a socket makes the node panic; every queue, table and buffer
 //! has a named bound (`connections_max`, `inflight_max`, the protocol's frame limits,
@@ -43,7 +46,9 @@ mod node;
 mod peer;
 mod records;
 mod repair;
+mod reprotect;
 pub mod resp;
+mod scrub;
 mod server;
 mod shards;
 
@@ -62,8 +67,9 @@ pub use config::{
     REQUEST_BODY_BYTES_MAX_DEFAULT, StoreOptions,
 };
 pub use connection::RESPONSE_QUEUE_FRAMES_MAX;
-pub use http::{ClusterView, DirView, MemberView, StoreView};
+pub use http::{ClusterView, DirView, MemberView, ScrubView, StoreView};
 pub use liveness::{MemberState, RECONNECT_BACKOFF_MAX};
+pub use scrub::PassReport;
 
 /// The listeners of a node, already bound (so tests bind port 0 and read the ports).
 #[derive(Debug)]

@@ -72,6 +72,14 @@ pub struct Metrics {
     pub hints_dropped_total: AtomicU64,
     /// Shard bytes sent to home nodes by hint replay.
     pub hint_bytes_moved_total: AtomicU64,
+    /// The scrubber's counters.
+    pub scrub: crate::scrub::ScrubCounters,
+    /// Members not heard from for `repair_after_ms`.
+    pub members_lost: AtomicU64,
+    /// Redundancy restorations this node coordinated.
+    pub reprotect_runs_total: AtomicU64,
+    /// Stripes those restorations wrote back to full redundancy.
+    pub reprotect_stripes_repaired_total: AtomicU64,
     /// Request latency, one histogram per [`OpClass`] (indexed by [`OpClass::index`]).
     latency: [LatencyHistogram; OpClass::ALL.len()],
     /// Peer-plane bytes per member, in member-list order.
@@ -133,6 +141,10 @@ impl Default for Metrics {
             shards_repaired_total: AtomicU64::new(0),
             hints_dropped_total: AtomicU64::new(0),
             hint_bytes_moved_total: AtomicU64::new(0),
+            scrub: crate::scrub::ScrubCounters::default(),
+            members_lost: AtomicU64::new(0),
+            reprotect_runs_total: AtomicU64::new(0),
+            reprotect_stripes_repaired_total: AtomicU64::new(0),
             latency: std::array::from_fn(|_| LatencyHistogram::default()),
             peers: Vec::new(),
         }
@@ -298,6 +310,25 @@ impl Metrics {
                 self.hint_bytes_moved_total.load(Ordering::Relaxed),
             ),
             (
+                "nabu_members_lost",
+                "gauge",
+                "Members not heard from for repair_after_ms.",
+                self.members_lost.load(Ordering::Relaxed),
+            ),
+            (
+                "nabu_reprotect_runs_total",
+                "counter",
+                "Redundancy restorations this node coordinated after losing members.",
+                self.reprotect_runs_total.load(Ordering::Relaxed),
+            ),
+            (
+                "nabu_reprotect_stripes_repaired_total",
+                "counter",
+                "Stripes written back to full redundancy by those restorations.",
+                self.reprotect_stripes_repaired_total
+                    .load(Ordering::Relaxed),
+            ),
+            (
                 "nabu_meta_entries",
                 "gauge",
                 "Key records and manifests (tombstones included) held.",
@@ -320,6 +351,7 @@ impl Metrics {
             family(&mut out, name, kind, help);
             let _ = writeln!(out, "{name} {value}");
         }
+        self.scrub.render(&mut out);
         render_members(&mut out, &snapshot.members);
         self.render_peers(&mut out);
         self.render_latency(&mut out);

@@ -26,7 +26,7 @@ use crate::metrics::{Metrics, Snapshot};
 use crate::records::is_shard_key;
 use crate::server::PlaneListener;
 use crate::shards::Shards;
-use crate::{Listeners, NodeConfig, http, repair, server};
+use crate::{Listeners, NodeConfig, http, repair, reprotect, scrub, server};
 
 /// Everything the planes share. One per node, behind an `Arc`.
 #[derive(Debug)]
@@ -240,6 +240,8 @@ pub(crate) async fn serve(
         );
         tasks.spawn(liveness::run(Arc::clone(&node), stopped.clone()).in_current_span());
         tasks.spawn(repair::run(Arc::clone(&node), stopped.clone()).in_current_span());
+        tasks.spawn(scrub::run(Arc::clone(&node), stopped.clone()).in_current_span());
+        tasks.spawn(reprotect::run(Arc::clone(&node), stopped.clone()).in_current_span());
         node.serving.store(true, Ordering::Relaxed);
         tracing::info!(
             members = node.config.effective_members().len(),

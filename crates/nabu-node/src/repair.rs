@@ -39,6 +39,7 @@ use tracing::Instrument;
 use crate::hints::Hint;
 use crate::node::{Node, until_stopped};
 use crate::peer::{PeerConnection, PeerError};
+use crate::shards::Owned;
 
 /// The longest one peer request of a replay may take (a shard of a few MiB takes
 /// milliseconds; a stuck peer must not hold a replay slot forever).
@@ -297,21 +298,8 @@ async fn put_home(
 /// The shard of `hint` rebuilt from the other members' shards, verified against its CRC32C.
 async fn rebuild(node: &Arc<Node>, hint: &Hint) -> anyhow::Result<Bytes> {
     let wanted = hint.shard;
-    let members = node.ring.members().len();
-    let sources: Vec<NodeId> = node
-        .ring
-        .placement(hint.stripe_id.ring_point(), members)
-        .into_iter()
-        .filter(|source| source.0 != hint.home)
-        .filter(|source| *source == node.id || node.liveness.is_up(source.0))
-        .collect();
-    let ShardLayout::Erasure {
-        codec,
-        data_shards,
-        parity_shards,
-        index,
-    } = wanted.layout
-    else {
+    let sources = rebuild_sources(node, hint.stripe_id, hint.home);
+    let ShardLayout::Erasure { index, .. } = wanted.layout else {
         // A whole copy: any other copy is the shard.
         for source in sources {
             if let Some((info, body)) = fetch_shard(node, source, hint.stripe_id).await
@@ -322,48 +310,14 @@ async fn rebuild(node: &Arc<Node>, hint: &Hint) -> anyhow::Result<Bytes> {
         }
         anyhow::bail!("no member holds a whole copy of the stripe");
     };
-    let (k, width) = (
-        usize::from(data_shards),
-        usize::from(data_shards) + usize::from(parity_shards),
-    );
-    let mut shards: Vec<Option<AlignedBuf>> = (0..width).map(|_| None).collect();
-    let mut found = 0;
-    for source in sources {
-        if found == k {
-            break;
-        }
-        let Some((info, body)) = fetch_shard(node, source, hint.stripe_id).await else {
-            continue;
-        };
-        let ShardLayout::Erasure {
-            codec: got_codec,
-            data_shards: got_k,
-            parity_shards: got_m,
-            index: got,
-        } = info.layout
-        else {
-            continue;
-        };
-        let same_geometry = (got_codec, got_k, got_m) == (codec, data_shards, parity_shards)
-            && (info.stripe_bytes, info.shard_bytes) == (wanted.stripe_bytes, wanted.shard_bytes);
-        let slot = usize::from(got);
-        if same_geometry && got != index && shards[slot].is_none() {
-            shards[slot] = Some(AlignedBuf::copy_from(&body));
-            found += 1;
-        }
-    }
-    if found < k {
-        anyhow::bail!("only {found} of the {k} shards needed to rebuild are reachable");
-    }
-    let rebuilt = tokio::task::spawn_blocking(move || {
-        let codec = codec_for_id(codec, k, width - k)?;
-        codec.reconstruct(&mut shards)?;
-        let shard = shards[usize::from(index)]
-            .take()
-            .context("the codec rebuilt the shard")?;
-        anyhow::Ok(Bytes::copy_from_slice(&shard))
-    })
-    .await??;
+    let shards = reconstruct(node, hint.stripe_id, &wanted, &sources).await?;
+    let rebuilt = Bytes::from_owner(Owned(
+        shards
+            .into_iter()
+            .nth(usize::from(index))
+            .flatten()
+            .context("the codec rebuilt the shard")?,
+    ));
     let crc = crc32c::crc32c(&rebuilt);
     if crc != wanted.shard_crc || rebuilt.len() as u64 != wanted.shard_bytes {
         anyhow::bail!(
@@ -372,6 +326,196 @@ async fn rebuild(node: &Arc<Node>, hint: &Hint) -> anyhow::Result<Bytes> {
         );
     }
     Ok(rebuilt)
+}
+
+/// Rebuilds this node's own shard of `stripe_id` (the scrubber found it damaged) from the
+/// other members and writes it back; returns the shard's bytes (0 when the damaged copy was
+/// surplus and is dropped instead).
+///
+/// The damaged record's trailer is not trusted, so what the shard was is learnt from the
+/// others: a whole copy is any other member's intact copy; an erasure shard takes the index
+/// no other member holds (the lowest, should several be missing), is rebuilt with the
+/// stripe's codec, and is written only if the rebuilt stripe matches its BLAKE3 id.
+pub(crate) async fn rebuild_local(node: &Arc<Node>, stripe_id: StripeId) -> anyhow::Result<u64> {
+    let sources = rebuild_sources(node, stripe_id, node.id.0);
+    let mut held = Vec::new();
+    for &source in &sources {
+        if let Some(info) = stat_shard(node, source, stripe_id).await {
+            held.push((source, info));
+        }
+    }
+    let Some(&(_, first)) = held.first() else {
+        anyhow::bail!("no other member holds a shard of the stripe");
+    };
+    let (info, body) = match first.layout {
+        ShardLayout::Whole => {
+            let mut copy = None;
+            for &(source, info) in held.iter().filter(|(_, info)| *info == first) {
+                if let Some((got, body)) = fetch_shard(node, source, stripe_id).await
+                    && got == info
+                {
+                    copy = Some((info, body));
+                    break;
+                }
+            }
+            copy.context("no member serves an intact whole copy")?
+        }
+        ShardLayout::Erasure {
+            codec,
+            data_shards,
+            parity_shards,
+            ..
+        } => {
+            let width = data_shards.saturating_add(parity_shards);
+            let taken: Vec<u8> = held
+                .iter()
+                .filter_map(|(_, info)| match info.layout {
+                    ShardLayout::Erasure { index, .. } if same_geometry(info, &first) => {
+                        Some(index)
+                    }
+                    _ => None,
+                })
+                .collect();
+            let Some(index) = (0..width).find(|index| !taken.contains(index)) else {
+                // Every shard of the stripe lives elsewhere: this copy is surplus.
+                blocking(node, move |node| op(node.shards.delete(&stripe_id))).await?;
+                return Ok(0);
+            };
+            let layout = ShardLayout::Erasure {
+                codec,
+                data_shards,
+                parity_shards,
+                index,
+            };
+            let wanted = ShardInfo { layout, ..first };
+            let holders: Vec<NodeId> = held.iter().map(|(node, _)| *node).collect();
+            let shards = reconstruct(node, stripe_id, &wanted, &holders).await?;
+            let data = shards[..usize::from(data_shards)].iter().flatten();
+            let mut hasher = blake3::Hasher::new();
+            let mut left = wanted.stripe_bytes as usize;
+            for shard in data {
+                let take = left.min(shard.len());
+                hasher.update(&shard[..take]);
+                left -= take;
+            }
+            if *hasher.finalize().as_bytes() != *stripe_id.as_bytes() {
+                anyhow::bail!("the stripe rebuilt from the others does not match its id");
+            }
+            let body = Bytes::from_owner(Owned(
+                shards
+                    .into_iter()
+                    .nth(usize::from(index))
+                    .flatten()
+                    .context("the codec rebuilt the shard")?,
+            ));
+            let shard_crc = crc32c::crc32c(&body);
+            (
+                ShardInfo {
+                    shard_crc,
+                    ..wanted
+                },
+                body,
+            )
+        }
+    };
+    let bytes = body.len() as u64;
+    blocking(node, move |node| {
+        op(node
+            .shards
+            .put(&stripe_id, &info, &body, info.shard_crc, &node.touches))
+    })
+    .await?;
+    Ok(bytes)
+}
+
+/// Whether two erasure shards belong to one coding of a stripe.
+fn same_geometry(a: &ShardInfo, b: &ShardInfo) -> bool {
+    let geometry = |info: &ShardInfo| match info.layout {
+        ShardLayout::Erasure {
+            codec,
+            data_shards,
+            parity_shards,
+            ..
+        } => Some((codec, data_shards, parity_shards)),
+        ShardLayout::Whole => None,
+    };
+    geometry(a).is_some()
+        && geometry(a) == geometry(b)
+        && (a.stripe_bytes, a.shard_bytes) == (b.stripe_bytes, b.shard_bytes)
+}
+
+/// The members a shard of `stripe_id` can be rebuilt from: every up member but `excluded`,
+/// in ring-walk order (the stripe's own nodes first).
+fn rebuild_sources(node: &Node, stripe_id: StripeId, excluded: u32) -> Vec<NodeId> {
+    let members = node.ring.members().len();
+    node.ring
+        .placement(stripe_id.ring_point(), members)
+        .into_iter()
+        .filter(|source| source.0 != excluded)
+        .filter(|source| *source == node.id || node.liveness.is_up(source.0))
+        .collect()
+}
+
+/// Every shard of `wanted`'s stripe, rebuilt from K shards of the same coding fetched from
+/// `sources` (any but `wanted`'s own index).
+async fn reconstruct(
+    node: &Arc<Node>,
+    stripe_id: StripeId,
+    wanted: &ShardInfo,
+    sources: &[NodeId],
+) -> anyhow::Result<Vec<Option<AlignedBuf>>> {
+    let ShardLayout::Erasure {
+        codec,
+        data_shards,
+        parity_shards,
+        index,
+    } = wanted.layout
+    else {
+        anyhow::bail!("a whole copy is not rebuilt from parts");
+    };
+    let (k, width) = (
+        usize::from(data_shards),
+        usize::from(data_shards) + usize::from(parity_shards),
+    );
+    let mut shards: Vec<Option<AlignedBuf>> = (0..width).map(|_| None).collect();
+    let mut found = 0;
+    for &source in sources {
+        if found == k {
+            break;
+        }
+        let Some((info, body)) = fetch_shard(node, source, stripe_id).await else {
+            continue;
+        };
+        let ShardLayout::Erasure { index: got, .. } = info.layout else {
+            continue;
+        };
+        let slot = usize::from(got);
+        if same_geometry(&info, wanted) && got != index && shards[slot].is_none() {
+            shards[slot] = Some(AlignedBuf::copy_from(&body));
+            found += 1;
+        }
+    }
+    if found < k {
+        anyhow::bail!("only {found} of the {k} shards needed to rebuild are reachable");
+    }
+    tokio::task::spawn_blocking(move || {
+        let codec = codec_for_id(codec, k, width - k)?;
+        codec.reconstruct(&mut shards)?;
+        anyhow::Ok(shards)
+    })
+    .await?
+}
+
+/// `source`'s info of its shard of `stripe_id`; `None` if it has none or does not answer.
+async fn stat_shard(node: &Arc<Node>, source: NodeId, stripe_id: StripeId) -> Option<ShardInfo> {
+    let result = async {
+        let mut peer = connect(node, source.0, "shard stat").await?;
+        match call(&mut peer, &ShardStat { stripe_id }, Bytes::new()).await? {
+            (Response::ShardStat(reply), _) => anyhow::Ok(reply.shard),
+            (other, _) => anyhow::bail!("SHARD_STAT answered with {}", other.op()),
+        }
+    };
+    result.await.ok()
 }
 
 /// `source`'s shard of `stripe_id`, checksum verified; `None` if it has none or fails.

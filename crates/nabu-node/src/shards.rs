@@ -55,7 +55,7 @@ pub struct ShardRead {
 }
 
 /// Lets [`Bytes`] slice an [`AlignedBuf`] without copying it.
-struct Owned(AlignedBuf);
+pub(crate) struct Owned(pub(crate) AlignedBuf);
 
 impl AsRef<[u8]> for Owned {
     fn as_ref(&self) -> &[u8] {

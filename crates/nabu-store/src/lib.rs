@@ -33,4 +33,4 @@ pub use fault::FaultDisk;
 pub use index::IndexError;
 pub use recovery::{CorruptRegion, RecoveryReport};
 pub use segment::{FORMAT_VERSION, KEY_BYTES_MAX, PAYLOAD_BYTES_MAX};
-pub use store::{DirState, DirStats, Store, StoreStats};
+pub use store::{DirState, DirStats, RecordCheck, Store, StoreStats};

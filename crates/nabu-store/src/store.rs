@@ -103,6 +103,17 @@ pub struct DirStats {
     pub recovery: RecoveryReport,
 }
 
+/// One live record as [`Store::check_each`] found it.
+#[derive(Debug)]
+pub struct RecordCheck {
+    /// The record's key; `None` when its header block is damaged (the key is not trusted).
+    pub key: Option<Vec<u8>>,
+    /// The record's bytes on disk: what rereading it cost.
+    pub bytes: u64,
+    /// `Ok` when the header and payload match their checksums; else why not.
+    pub outcome: Result<(), StoreError>,
+}
+
 /// Counters of the whole store: per dir, and summed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoreStats {
@@ -253,6 +264,42 @@ impl Store {
                     continue;
                 };
                 if visit(item).is_break() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Rereads and verifies every live record in disk order, for scrubbing: `visit` gets one
+    /// [`RecordCheck`] per record (records deleted or moved meanwhile are skipped) and returns
+    /// `Break` to stop. Unlike [`Store::for_each`] it names the key of a record whose payload
+    /// is damaged, so the caller can repair it; only a damaged header block hides the key.
+    pub fn check_each(&self, mut visit: impl FnMut(RecordCheck) -> ControlFlow<()>) {
+        for open in self.open_dirs() {
+            for location in live_locations(&open.dir) {
+                let bytes = location.record_bytes() as u64;
+                let check = match open.dir.read_key(location) {
+                    Ok(None) => continue,
+                    Err(error) => RecordCheck {
+                        key: None,
+                        bytes,
+                        outcome: Err(error),
+                    },
+                    Ok(Some(key)) => match open.dir.get(key_hash(&key), &key) {
+                        Ok(None) => continue,
+                        Ok(Some(_)) => RecordCheck {
+                            key: Some(key),
+                            bytes,
+                            outcome: Ok(()),
+                        },
+                        Err(error) => RecordCheck {
+                            key: Some(key),
+                            bytes,
+                            outcome: Err(error),
+                        },
+                    },
+                };
+                if visit(check).is_break() {
                     return;
                 }
             }

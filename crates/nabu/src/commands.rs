@@ -362,6 +362,83 @@ pub async fn gc(args: &GcArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `nabu scrub` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ScrubArgs {
+    #[command(flatten)]
+    cluster: ClusterArg,
+    /// Write degraded stripes (and their key records and manifests) back to full redundancy.
+    #[arg(long)]
+    repair: bool,
+}
+
+/// `nabu scrub`: every stripe's redundancy across the cluster; exits non-zero unless all
+/// are full (after the repair, with `--repair`).
+pub async fn scrub(args: &ScrubArgs) -> anyhow::Result<()> {
+    let client = Client::new(args.cluster.cluster_map().await?, ClientConfig::default())?;
+    let spinner = std::io::stderr().is_terminal().then(|| {
+        let spinner = ProgressBar::new_spinner();
+        spinner.enable_steady_tick(Duration::from_millis(120));
+        spinner
+    });
+    let started = std::time::Instant::now();
+    let report = client
+        .check_redundancy(args.repair, |report| {
+            if let Some(spinner) = &spinner {
+                spinner.set_message(format!(
+                    "{} keys, {} stripes checked ({} degraded, {} repaired)",
+                    report.keys, report.stripes, report.stripes_degraded, report.stripes_repaired
+                ));
+            }
+        })
+        .await;
+    if let Some(spinner) = spinner {
+        spinner.finish_and_clear();
+    }
+    let report = report?;
+    println!(
+        "{} keys in {} namespaces: {} stripes, {} full, {} degraded, {} lost ({:.1} s)",
+        report.keys,
+        report.namespaces,
+        report.stripes,
+        report.stripes_full,
+        report.stripes_degraded,
+        report.stripes_lost,
+        started.elapsed().as_secs_f64()
+    );
+    if args.repair {
+        println!(
+            "repaired: {} stripes ({}), {} key records and manifests rewritten",
+            report.stripes_repaired,
+            human_bytes(report.bytes_repaired),
+            report.metadata_rewritten
+        );
+    }
+    for failure in &report.failures {
+        println!("failed: {failure}");
+    }
+    let short = report.stripes_lost
+        + report.repair_failures
+        + if args.repair {
+            0
+        } else {
+            report.stripes_degraded
+        };
+    if short > 0 {
+        anyhow::bail!(
+            "{} stripes lost, {} degraded{}",
+            report.stripes_lost,
+            report.stripes_degraded,
+            if args.repair {
+                ", some repairs failed"
+            } else {
+                " (run with --repair)"
+            }
+        );
+    }
+    Ok(())
+}
+
 /// `nabu status`: one row per node — zone, up/down, capacity used, shards.
 pub async fn status(cluster: &ClusterArg) -> anyhow::Result<()> {
     let members = status_members(cluster).await?;

@@ -89,6 +89,9 @@ enum Command {
     /// Reclaim the space of blobs no key references any more (mark and sweep; every node
     /// must be up). Items written within the grace period are kept.
     Gc(commands::GcArgs),
+    /// Check every stripe's redundancy across the cluster (full, degraded, lost); with
+    /// --repair, write degraded stripes back to full redundancy.
+    Scrub(commands::ScrubArgs),
     /// PUT/GET throughput and latency, each as a ratio to limits measured in the same run.
     Bench(bench::BenchArgs),
     /// `prefix_lookup` latency (p50/p99) against the round-trip floor measured in the same run.
@@ -161,6 +164,7 @@ fn main() -> std::process::ExitCode {
             Command::Rm { cluster, ns, key } => commands::rm(&cluster, &ns, &key).await,
             Command::Status { cluster } => commands::status(&cluster).await,
             Command::Gc(args) => commands::gc(&args).await,
+            Command::Scrub(args) => commands::scrub(&args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Key { action } => match action {
                 KeyAction::Create { cluster } => commands::key_create(&cluster).await,

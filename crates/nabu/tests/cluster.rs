@@ -174,6 +174,26 @@ fn cli_round_trip_list_stat_and_delete() {
         6,
         "{table}"
     );
+
+    // `nabu scrub` checks every stripe's redundancy: all full, then degraded with a node down.
+    let scrub = cluster.nabu(&["scrub"]);
+    let scrub_text = String::from_utf8_lossy(&scrub.stdout);
+    assert!(scrub.status.success(), "{}", stderr(&scrub));
+    assert!(
+        scrub_text.contains(": 1 stripes, 1 full, 0 degraded, 0 lost"),
+        "the small file's whole copies are all there: {scrub_text}"
+    );
+    cluster.kill(6);
+    let degraded = cluster.nabu(&["scrub"]);
+    assert!(
+        !degraded.status.success(),
+        "a degraded cluster scrubbed clean"
+    );
+    assert!(
+        stderr(&degraded).contains("degraded (run with --repair)"),
+        "{}",
+        stderr(&degraded)
+    );
 }
 
 #[test]

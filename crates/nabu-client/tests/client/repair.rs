@@ -49,7 +49,7 @@ impl TestCluster {
     }
 
     /// One unlabelled metric of node `id`, read from `/metrics`.
-    async fn metric(&self, id: NodeId, name: &str) -> u64 {
+    pub(super) async fn metric(&self, id: NodeId, name: &str) -> u64 {
         let addr = self.node(id).config.http_addr;
         let mut stream = TcpStream::connect(addr).await.expect("connect http");
         let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
@@ -76,7 +76,7 @@ impl TestCluster {
 }
 
 /// Polls `done` every [`POLL`] until it holds, failing after [`REPLAY_DEADLINE`] with `what`.
-async fn eventually<F, Fut>(what: &str, mut done: F)
+pub(super) async fn eventually<F, Fut>(what: &str, mut done: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -293,4 +293,65 @@ async fn a_hint_whose_home_stays_down_is_kept_across_a_restart_of_its_holder() {
         &bytes,
         "after the move home",
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_lost_for_good_is_re_protected_and_two_more_losses_lose_nothing() {
+    let mut cluster =
+        TestCluster::start_configured(8, std::collections::BTreeMap::new(), |config| {
+            config.repair_after_ms = 3_000;
+        })
+        .await;
+    let client = cluster.client();
+    // Erasure-coded objects of three stripes (the last one short), and small objects kept
+    // as whole copies.
+    let mut objects = Vec::new();
+    for seed in 0..10u64 {
+        let (key, length) = match seed % 2 {
+            0 => (format!("big/{seed}"), 9 * MIB),
+            _ => (format!("small/{seed}"), 100_000),
+        };
+        let bytes = random_bytes(2_000 + seed, length);
+        client
+            .put(NS, key.as_bytes(), bytes.clone())
+            .await
+            .expect("put");
+        objects.push((key, bytes));
+    }
+    let before = client.check_redundancy(false, |_| {}).await.expect("check");
+    assert!(before.all_full(), "{before:?}");
+    assert_eq!(before.keys, objects.len() as u64);
+
+    // Node 5 is lost for good; node 1 (the lowest id up) restores redundancy.
+    let lost = NodeId(5);
+    cluster.stop(lost).await;
+    let stopped_at = Instant::now();
+    eventually("every stripe is back at full redundancy", || async {
+        let report = client.check_redundancy(false, |_| {}).await.expect("check");
+        report.all_full() && report.stripes == before.stripes
+    })
+    .await;
+    let took = stopped_at.elapsed();
+    let runs = cluster.metric(NodeId(1), "nabu_reprotect_runs_total").await;
+    let repaired = cluster
+        .metric(NodeId(1), "nabu_reprotect_stripes_repaired_total")
+        .await;
+    println!(
+        "re-protection: {repaired} of {} stripes rewritten by node 1 in {runs} run(s); full \
+         redundancy {took:?} after the loss (repair_after 3 s)",
+        before.stripes
+    );
+    assert!(
+        runs >= 1 && repaired >= 1,
+        "node 1 coordinated: {runs} runs, {repaired} stripes"
+    );
+
+    // Two more nodes lost: every object still reads back exactly.
+    for id in [2, 3] {
+        cluster.stop(NodeId(id)).await;
+    }
+    for (key, bytes) in &objects {
+        let got = client.get(NS, key.as_bytes()).await.expect("get");
+        assert_same(&got, bytes, key);
+    }
 }

@@ -353,7 +353,11 @@ function point(time, nodes) {
     writeP50: worst("write", "p50_us"), writeP99: worst("write", "p99_us"),
     used: capacity ? sum("bytes_used") / capacity : null,
     usedBytes: sum("bytes_used"), capacity,
-    hints: sum("hints_pending"), repair: sum("repair_bytes_per_s"),
+    hints: sum("hints_pending"), repair: sum("repair_bytes_per_s"), scrub: sum("scrub_bytes_per_s"),
+    scrubbing: reachable.filter((node) => node.scrub_running).length,
+    scrubRepaired: sum("scrub_repaired_total"), scrubFound: sum("scrub_corrupt_found_total"),
+    reprotected: sum("reprotect_stripes_repaired_total"),
+    lost: Math.max(0, ...reachable.map((node) => node.members_lost || 0)),
     kv: ratios.length ? ratios.reduce((a, b) => a + b, 0) / ratios.length : null,
   };
 }
@@ -423,7 +427,9 @@ function drawMetrics() {
       `write ${micros(last.writeP50)} / ${micros(last.writeP99)}`;
     $("metric-used").textContent = `${bytes(last.usedBytes)} of ${bytes(last.capacity)} (${percent(last.used)})`;
     $("metric-kv").textContent = percent(last.kv);
-    $("metric-repair").textContent = `${last.hints} hints, ${rate(last.repair)}`;
+    $("metric-repair").textContent = `${last.hints} hints, ${rate(last.repair)} moved home; ` +
+      `${last.lost} lost, ${last.reprotected} stripes re-protected; scrub ${last.scrubbing ? "running" : "idle"} ` +
+      `(${last.scrubFound} found, ${last.scrubRepaired} rebuilt)`;
   }
   drawChart($("chart-throughput"), series, [{ field: "in", label: "in", color: "#58a6ff" },
     { field: "out", label: "out", color: "#3fb950" }], rate);
@@ -432,8 +438,8 @@ function drawMetrics() {
     { field: "readP99", label: "read p99", color: "#1f6feb" }, { field: "writeP50", label: "write p50", color: "#3fb950" },
     { field: "writeP99", label: "write p99", color: "#f0883e" }], micros);
   drawChart($("chart-capacity"), series, [{ field: "used", label: "used", color: "#e3b341" }], percent);
-  drawChart($("chart-repair"), series, [{ field: "hints", label: "hints", color: "#f85149" },
-    { field: "repair", label: "bytes/s", color: "#3fb950" }], (v) => v.toFixed(0));
+  drawChart($("chart-repair"), series, [{ field: "repair", label: "moved home", color: "#3fb950" },
+    { field: "scrub", label: "scrubbed", color: "#e3b341" }], rate);
   drawChart($("chart-kv"), series, [{ field: "kv", label: "hit ratio", color: "#58a6ff" }], percent);
 }
 

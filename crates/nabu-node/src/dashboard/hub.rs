@@ -185,6 +185,16 @@ pub struct LiveSample {
     pub shards_repaired_total: u64,
     /// Handed-off shards moved home since it started.
     pub hints_replayed_total: u64,
+    /// Whether a scrub pass runs now.
+    pub scrub_running: bool,
+    /// Damaged records the scrubber found since it started.
+    pub scrub_corrupt_found_total: u64,
+    /// Damaged shards the scrubber rebuilt since it started.
+    pub scrub_repaired_total: u64,
+    /// Members it has not heard from for `repair_after_ms`.
+    pub members_lost: u64,
+    /// Stripes its re-protection runs wrote back to full redundancy since it started.
+    pub reprotect_stripes_repaired_total: u64,
     /// Bytes its KV pool holds.
     pub kv_used_bytes: u64,
     /// Its KV pool's capacity.
@@ -201,6 +211,8 @@ pub struct LiveSample {
     pub ops_per_s: f64,
     /// Hint-replay bytes sent per second (repair progress).
     pub repair_bytes_per_s: f64,
+    /// Bytes the scrubber rereads per second.
+    pub scrub_bytes_per_s: f64,
     /// KV pool hits among its reads in the window (`null`: no reads).
     pub kv_hit_ratio: Option<f64>,
     /// Latency quantiles over the window, per op class.
@@ -440,6 +452,11 @@ fn live_sample(window: &VecDeque<NodeStats>) -> LiveSample {
         hints_pending: newest.hints_pending,
         shards_repaired_total: newest.shards_repaired_total,
         hints_replayed_total: newest.hints_replayed_total,
+        scrub_running: newest.scrub_running,
+        scrub_corrupt_found_total: newest.scrub_corrupt_found_total,
+        scrub_repaired_total: newest.scrub_repaired_total,
+        members_lost: newest.members_lost,
+        reprotect_stripes_repaired_total: newest.reprotect_stripes_repaired_total,
         kv_used_bytes: newest.kv_used_bytes,
         kv_capacity_bytes: newest.kv_capacity_bytes,
         data_in_bytes_per_s: rate(|s| s.data_bytes_in_total),
@@ -448,6 +465,7 @@ fn live_sample(window: &VecDeque<NodeStats>) -> LiveSample {
         peer_out_bytes_per_s: rate(|s| s.peer_bytes_out_total),
         ops_per_s: rate(|s| s.requests_total),
         repair_bytes_per_s: rate(|s| s.hint_bytes_moved_total),
+        scrub_bytes_per_s: rate(|s| s.scrub_bytes_checked_total),
         kv_hit_ratio: (kv_reads > 0).then(|| kv_hits as f64 / kv_reads as f64),
         latency,
     }
@@ -524,6 +542,12 @@ mod tests {
             hints_replayed_total: 0,
             shards_repaired_total: 0,
             hint_bytes_moved_total: 0,
+            scrub_running: false,
+            scrub_bytes_checked_total: 0,
+            scrub_corrupt_found_total: 0,
+            scrub_repaired_total: 0,
+            members_lost: 0,
+            reprotect_stripes_repaired_total: 0,
             kv_hits_total: 3 * scale,
             kv_misses_total: scale,
             kv_used_bytes: 0,

@@ -54,6 +54,18 @@ pub struct NodeStats {
     pub shards_repaired_total: u64,
     /// Shard bytes sent home by hint replay.
     pub hint_bytes_moved_total: u64,
+    /// Whether a scrub pass runs now.
+    pub scrub_running: bool,
+    /// Bytes the scrubber has reread.
+    pub scrub_bytes_checked_total: u64,
+    /// Damaged records the scrubber found.
+    pub scrub_corrupt_found_total: u64,
+    /// Damaged shards the scrubber rebuilt.
+    pub scrub_repaired_total: u64,
+    /// Members not heard from for `repair_after_ms` (lost, being re-protected).
+    pub members_lost: u64,
+    /// Stripes this node's re-protection runs wrote back to full redundancy.
+    pub reprotect_stripes_repaired_total: u64,
     /// KV pool reads that found their value.
     pub kv_hits_total: u64,
     /// KV pool reads that did not.
@@ -178,6 +190,12 @@ pub fn node_stats(node: &Node, hardware: &Hardware) -> NodeStats {
         hints_replayed_total: load(&metrics.hints_replayed_total),
         shards_repaired_total: load(&metrics.shards_repaired_total),
         hint_bytes_moved_total: load(&metrics.hint_bytes_moved_total),
+        scrub_running: metrics.scrub.running.load(Ordering::Relaxed),
+        scrub_bytes_checked_total: load(&metrics.scrub.bytes_checked_total),
+        scrub_corrupt_found_total: load(&metrics.scrub.corrupt_found_total),
+        scrub_repaired_total: load(&metrics.scrub.repaired_total),
+        members_lost: load(&metrics.members_lost),
+        reprotect_stripes_repaired_total: load(&metrics.reprotect_stripes_repaired_total),
         kv_hits_total: load(&node.kv.counters.hits),
         kv_misses_total: load(&node.kv.counters.misses),
         kv_used_bytes: node.kv.gauges().used_bytes,

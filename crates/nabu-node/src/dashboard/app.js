@@ -396,7 +396,8 @@ function drawChart(canvas, series, lines, format) {
   context.fillText("now", width - 4, height - 4);
   context.textAlign = "left";
   context.fillText("−5 min", 4, height - 4);
-  lines.forEach((line, index) => {
+  let legendX = 4;
+  for (const line of lines) {
     context.strokeStyle = line.color;
     context.lineWidth = 1.5;
     context.beginPath();
@@ -409,8 +410,9 @@ function drawChart(canvas, series, lines, format) {
     }
     context.stroke();
     context.fillStyle = line.color;
-    context.fillText(line.label, 4 + index * 58, 11);
-  });
+    context.fillText(line.label, legendX, 11);
+    legendX += context.measureText(line.label).width + 10;
+  }
 }
 
 function drawMetrics() {

@@ -11,6 +11,9 @@
 "use strict";
 
 const HISTORY_MS = 5 * 60 * 1000;
+// A link stays drawn this long after its last traffic, fading, so a burst (a hint replayed
+// in a fraction of a second) is seen.
+const LINK_LINGER_MS = 5000;
 const TWO_TO_32 = 4294967296;
 const demo = Number(new URLSearchParams(location.search).get("demo")) || 0;
 const demoQuery = demo ? `demo=${demo}` : "";
@@ -23,6 +26,7 @@ const state = {
   states: new Map(), // node id -> "up" | "down"
   history: new Map(), // "all" or node id -> [{time, ...numbers}]
   highlight: null,   // {nodes: Set of ids, fractions: [{fraction, label}]} from a placement
+  links: new Map(),  // "a-b" -> the link's last traffic {a, b, bytes_per_s, time}
   events: [],
 };
 
@@ -236,6 +240,13 @@ function svg(name, attributes, parent) {
 // Nodes sit on one circle, grouped by zone (a labelled arc per zone); links are chords.
 let topologyKey = "";
 const nodePositions = new Map();
+// The links with traffic within LINK_LINGER_MS of `time`, each with its age.
+function lingeringLinks(links, time) {
+  for (const link of links) state.links.set(`${link.a}-${link.b}`, { ...link, time });
+  for (const [key, link] of state.links) if (time - link.time > LINK_LINGER_MS) state.links.delete(key);
+  return [...state.links.values()].map((link) => ({ ...link, age: time - link.time }));
+}
+
 function drawTopology(nodes, links) {
   const root = $("topology");
   const key = nodes.map((node) => `${node.id}:${node.zone}`).join(",");
@@ -254,9 +265,12 @@ function drawTopology(nodes, links) {
     const [a, b] = [nodePositions.get(link.a), nodePositions.get(link.b)];
     if (!a || !b) continue;
     const width = Math.min(12, 1 + Math.log10(1 + link.bytes_per_s / 1024) * 2);
+    const age = link.age || 0;
     const line = svg("line", { class: "link", x1: a.x, y1: a.y, x2: b.x, y2: b.y,
-      "stroke-width": width, "data-a": link.a, "data-b": link.b }, linkLayer);
-    svg("title", {}, line).textContent = `n${link.a} ↔ n${link.b}: ${rate(link.bytes_per_s)}`;
+      "stroke-width": width, "stroke-opacity": 0.8 * (1 - age / LINK_LINGER_MS) + 0.1,
+      "data-a": link.a, "data-b": link.b, "data-live": age === 0 }, linkLayer);
+    svg("title", {}, line).textContent = age === 0 ? `n${link.a} ↔ n${link.b}: ${rate(link.bytes_per_s)}`
+      : `n${link.a} ↔ n${link.b}: ${rate(link.bytes_per_s)} ${(age / 1000).toFixed(1)} s ago`;
   }
 }
 
@@ -463,7 +477,7 @@ function onStats(live) {
   $("summary").textContent = `${live.nodes.length} nodes, ${up} up · served by node ${live.serving_node}`;
   $("summary").dataset.up = up;
   record(live);
-  drawTopology(live.nodes, live.links);
+  drawTopology(live.nodes, lingeringLinks(live.links, live.time_ms));
   updateTable(live.nodes);
   drawMetrics();
   if (changed) drawRing();

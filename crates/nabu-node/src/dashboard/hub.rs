@@ -370,16 +370,7 @@ fn live_view(
         let id = status.config.id;
         let window = history.entry(id).or_default();
         let sample = stats.as_ref().map(|stats| {
-            let restarted = window
-                .back()
-                .is_some_and(|last| last.uptime_s > stats.uptime_s);
-            if restarted {
-                window.clear();
-            }
-            window.push_back(stats.clone());
-            if window.len() > WINDOW_TICKS + 1 {
-                window.pop_front();
-            }
+            push_sample(window, stats);
             live_sample(window)
         });
         nodes.push(LiveNode {
@@ -397,6 +388,23 @@ fn live_view(
         serving_node: node.id.0,
         nodes,
         links: live_links(history),
+    }
+}
+
+/// Adds `stats` to a member's `window` of the last [`WINDOW_TICKS`] + 1 samples. After a
+/// restart (uptime went back) the window starts again from the member's start: its counters
+/// began at 0 then, so the first rates count from there rather than from the next sample.
+fn push_sample(window: &mut VecDeque<NodeStats>, stats: &NodeStats) {
+    let restarted = window
+        .back()
+        .is_some_and(|last| last.uptime_s > stats.uptime_s);
+    if restarted {
+        window.clear();
+        window.push_back(stats.at_start());
+    }
+    window.push_back(stats.clone());
+    if window.len() > WINDOW_TICKS + 1 {
+        window.pop_front();
     }
 }
 
@@ -573,6 +581,21 @@ mod tests {
             0.0,
             "one sample: no rate yet"
         );
+    }
+
+    #[test]
+    fn a_restarted_node_counts_from_its_start() {
+        // Sampled at 10 s of uptime, then again 3 s after a restart with 1 of its ×1 counts.
+        let mut window = VecDeque::new();
+        push_sample(&mut window, &stats(1, 9_000, 4));
+        push_sample(&mut window, &stats(1, 10_000, 5));
+        let mut after = stats(1, 20_000, 1);
+        after.uptime_s = 3;
+        push_sample(&mut window, &after);
+        assert_eq!(window.len(), 2, "the start and the new sample");
+        let sample = live_sample(&window);
+        assert!((sample.data_in_bytes_per_s - 1000.0 / 3.0).abs() < 1e-9);
+        assert_eq!(sample.latency[0].count, 100);
     }
 
     #[test]

@@ -78,6 +78,50 @@ pub struct NodeStats {
     pub events_seq: u64,
 }
 
+impl NodeStats {
+    /// The same node's counters when it started: every `*_total` and histogram at 0,
+    /// `uptime_s` seconds before this sample (gauges as now).
+    pub fn at_start(&self) -> NodeStats {
+        NodeStats {
+            time_ms: self.time_ms.saturating_sub(self.uptime_s * 1000),
+            uptime_s: 0,
+            data_bytes_in_total: 0,
+            data_bytes_out_total: 0,
+            peer_bytes_in_total: 0,
+            peer_bytes_out_total: 0,
+            requests_total: 0,
+            latency: self
+                .latency
+                .iter()
+                .map(|histogram| ClassHistogram {
+                    class: histogram.class.clone(),
+                    counts: vec![0; histogram.counts.len()],
+                })
+                .collect(),
+            peers: self
+                .peers
+                .iter()
+                .map(|peer| PeerTraffic {
+                    member: peer.member,
+                    bytes_in_total: 0,
+                    bytes_out_total: 0,
+                })
+                .collect(),
+            hints_replayed_total: 0,
+            shards_repaired_total: 0,
+            hint_bytes_moved_total: 0,
+            scrub_bytes_checked_total: 0,
+            scrub_corrupt_found_total: 0,
+            scrub_repaired_total: 0,
+            reprotect_stripes_repaired_total: 0,
+            kv_hits_total: 0,
+            kv_misses_total: 0,
+            events_seq: 0,
+            ..self.clone()
+        }
+    }
+}
+
 /// One op class's latency histogram in [`NodeStats`]: bucket counts since start, laid out as
 /// `crate::metrics::LatencyHistogram` documents (quarter octaves of microseconds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,7 +4,8 @@ Run by `crates/nabu/tests/dashboard/mod.rs` with:
   NABU_DASHBOARD_URL   node 1's dashboard (http://host:port/)
   NABU_CLUSTER         the cluster file (load runs with `nabu put`)
   NABU_BIN             the `nabu` binary
-  NABU_KILL_NODE       the node to SIGKILL, NABU_KILL_PID its pid
+  NABU_KILL_NODE       the node to SIGKILL, NABU_KILL_PID its pid, NABU_KILL_CONFIG its
+                       node.toml (the test restarts it with `nabu serve`)
   NABU_SCREENSHOTS     where screenshots go
 
 One function, checked in sequence (a browser start costs seconds on two cores). Every wait
@@ -27,6 +28,7 @@ CLUSTER = os.environ["NABU_CLUSTER"]
 NABU = os.environ["NABU_BIN"]
 KILL_NODE = int(os.environ["NABU_KILL_NODE"])
 KILL_PID = int(os.environ["NABU_KILL_PID"])
+KILL_CONFIG = Path(os.environ["NABU_KILL_CONFIG"])
 SCREENSHOTS = Path(os.environ["NABU_SCREENSHOTS"])
 LOAD_KEY = "dashboard/load-0"
 # The page must show a SIGKILLed node down within this long.
@@ -40,6 +42,7 @@ class Load:
         self.file = workdir / "load.bin"
         self.file.write_bytes(os.urandom(4 << 20))
         self.stop = threading.Event()
+        self.progress = threading.Condition()
         self.puts = 0
         self.failure = None
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -49,10 +52,24 @@ class Load:
             key = f"dashboard/load-{self.puts % 4}"
             done = subprocess.run([NABU, "put", "--cluster", CLUSTER, key, str(self.file)],
                                   capture_output=True, text=True, stdin=subprocess.DEVNULL)
-            if done.returncode != 0:
-                self.failure = done.stderr
+            with self.progress:
+                if done.returncode != 0:
+                    self.failure = done.stderr
+                else:
+                    self.puts += 1
+                self.progress.notify_all()
+            if self.failure:
                 return
-            self.puts += 1
+
+    def wait_for_puts(self, count, timeout_s):
+        """Waits until `count` puts have succeeded (fails on a failed put or the deadline)."""
+        deadline = time.monotonic() + timeout_s
+        with self.progress:
+            while self.puts < count and self.failure is None:
+                left = deadline - time.monotonic()
+                assert left > 0, f"{self.puts} of {count} puts within {timeout_s} s"
+                self.progress.wait(left)
+        assert self.failure is None, f"nabu put failed: {self.failure}"
 
     def __enter__(self):
         self.thread.start()
@@ -147,6 +164,30 @@ def main():
                                timeout=5_000)
         assert page.get_attribute(f"#nodes tr[data-id='{KILL_NODE}']", "data-state") == "down"
         screenshot(page, "4-node-down")
+
+        step(f"writes while node {KILL_NODE} is down, then its restart: hint replay shows as links")
+        with Load(Path(tempfile.gettempdir())) as load:
+            load.wait_for_puts(3, timeout_s=60)
+        with open(KILL_CONFIG.with_name("node.log"), "ab") as log:
+            restarted = subprocess.Popen([NABU, "serve", "--config", str(KILL_CONFIG)],
+                                         stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        try:
+            page.wait_for_selector(f"#topology .node[data-id='{KILL_NODE}'][data-state=up]",
+                                   timeout=30_000)
+            # The newest event about the node (the list is newest first) says it is up again.
+            page.wait_for_function(
+                f"document.querySelector(\"#events li[data-node='{KILL_NODE}']\")"
+                ".dataset.kind === 'node_up'", timeout=5_000)
+            # Hint replay sends the shards written meanwhile to the node: peer-plane traffic,
+            # drawn as a link to it (kept on screen for 5 s after the burst). Attached, not
+            # visible: a vertical or horizontal line has an empty bounding box.
+            page.wait_for_selector(f"#topology .link[data-b='{KILL_NODE}'], "
+                                   f"#topology .link[data-a='{KILL_NODE}']",
+                                   state="attached", timeout=30_000)
+            screenshot(page, "5-hint-replay")
+        finally:
+            restarted.terminate()
+            restarted.wait(timeout=30)
 
     # Resource errors of the killed node's stream are not page errors; script errors are.
     assert not errors, f"errors in the page: {errors}"

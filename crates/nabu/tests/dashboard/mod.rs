@@ -1,6 +1,7 @@
 //! The dashboard in a real browser: `dashboard_test.py` drives Debian's headless `chromium`
 //! with Playwright for Python against a real six-node cluster (ring, topology, live metrics
-//! under load, placement, a SIGKILLed node shown down within 5 s) and saves screenshots to
+//! under load, placement, a SIGKILLed node shown down within 5 s, then restarted with
+//! `nabu serve` and the hint replay to it drawn as a link) and saves screenshots to
 //! `target/dashboard-screenshots`. `scripts/test` installs Playwright into
 //! `target/dashboard-venv` (`NABU_DASHBOARD_PYTHON` names another interpreter) and
 //! `chromium` from Debian (`NABU_CHROMIUM` names another browser).
@@ -54,6 +55,7 @@ fn dashboard_shows_the_ring_topology_live_metrics_and_a_killed_node() {
         .env("NABU_BIN", nabu_binary())
         .env("NABU_KILL_NODE", KILLED_NODE.to_string())
         .env("NABU_KILL_PID", killed.pid.to_string())
+        .env("NABU_KILL_CONFIG", &killed.config)
         .env("NABU_SCREENSHOTS", screenshots())
         .env("TMPDIR", cluster.dir.path());
     run_reported(&mut test, "the dashboard test", "dashboard test passed");

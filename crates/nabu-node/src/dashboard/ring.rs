@@ -216,23 +216,10 @@ pub async fn placement(
         }
     };
     let ring = ring_for(node, query.demo).map_err(PlacementError::BadRequest)?;
-    let state = |id: NodeId| {
-        if demo || node.liveness.is_up(id.0) {
-            MemberState::Up
-        } else {
-            MemberState::Down
-        }
-    };
-    let place = |point: u64, nodes: Vec<NodeId>| PointPlacement {
-        point: format!("{point:016x}"),
-        fraction: point as f64 / 2f64.powi(64),
-        nodes: nodes
-            .into_iter()
-            .map(|id| PlacedNode {
-                id: id.0,
-                state: state(id),
-            })
-            .collect(),
+    let placer = Placer {
+        node,
+        ring: &ring,
+        demo,
     };
     let key = query.key.as_bytes();
     let point = nabu_client::format::key_record_point(&query.namespace, key);
@@ -241,32 +228,12 @@ pub async fn placement(
     } else {
         node.cluster.metadata_copies(durability)
     };
-    let key_record = place(point, ring.placement(point, copies));
+    let key_record = placer.place(point, ring.placement(point, copies));
     let (object, object_error) = if demo {
         (None, None)
     } else {
         match object_manifest(&node.cluster, &query.namespace, key).await {
-            Ok(manifest) => {
-                let stripes = manifest.stripes.iter().take(PLACEMENT_STRIPES_MAX);
-                let width = manifest.durability.width();
-                let stripes = stripes
-                    .map(|stripe| {
-                        let point = stripe.stripe_id.ring_point();
-                        let shards = initial_assignment(&ring.placement(point, width));
-                        StripePlacement {
-                            stripe_id: stripe.stripe_id.to_string(),
-                            placement: place(point, shards),
-                        }
-                    })
-                    .collect();
-                let object = ObjectPlacement {
-                    blob_id: manifest.blob_id.to_string(),
-                    size: manifest.blob_bytes,
-                    stripes_total: manifest.stripes.len(),
-                    stripes,
-                };
-                (Some(object), None)
-            }
+            Ok(manifest) => (Some(placer.object(&manifest)), None),
             Err(ClientError::NotFound(_)) => (None, None),
             Err(error) => (None, Some(error.to_string())),
         }
@@ -280,6 +247,60 @@ pub async fn placement(
         object,
         object_error,
     })
+}
+
+/// Places points on one ring and reports the placed nodes' health.
+struct Placer<'a> {
+    node: &'a Node,
+    ring: &'a Ring,
+    demo: bool,
+}
+
+impl Placer<'_> {
+    /// `nodes`, placed from `point`, with their health (all up in demo mode).
+    fn place(&self, point: u64, nodes: Vec<NodeId>) -> PointPlacement {
+        let state = |id: NodeId| {
+            if self.demo || self.node.liveness.is_up(id.0) {
+                MemberState::Up
+            } else {
+                MemberState::Down
+            }
+        };
+        PointPlacement {
+            point: format!("{point:016x}"),
+            fraction: point as f64 / 2f64.powi(64),
+            nodes: nodes
+                .into_iter()
+                .map(|id| PlacedNode {
+                    id: id.0,
+                    state: state(id),
+                })
+                .collect(),
+        }
+    }
+
+    /// Where the shards of `manifest`'s first [`PLACEMENT_STRIPES_MAX`] stripes go: shard `i`
+    /// of a stripe to the `i`-th node of its placement.
+    fn object(&self, manifest: &Manifest) -> ObjectPlacement {
+        let width = manifest.durability.width();
+        let stripes = manifest.stripes.iter().take(PLACEMENT_STRIPES_MAX);
+        let stripes = stripes
+            .map(|stripe| {
+                let point = stripe.stripe_id.ring_point();
+                let shards = initial_assignment(&self.ring.placement(point, width));
+                StripePlacement {
+                    stripe_id: stripe.stripe_id.to_string(),
+                    placement: self.place(point, shards),
+                }
+            })
+            .collect();
+        ObjectPlacement {
+            blob_id: manifest.blob_id.to_string(),
+            size: manifest.blob_bytes,
+            stripes_total: manifest.stripes.len(),
+            stripes,
+        }
+    }
 }
 
 /// How many key-record copies a namespace of `durability` keeps on a ring of `members`

@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use nabu_core::policy::Durability;
 use nabu_core::ring::{NodeId, Ring};
+use nabu_proto::ops::MemberEntry;
 use nabu_proto::ops::{
     KEY_BYTES_MAX, LIST_LIMIT_MAX, MetaDelete, MetaGet, MetaList, MetaPut, MetaTable,
     NAMESPACE_BYTES_MAX,
 };
 use tokio::task::JoinSet;
 
-use crate::config::{ClientConfig, ClusterMap, Hedge, builtin_namespaces};
+use crate::config::{ClientConfig, ClusterMap, Endpoint, Hedge, MemberAddr, builtin_namespaces};
 use crate::error::{ClientError, KeyDisplay, Result};
 use crate::format::{KeyRecord, NamespaceRecord, UserMetadata, key_record_point};
 use crate::hlc::Hlc;
@@ -45,13 +46,24 @@ pub struct Client {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) config: ClientConfig,
-    pub(crate) ring: Ring,
+    /// The ring placing data now, and the one before the last membership change (whose
+    /// nodes may still hold data the rebalancer has not moved yet).
+    pub(crate) rings: RwLock<Rings>,
     pub(crate) pool: Pool,
     pub(crate) hlc: Hlc,
     pub(crate) namespaces: RwLock<BTreeMap<String, Durability>>,
     pub(crate) latency: LatencyTracker,
+    /// Member-list refreshes so far (which member is asked first rotates).
+    pub(crate) refreshes: std::sync::atomic::AtomicUsize,
     /// Nodes a read had to hedge around, and until when reads try them last.
     pub(crate) slow_nodes: Mutex<HashMap<NodeId, Instant>>,
+}
+
+/// The current ring and the previous one.
+#[derive(Debug, Clone)]
+pub(crate) struct Rings {
+    pub(crate) current: Arc<Ring>,
+    pub(crate) previous: Option<Arc<Ring>>,
 }
 
 /// What `stat` tells about a key.
@@ -121,21 +133,131 @@ impl Client {
         namespaces.extend(config.namespaces.clone());
         let inner = Inner {
             pool: Pool::new(token, &members, &config),
-            ring,
+            rings: RwLock::new(Rings {
+                current: Arc::new(ring),
+                previous: None,
+            }),
             hlc: Hlc::new(config.max_clock_skew),
             namespaces: RwLock::new(namespaces),
             latency: LatencyTracker::default(),
             slow_nodes: Mutex::new(HashMap::new()),
+            refreshes: std::sync::atomic::AtomicUsize::new(0),
             config,
         };
-        Ok(Self {
+        let client = Self {
             inner: Arc::new(inner),
-        })
+        };
+        client.spawn_members_refresh();
+        Ok(client)
+    }
+
+    /// Refreshes the member list every `members_refresh` while the client lives (needs a
+    /// Tokio runtime; without one the client refreshes only when asked).
+    fn spawn_members_refresh(&self) {
+        let Some(every) = self.inner.config.members_refresh else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(&self.inner);
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(inner) = weak.upgrade() else { return };
+                if let Err(error) = (Client { inner }).refresh_members().await {
+                    tracing::debug!(%error, "member list refresh failed");
+                }
+            }
+        });
     }
 
     /// The ring the client places data with.
-    pub fn ring(&self) -> &Ring {
-        &self.inner.ring
+    pub fn ring(&self) -> Arc<Ring> {
+        Arc::clone(&self.rings().current)
+    }
+
+    /// The ring before the last membership change this client saw, if any.
+    pub fn previous_ring(&self) -> Option<Arc<Ring>> {
+        self.rings().previous
+    }
+
+    pub(crate) fn rings(&self) -> Rings {
+        self.inner
+            .rings
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Takes the member list at `epoch` if it is newer than the client's: the ring is rebuilt
+    /// (the old one kept as [`Client::previous_ring`]) and new members get connections.
+    /// Returns whether anything changed.
+    pub fn apply_members(&self, epoch: u64, members: &[MemberEntry]) -> Result<bool> {
+        if members.is_empty() {
+            return Err(ClientError::InvalidArgument(
+                "a member list has members".into(),
+            ));
+        }
+        let addrs: Vec<MemberAddr> = members
+            .iter()
+            .map(|member| MemberAddr {
+                id: member.id,
+                zone: member.zone.clone(),
+                weight: member.weight,
+                data_addr: Endpoint::from(member.data_addr),
+            })
+            .collect();
+        let ring = Ring::new(epoch, addrs.iter().map(MemberAddr::ring_member).collect())
+            .map_err(|error| ClientError::InvalidArgument(error.to_string()))?;
+        let mut rings = self
+            .inner
+            .rings
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if epoch <= rings.current.epoch() {
+            return Ok(false);
+        }
+        self.inner.pool.add_members(&addrs);
+        let previous = std::mem::replace(&mut rings.current, Arc::new(ring));
+        rings.previous = Some(previous);
+        tracing::info!(epoch, members = members.len(), "member list changed");
+        Ok(true)
+    }
+
+    /// Asks up to three members (a different first one each time) for their member list and
+    /// applies the newest ([`Client::apply_members`]). Returns whether it changed.
+    pub async fn refresh_members(&self) -> Result<bool> {
+        const ASKED: usize = 3;
+        let ring = self.ring();
+        let members = ring.members();
+        let start = self
+            .inner
+            .refreshes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut newest: Option<(u64, Vec<MemberEntry>)> = None;
+        let (mut answered, mut last_error) = (0, None);
+        for offset in 0..members.len() {
+            let member = &members[(start + offset) % members.len()];
+            match self.inner.pool.members_get(member.id).await {
+                Ok(list) => {
+                    if newest.as_ref().is_none_or(|(epoch, _)| list.0 > *epoch) {
+                        newest = Some(list);
+                    }
+                    answered += 1;
+                    if answered == ASKED {
+                        break;
+                    }
+                }
+                Err(error) => last_error = Some(error),
+            }
+        }
+        match newest {
+            Some((epoch, members)) => self.apply_members(epoch, &members),
+            None => {
+                Err(last_error.unwrap_or_else(|| ClientError::InvalidArgument("no members".into())))
+            }
+        }
     }
 
     /// The client's configuration.
@@ -156,15 +278,31 @@ impl Client {
 
     /// The nodes a value at ring `point` is written to first, then handed off to, in order:
     /// the placement `width` wide followed by up to `handoff_nodes_max` more nodes of the walk.
+    ///
+    /// After a membership change the previous ring's placement follows the current one
+    /// (before the handoff nodes): until the rebalancer has moved a stripe, its shards are
+    /// there.
     pub fn walk(&self, point: u64, width: usize) -> Vec<NodeId> {
-        let nodes = self.inner.ring.members().len();
+        let rings = self.rings();
+        let nodes = rings.current.members().len();
         let length = (width + self.inner.config.handoff_nodes_max).min(nodes);
-        self.inner.ring.placement(point, length)
+        let mut walk = rings.current.placement(point, length);
+        if let Some(previous) = &rings.previous {
+            let old: Vec<NodeId> = previous
+                .placement(point, width)
+                .into_iter()
+                .filter(|node| !walk[..width.min(walk.len())].contains(node))
+                .collect();
+            walk.retain(|node| !old.contains(node));
+            let at = width.min(walk.len());
+            walk.splice(at..at, old);
+        }
+        walk
     }
 
     /// How many nodes hold each key record and manifest of a namespace with `durability`.
     pub fn metadata_copies(&self, durability: Durability) -> usize {
-        let nodes = self.inner.ring.members().len();
+        let nodes = self.ring().members().len();
         durability
             .losses_tolerated()
             .max(2)
@@ -181,7 +319,7 @@ impl Client {
     ) -> Vec<NodeId> {
         let copies = self.metadata_copies(durability);
         let point = key_record_point(namespace, key);
-        self.inner.ring.placement(point, copies)
+        self.ring().placement(point, copies)
     }
 
     /// The durability policy of `namespace`: the built-in ones, those in the config, or one
@@ -248,12 +386,12 @@ impl Client {
     }
 
     pub(crate) fn system_copies(&self) -> usize {
-        3.min(self.inner.ring.members().len())
+        3.min(self.ring().members().len())
     }
 
     /// Refuses a policy the cluster cannot place.
     pub(crate) fn check_durability(&self, durability: Durability) -> Result<()> {
-        let nodes = self.inner.ring.members().len();
+        let nodes = self.ring().members().len();
         if durability.width() > nodes {
             return Err(ClientError::InvalidArgument(format!(
                 "policy {durability} needs {} nodes, the cluster has {nodes}",
@@ -349,7 +487,7 @@ impl Client {
             include_deleted: true,
         };
         let mut tasks = JoinSet::new();
-        for member in self.inner.ring.members() {
+        for member in self.ring().members() {
             let (client, request, node) = (self.clone(), request.clone(), member.id);
             tasks.spawn(async move { (node, client.inner.pool.meta_list(node, &request).await) });
         }

@@ -165,6 +165,9 @@ pub struct ClientConfig {
     /// Nodes beyond a stripe's placement that writes may hand shards off to and reads
     /// search (the ring walk continues this far). Default 6.
     pub handoff_nodes_max: usize,
+    /// How often the client asks a few members for a newer member list (`None`: never; it
+    /// can still [`crate::Client::refresh_members`] itself). Default 2 s.
+    pub members_refresh: Option<Duration>,
     /// Namespace policies known without asking the cluster; [`Default`] leaves it empty and
     /// the client fills in `default` and `kv` from the cluster size.
     pub namespaces: BTreeMap<String, Durability>,
@@ -198,6 +201,7 @@ impl Default for ClientConfig {
             },
             max_clock_skew: Duration::from_secs(60),
             handoff_nodes_max: 6,
+            members_refresh: Some(Duration::from_secs(2)),
             namespaces: BTreeMap::new(),
             client_name: concat!("nabu-client/", env!("CARGO_PKG_VERSION")).to_owned(),
             put_deadline: Duration::from_secs(3600),

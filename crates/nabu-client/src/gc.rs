@@ -116,7 +116,7 @@ impl Client {
     ) -> Result<GcReport> {
         check_grace(&self.inner.config, options.grace)?;
         let mark_started = Instant::now();
-        let nodes: Vec<NodeId> = self.inner.ring.members().iter().map(|m| m.id).collect();
+        let nodes: Vec<NodeId> = self.ring().members().iter().map(|m| m.id).collect();
         self.require_every_node(&nodes).await?;
 
         phase(GcPhase::Mark);

@@ -66,6 +66,6 @@ pub use gc::{GcOptions, GcPhase, GcReport};
 pub use hlc::Hlc;
 pub use kv::{KvItem, kv_point, value_crc32c};
 pub use read::{BlobReader, OpenObject};
-pub use redundancy::RedundancyReport;
+pub use redundancy::{CheckOptions, RedundancyReport};
 pub use system::NamespaceInfo;
 pub use write::{MissingShard, PutOptions, PutReceipt, REPAIR_HINT_COPIES};

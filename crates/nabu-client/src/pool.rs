@@ -5,7 +5,7 @@
 //! broke under it is sent once more on a fresh connection (every op is idempotent).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,9 +13,13 @@ use nabu_core::id::StripeId;
 use nabu_core::ring::NodeId;
 use nabu_proto::ops::{
     GcSweepReply, HintPut, ListEntry, ManifestRef, MetaDelete, MetaGet, MetaList, MetaNamespaces,
-    MetaPut, NodeStatus, NodeStatusReply, PutOutcome, ShardGet, ShardInfo, ShardLayout, ShardList,
-    ShardPut, ShardStat, SweepRun, decode_list_entries, decode_namespaces, decode_stripe_ids,
-    encode_sweep_body,
+    MetaPut, NodeStatus, NodeStatusReply, PutOutcome, ShardDelete, ShardGet, ShardInfo,
+    ShardLayout, ShardList, ShardPut, ShardStat, SweepRun, decode_list_entries, decode_namespaces,
+    decode_stripe_ids, encode_sweep_body,
+};
+use nabu_proto::ops::{
+    MemberEntry, MemberListHeader, MembersGet, MembersGetReply, MembersPut, MembersPutReply,
+    decode_members, encode_members,
 };
 use nabu_proto::{ClusterToken, Meta, ProtoError, Response};
 
@@ -30,6 +34,16 @@ struct NodeSlot {
     endpoint: Endpoint,
     connection: tokio::sync::Mutex<Option<Connection>>,
     down_until: Mutex<Option<Instant>>,
+}
+
+impl NodeSlot {
+    fn new(member: &MemberAddr) -> Self {
+        Self {
+            endpoint: member.data_addr.clone(),
+            connection: tokio::sync::Mutex::new(None),
+            down_until: Mutex::new(None),
+        }
+    }
 }
 
 /// A value read with META_GET.
@@ -52,7 +66,8 @@ pub struct Pool {
     connect_timeout: Duration,
     request_timeout: Duration,
     node_down_retry_after: Duration,
-    nodes: HashMap<NodeId, NodeSlot>,
+    /// Per member; members join when the client learns a newer member list.
+    nodes: RwLock<HashMap<NodeId, Arc<NodeSlot>>>,
 }
 
 impl Pool {
@@ -60,14 +75,7 @@ impl Pool {
     pub fn new(token: ClusterToken, members: &[MemberAddr], config: &ClientConfig) -> Self {
         let nodes = members
             .iter()
-            .map(|member| {
-                let slot = NodeSlot {
-                    endpoint: member.data_addr.clone(),
-                    connection: tokio::sync::Mutex::new(None),
-                    down_until: Mutex::new(None),
-                };
-                (member.id, slot)
-            })
+            .map(|member| (member.id, Arc::new(NodeSlot::new(member))))
             .collect();
         Self {
             token,
@@ -76,7 +84,25 @@ impl Pool {
             connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
             node_down_retry_after: config.node_down_retry_after,
-            nodes,
+            nodes: RwLock::new(nodes),
+        }
+    }
+
+    /// Adds the members it does not know yet, and re-addresses those whose TCP address
+    /// changed (their connection is dropped). A member reached over a Unix socket keeps it.
+    pub fn add_members(&self, members: &[MemberAddr]) {
+        let mut nodes = self
+            .nodes
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for member in members {
+            let known = nodes.get(&member.id);
+            let moved = |slot: &Arc<NodeSlot>| {
+                matches!(slot.endpoint, Endpoint::Tcp(_)) && slot.endpoint != member.data_addr
+            };
+            if known.is_none_or(moved) {
+                nodes.insert(member.id, Arc::new(NodeSlot::new(member)));
+            }
         }
     }
 
@@ -89,7 +115,10 @@ impl Pool {
     async fn connection(&self, node: NodeId) -> Result<Connection> {
         let slot = self
             .nodes
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(&node)
+            .cloned()
             .ok_or_else(|| ClientError::Connection {
                 node,
                 reason: "not a member of the cluster map".into(),
@@ -162,6 +191,18 @@ impl Pool {
         let request = ShardPut { stripe_id, shard };
         match self.call(node, &request, body).await?.meta {
             Response::ShardPut(reply) => Ok(reply.outcome),
+            other => Err(unexpected(node, &other)),
+        }
+    }
+
+    /// SHARD_DELETE: drops `node`'s shard of `stripe_id`; returns whether it held one.
+    pub async fn shard_delete(&self, node: NodeId, stripe_id: StripeId) -> Result<bool> {
+        match self
+            .call(node, &ShardDelete { stripe_id }, Bytes::new())
+            .await?
+            .meta
+        {
+            Response::ShardDelete(reply) => Ok(reply.existed),
             other => Err(unexpected(node, &other)),
         }
     }
@@ -320,6 +361,42 @@ impl Pool {
             .map_err(|source| ClientError::Protocol { node, source })?;
         match self.call(node, &request, Bytes::from(body)).await?.meta {
             Response::GcSweep(reply) => Ok(reply),
+            other => Err(unexpected(node, &other)),
+        }
+    }
+
+    /// MEMBERS_GET: `node`'s ring epoch and member list.
+    pub async fn members_get(&self, node: NodeId) -> Result<(u64, Vec<MemberEntry>)> {
+        let reply = self.call(node, &MembersGet, Bytes::new()).await?;
+        let Response::MembersGet(MembersGetReply(header)) = reply.meta else {
+            return Err(unexpected(node, &reply.meta));
+        };
+        let members = decode_members(&reply.body, header.members)
+            .map_err(|source| ClientError::Protocol { node, source })?;
+        Ok((header.epoch, members))
+    }
+
+    /// MEMBERS_PUT: offers `node` the list at `epoch`; returns whether it took it and the
+    /// epoch it is on.
+    pub async fn members_put(
+        &self,
+        node: NodeId,
+        epoch: u64,
+        members: &[MemberEntry],
+    ) -> Result<MembersPutReply> {
+        let body =
+            encode_members(members).map_err(|source| ClientError::Protocol { node, source })?;
+        let header = MemberListHeader {
+            epoch,
+            members: members.len() as u32,
+            body_bytes: body.len() as u32,
+        };
+        match self
+            .call(node, &MembersPut(header), Bytes::from(body))
+            .await?
+            .meta
+        {
+            Response::MembersPut(reply) => Ok(reply),
             other => Err(unexpected(node, &other)),
         }
     }

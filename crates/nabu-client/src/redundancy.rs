@@ -20,12 +20,13 @@
 //! Re-writing sends a degraded stripe's K+M shards, not only the missing ones; a node-side
 //! rebuild that moves only the missing shards is future work.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use nabu_core::id::{BlobId, StripeId};
 use nabu_core::policy::Durability;
-use nabu_proto::ops::{LIST_LIMIT_MAX, MetaTable, ShardLayout};
+use nabu_core::ring::NodeId;
+use nabu_proto::ops::{LIST_LIMIT_MAX, MemberEntry, MetaTable, PutOutcome, ShardInfo, ShardLayout};
 use tokio::task::JoinSet;
 
 use crate::client::Client;
@@ -37,6 +38,18 @@ use crate::read::BlobPlan;
 const STRIPES_INFLIGHT_MAX: usize = 8;
 /// Repair failures a report keeps (the count is exact).
 const FAILURES_KEPT_MAX: usize = 20;
+
+/// What a redundancy check does beyond reporting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckOptions {
+    /// Write degraded stripes (and their key records and manifests) back to full redundancy.
+    pub repair: bool,
+    /// Move shards off nodes the current ring no longer places them on (after a membership
+    /// change) to placement nodes holding none of the stripe, deleting each old copy only
+    /// once its new node has it durably; key records and manifests are written again to
+    /// their current placement.
+    pub rebalance: bool,
+}
 
 /// What a redundancy check found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,12 +66,21 @@ pub struct RedundancyReport {
     pub stripes_degraded: u64,
     /// Stripes with fewer than K shards (one copy) reachable.
     pub stripes_lost: u64,
+    /// Shards (or copies) found on nodes outside their stripe's current placement: handed
+    /// off, or not moved yet after a membership change.
+    pub shards_misplaced: u64,
     /// Degraded stripes written back to full redundancy.
     pub stripes_repaired: u64,
     /// Stripe bytes read and written again by repair.
     pub bytes_repaired: u64,
-    /// Key records and manifests written again by repair.
+    /// Key records and manifests written again by repair or rebalancing.
     pub metadata_rewritten: u64,
+    /// Shards moved to the node the current ring places them on.
+    pub shards_moved: u64,
+    /// Bytes of those shards.
+    pub bytes_moved: u64,
+    /// Copies dropped from a node outside the placement once the placement held all shards.
+    pub surplus_dropped: u64,
     /// Repairs that failed.
     pub repair_failures: u64,
     /// The first few repair failures, in words.
@@ -88,12 +110,12 @@ enum StripeState {
 }
 
 impl Client {
-    /// Checks every stripe's redundancy, and with `repair` restores it (see the module docs).
-    /// `progress` is called after every key. Nodes that do not answer are tolerated: their
-    /// shards count as missing.
+    /// Checks every stripe's redundancy, and as `options` say restores it or moves shards to
+    /// their current placement (see the module docs). `progress` is called after every key.
+    /// Nodes that do not answer are tolerated: their shards count as missing.
     pub async fn check_redundancy(
         &self,
-        repair: bool,
+        options: CheckOptions,
         mut progress: impl FnMut(&RedundancyReport),
     ) -> Result<RedundancyReport> {
         let mut report = RedundancyReport::default();
@@ -105,7 +127,7 @@ impl Client {
             } else {
                 self.metadata_copies(self.namespace_policy(&namespace).await?)
             };
-            let members = self.inner.ring.members().len();
+            let members = self.ring().members().len();
             let mut continuation: Option<Vec<u8>> = None;
             loop {
                 let page = self
@@ -119,7 +141,7 @@ impl Client {
                     .await?;
                 for listed in &page.keys {
                     report.keys += 1;
-                    self.check_key(&namespace, &listed.key, copies, repair, &mut report)
+                    self.check_key(&namespace, &listed.key, copies, options, &mut report)
                         .await?;
                     progress(&report);
                 }
@@ -132,11 +154,34 @@ impl Client {
         Ok(report)
     }
 
+    /// Makes the member list at `epoch` the cluster's: the client takes it, then offers it
+    /// (MEMBERS_PUT) to every node of it and of the list before. Returns the nodes that did
+    /// not take it, and why (unreachable ones catch up from their peers when they return).
+    pub async fn publish_members(
+        &self,
+        epoch: u64,
+        members: &[MemberEntry],
+    ) -> Result<Vec<(NodeId, String)>> {
+        let before = self.ring();
+        self.apply_members(epoch, members)?;
+        let mut nodes: BTreeSet<NodeId> = members.iter().map(|member| member.id).collect();
+        nodes.extend(before.members().iter().map(|member| member.id));
+        let mut refused = Vec::new();
+        for node in nodes {
+            match self.inner.pool.members_put(node, epoch, members).await {
+                Ok(reply) if reply.applied || reply.epoch == epoch => {}
+                Ok(reply) => refused.push((node, format!("it is on epoch {}", reply.epoch))),
+                Err(error) => refused.push((node, error.to_string())),
+            }
+        }
+        Ok(refused)
+    }
+
     /// Every namespace any reachable node holds metadata of.
     async fn reachable_namespaces(&self) -> Result<BTreeSet<String>> {
         let mut namespaces = BTreeSet::new();
         let mut answered = 0;
-        for member in self.inner.ring.members() {
+        for member in self.ring().members() {
             let mut after = String::new();
             let result: Result<()> = async {
                 loop {
@@ -177,9 +222,10 @@ impl Client {
         namespace: &str,
         key: &[u8],
         copies: usize,
-        repair: bool,
+        options: CheckOptions,
         report: &mut RedundancyReport,
     ) -> Result<()> {
+        let rewrite = options.repair || options.rebalance;
         let point = key_record_point(namespace, key);
         let what = format!("key record {namespace}/{}", crate::error::KeyDisplay(key));
         let Some(record) = self
@@ -189,7 +235,7 @@ impl Client {
         else {
             return Ok(()); // deleted since it was listed
         };
-        if repair {
+        if rewrite {
             self.meta_write(
                 MetaTable::KeyRecords,
                 namespace,
@@ -209,7 +255,7 @@ impl Client {
         };
         let blob_id = key_record.blob_id;
         let manifest = self.read_manifest(namespace, blob_id).await?;
-        if repair {
+        if rewrite {
             self.rewrite_manifest(namespace, blob_id, copies).await?;
             report.metadata_rewritten += 1;
         }
@@ -221,7 +267,7 @@ impl Client {
                 settle(report, tasks.join_next().await);
             }
             let (client, plan) = (self.clone(), plan.clone());
-            tasks.spawn(async move { client.check_stripe(&plan, index, repair).await });
+            tasks.spawn(async move { client.check_stripe(&plan, index, options).await });
         }
         while !tasks.is_empty() {
             settle(report, tasks.join_next().await);
@@ -256,66 +302,152 @@ impl Client {
         .await
     }
 
-    /// One stripe's state, and with `repair` its repair: `(state, bytes rewritten, failure)`.
-    async fn check_stripe(
-        &self,
-        plan: &BlobPlan,
-        index: u64,
-        repair: bool,
-    ) -> (StripeState, u64, Option<String>) {
+    /// One stripe: its state, then what `options` ask.
+    async fn check_stripe(&self, plan: &BlobPlan, index: u64, options: CheckOptions) -> Checked {
         let manifest = Client::plan_manifest(plan);
         let layout = manifest.durability;
         let stripe_id = manifest.node_stripe_id(index as usize);
-        let state = self.stripe_state(stripe_id, layout).await;
-        if state != StripeState::Degraded || !repair {
-            return (state, 0, None);
+        let (state, answers) = self.stripe_state(stripe_id, layout).await;
+        let placement = self
+            .ring()
+            .placement(stripe_id.ring_point(), layout.width());
+        let misplaced = answers
+            .iter()
+            .filter(|(node, info)| info.is_some() && !placement.contains(node))
+            .count() as u64;
+        let mut checked = Checked {
+            state,
+            misplaced,
+            ..Checked::default()
+        };
+        let what = |error: ClientError| {
+            format!(
+                "stripe {index} ({stripe_id}) of blob {}: {error}",
+                manifest.blob_id
+            )
+        };
+        if options.rebalance
+            && let Err(error) = self
+                .rebalance_stripe(stripe_id, layout, &answers, &mut checked)
+                .await
+        {
+            checked.failure = Some(what(error));
         }
-        match self.rewrite_stripe(plan, index).await {
-            Ok(bytes) => (StripeState::Full, bytes, None),
-            Err(error) => (
-                state,
-                0,
-                Some(format!(
-                    "stripe {index} ({stripe_id}) of blob {}: {error}",
-                    manifest.blob_id
-                )),
-            ),
+        if state == StripeState::Degraded && options.repair {
+            match self.rewrite_stripe(plan, index).await {
+                Ok(bytes) => {
+                    checked.state = StripeState::Full;
+                    checked.repaired_bytes = bytes;
+                }
+                Err(error) => checked.failure = Some(what(error)),
+            }
         }
+        checked
     }
 
-    /// Counts the distinct shards of `stripe_id` on the nodes of its walk.
-    async fn stripe_state(&self, stripe_id: StripeId, layout: Durability) -> StripeState {
+    /// The stripe's state by the shards found along its walk, and every reachable node's
+    /// answer (`None`: holds no shard of it).
+    async fn stripe_state(
+        &self,
+        stripe_id: StripeId,
+        layout: Durability,
+    ) -> (StripeState, Vec<(NodeId, Option<ShardInfo>)>) {
         let width = layout.width();
         let walk = self.walk(stripe_id.ring_point(), width);
         let mut asks = JoinSet::new();
-        for node in walk {
+        for (position, node) in walk.into_iter().enumerate() {
             let client = self.clone();
-            asks.spawn(async move { (node, client.inner.pool.shard_stat(node, stripe_id).await) });
+            asks.spawn(async move {
+                let answer = client.inner.pool.shard_stat(node, stripe_id).await;
+                (position, node, answer)
+            });
         }
-        let (mut erasure_indexes, mut copies) = (BTreeSet::new(), 0);
+        let mut answers = Vec::new();
         while let Some(joined) = asks.join_next().await {
-            let (_, answer) = joined.expect("shard stat task panicked");
-            // A node holds one shard per stripe id, so holders are distinct nodes.
-            if let Ok(Some(info)) = answer {
-                match info.layout {
-                    ShardLayout::Erasure { index, .. } => {
-                        erasure_indexes.insert(index);
-                    }
-                    ShardLayout::Whole => copies += 1,
-                }
+            let (position, node, answer) = joined.expect("shard stat task panicked");
+            if let Ok(info) = answer {
+                answers.push((position, node, info));
             }
         }
-        let present = match layout {
-            Durability::ErasureCoded { .. } => erasure_indexes.len(),
-            _ => copies,
-        };
-        if present >= width {
+        answers.sort_by_key(|(position, _, _)| *position);
+        let answers: Vec<(NodeId, Option<ShardInfo>)> = answers
+            .into_iter()
+            .map(|(_, node, info)| (node, info))
+            .collect();
+        // A node holds one shard per stripe id, so holders are distinct nodes.
+        let present = distinct_shards(answers.iter().filter_map(|(_, info)| info.as_ref()));
+        let state = if present >= width {
             StripeState::Full
         } else if present >= layout.shards_needed() {
             StripeState::Degraded
         } else {
             StripeState::Lost
+        };
+        (state, answers)
+    }
+
+    /// Moves the stripe's shards held outside its current placement to placement nodes that
+    /// hold none of it (walk order), each deleted from its old node once its new one has it
+    /// durably; a copy outside the placement whose shard the placement already holds is
+    /// dropped once the placement holds every shard.
+    async fn rebalance_stripe(
+        &self,
+        stripe_id: StripeId,
+        layout: Durability,
+        answers: &[(NodeId, Option<ShardInfo>)],
+        checked: &mut Checked,
+    ) -> Result<()> {
+        let width = layout.width();
+        let placement = self.ring().placement(stripe_id.ring_point(), width);
+        let mut placed: Vec<ShardInfo> = Vec::new();
+        let mut free: VecDeque<NodeId> = VecDeque::new();
+        let mut outside: Vec<(NodeId, ShardInfo)> = Vec::new();
+        for &(node, info) in answers {
+            match (placement.contains(&node), info) {
+                (true, Some(info)) => placed.push(info),
+                (true, None) => free.push_back(node),
+                (false, Some(info)) => outside.push((node, info)),
+                (false, None) => {}
+            }
         }
+        for (holder, info) in outside {
+            let already_placed = match info.layout {
+                ShardLayout::Erasure { index, .. } => placed
+                    .iter()
+                    .any(|held| matches!(held.layout, ShardLayout::Erasure { index: i, .. } if i == index)),
+                ShardLayout::Whole => placed.len() >= width,
+            };
+            if already_placed {
+                if distinct_shards(placed.iter()) >= width {
+                    self.inner.pool.shard_delete(holder, stripe_id).await?;
+                    checked.surplus_dropped += 1;
+                }
+                continue;
+            }
+            let Some(home) = free.pop_front() else {
+                continue;
+            };
+            let (got, body) = self.inner.pool.shard_get(holder, stripe_id).await?;
+            if got != info {
+                continue; // changed under us; the next pass looks again
+            }
+            let bytes = body.len() as u64;
+            // A home that already holds it was given it by another mover: not counted again.
+            let stored = match self.inner.pool.shard_put(home, stripe_id, info, body).await {
+                Ok(outcome) => outcome == PutOutcome::Stored,
+                Err(error) if error.remote_code() == Some(nabu_proto::ErrorCode::CONFLICT) => {
+                    continue; // the home took another shard of the stripe meanwhile
+                }
+                Err(error) => return Err(error),
+            };
+            self.inner.pool.shard_delete(holder, stripe_id).await?;
+            placed.push(info);
+            if stored {
+                checked.moved += 1;
+                checked.moved_bytes += bytes;
+            }
+        }
+        Ok(())
     }
 
     /// Reads stripe `index` of `plan` and writes it again through the writer's path.
@@ -346,23 +478,68 @@ impl Client {
     }
 }
 
-type Checked = std::result::Result<(StripeState, u64, Option<String>), tokio::task::JoinError>;
+/// What checking one stripe found and did.
+#[derive(Debug)]
+struct Checked {
+    state: StripeState,
+    misplaced: u64,
+    repaired_bytes: u64,
+    moved: u64,
+    moved_bytes: u64,
+    surplus_dropped: u64,
+    failure: Option<String>,
+}
+
+impl Default for Checked {
+    fn default() -> Self {
+        Self {
+            state: StripeState::Lost,
+            misplaced: 0,
+            repaired_bytes: 0,
+            moved: 0,
+            moved_bytes: 0,
+            surplus_dropped: 0,
+            failure: None,
+        }
+    }
+}
+
+/// How many distinct shards `infos` hold (erasure indexes; whole copies each count).
+fn distinct_shards<'a>(infos: impl Iterator<Item = &'a ShardInfo>) -> usize {
+    let (mut indexes, mut copies) = (BTreeSet::new(), 0);
+    for info in infos {
+        match info.layout {
+            ShardLayout::Erasure { index, .. } => {
+                indexes.insert(index);
+            }
+            ShardLayout::Whole => copies += 1,
+        }
+    }
+    indexes.len() + copies
+}
 
 /// Counts one checked stripe.
-fn settle(report: &mut RedundancyReport, joined: Option<Checked>) {
+fn settle(
+    report: &mut RedundancyReport,
+    joined: Option<std::result::Result<Checked, tokio::task::JoinError>>,
+) {
     let Some(joined) = joined else { return };
-    let (state, bytes, failure) = joined.expect("stripe check task panicked");
+    let checked = joined.expect("stripe check task panicked");
     report.stripes += 1;
-    match state {
+    match checked.state {
         StripeState::Full => report.stripes_full += 1,
         StripeState::Degraded => report.stripes_degraded += 1,
         StripeState::Lost => report.stripes_lost += 1,
     }
-    if bytes > 0 {
+    if checked.repaired_bytes > 0 {
         report.stripes_repaired += 1;
-        report.bytes_repaired += bytes;
+        report.bytes_repaired += checked.repaired_bytes;
     }
-    if let Some(failure) = failure {
+    report.shards_misplaced += checked.misplaced;
+    report.shards_moved += checked.moved;
+    report.bytes_moved += checked.moved_bytes;
+    report.surplus_dropped += checked.surplus_dropped;
+    if let Some(failure) = checked.failure {
         report.failed(failure);
     }
 }

@@ -169,7 +169,7 @@ impl Client {
 
     /// The namespaces that exist without a record (`default`, `kv`), sized to this cluster.
     fn builtin_namespaces(&self) -> Vec<(String, Durability)> {
-        builtin_namespaces(self.inner.ring.members().len())
+        builtin_namespaces(self.ring().members().len())
             .into_iter()
             .collect()
     }

@@ -289,7 +289,7 @@ impl Client {
             first_bytes < self.inner.config.small_object_bytes && first_bytes < stripe_bytes as u64;
         match policy {
             Durability::ErasureCoded { parity, .. } if small => {
-                let nodes = self.inner.ring.members().len();
+                let nodes = self.ring().members().len();
                 let copies = (usize::from(parity) + 1).min(nodes).max(1);
                 Durability::Replicas {
                     copies: copies as u8,

@@ -84,15 +84,7 @@ impl TestCluster {
             .collect();
         let mut nodes = Vec::new();
         for (id, bound, addrs) in listeners {
-            let data_dir = dir.path().join(format!("node-{id}"));
-            let mut config = NodeConfig::new(id, &data_dir, token.to_hex());
-            config.members = member_configs.clone();
-            config.data_addr = addrs.data;
-            config.peer_addr = addrs.peer;
-            config.http_addr = addrs.http;
-            config.data_socket = Some(dir.path().join(format!("node-{id}.sock")));
-            config.shutdown_grace_ms = 1_000;
-            config.hint_replay_interval_ms = 200;
+            let mut config = node_config(dir.path(), &token, id, addrs, member_configs.clone());
             configure(&mut config);
             let (stop, task) = match disks.get(&id) {
                 Some(disk) => spawn_node_on(config.clone(), bound, Arc::clone(disk)),
@@ -100,7 +92,7 @@ impl TestCluster {
             };
             nodes.push(TestNode {
                 id,
-                data_dir,
+                data_dir: config.data_dirs[0].clone(),
                 config,
                 stop: Some(stop),
                 task: Some(task),
@@ -148,6 +140,25 @@ impl TestCluster {
             result.expect("node shut down cleanly");
         }
     }
+}
+
+/// The config of test node `id` under `dir`: its addresses, socket, data dir, `members`.
+fn node_config(
+    dir: &Path,
+    token: &ClusterToken,
+    id: u32,
+    addrs: nabu_node::ListenerAddrs,
+    members: Vec<MemberConfig>,
+) -> NodeConfig {
+    let mut config = NodeConfig::new(id, dir.join(format!("node-{id}")), token.to_hex());
+    config.members = members;
+    config.data_addr = addrs.data;
+    config.peer_addr = addrs.peer;
+    config.http_addr = addrs.http;
+    config.data_socket = Some(dir.join(format!("node-{id}.sock")));
+    config.shutdown_grace_ms = 1_000;
+    config.hint_replay_interval_ms = 200;
+    config
 }
 
 /// Runs a node until its stop sender fires (or is dropped).
@@ -897,6 +908,8 @@ async fn replicas_3_survive_two_lost_nodes_and_none_reports_lost_stripes() {
 
 #[path = "client/gc.rs"]
 mod gc;
+#[path = "client/membership.rs"]
+mod membership;
 #[path = "client/repair.rs"]
 mod repair;
 #[path = "client/scrub.rs"]

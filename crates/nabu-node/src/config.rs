@@ -38,6 +38,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nabu_core::ring::{Member, NodeId, Ring, WEIGHT_MAX};
+use nabu_proto::ops::MemberEntry;
 use nabu_proto::{ClusterToken, Limits};
 use nabu_store::{DirectIo, StoreConfig};
 use serde::{Deserialize, Serialize};
@@ -206,6 +207,32 @@ pub struct MemberConfig {
     pub peer_addr: SocketAddr,
     /// Its management HTTP address.
     pub http_addr: SocketAddr,
+}
+
+impl MemberConfig {
+    /// The member as a member list carries it.
+    pub fn entry(&self) -> MemberEntry {
+        MemberEntry {
+            id: NodeId(self.id),
+            weight: self.weight,
+            zone: self.zone.clone(),
+            data_addr: self.data_addr,
+            peer_addr: self.peer_addr,
+            http_addr: self.http_addr,
+        }
+    }
+
+    /// The member a member list names.
+    pub fn from_entry(entry: &MemberEntry) -> Self {
+        Self {
+            id: entry.id.0,
+            zone: entry.zone.clone(),
+            weight: entry.weight,
+            data_addr: entry.data_addr,
+            peer_addr: entry.peer_addr,
+            http_addr: entry.http_addr,
+        }
+    }
 }
 
 /// The chunk store's options; each defaults to [`StoreConfig::new`]'s value.

@@ -262,7 +262,7 @@ impl Connection {
         let limits = self.node.limits;
         let reply = HelloReply {
             node_id: self.node.id,
-            ring_epoch: self.node.ring_epoch,
+            ring_epoch: self.node.membership.epoch(),
             features: 0,
             meta_bytes_max: limits.meta_bytes_max,
             frame_body_bytes_max: limits.frame_body_bytes_max,
@@ -276,7 +276,7 @@ impl Connection {
         self.authenticated = true;
         if self.plane == Plane::Peer {
             self.traffic.peer = crate::peer::member_of_client_name(&hello.client_name)
-                .and_then(|member| self.node.metrics.peer_index(member));
+                .and_then(|member| self.node.metrics.peer(member));
         }
         self.node.metrics.count_request(Op::Hello, None);
         tracing::debug!(client = %hello.client_name, "authenticated");
@@ -352,7 +352,7 @@ impl Connection {
     async fn on_frame(&mut self, frame: Frame) -> Result<(), Ending> {
         self.node
             .metrics
-            .count_bytes_in(self.traffic, frame.body().len() as u64);
+            .count_bytes_in(&self.traffic, frame.body().len() as u64);
         match frame.header().kind() {
             FrameKind::Request => self.on_request(frame).await,
             FrameKind::Data => self.on_data(frame).await,
@@ -562,7 +562,7 @@ impl Connection {
         let node = Arc::clone(&self.node);
         let responses = self.responses.clone();
         let inflight = Arc::clone(&self.inflight);
-        let traffic = self.traffic;
+        let traffic = self.traffic.clone();
         let plane = self.plane;
         let op = request.op();
         let span = tracing::debug_span!("request", node = node.id.0, request_id, %op);
@@ -576,7 +576,7 @@ impl Connection {
                 let result = handler::execute(&node, request, body, body_crc).await;
                 drop(budget);
                 send_reply(
-                    &node, traffic, &responses, &inflight, op, request_id, result,
+                    &node, &traffic, &responses, &inflight, op, request_id, result,
                 )
                 .await;
                 node.metrics.record_latency(op, started.elapsed());
@@ -590,7 +590,7 @@ impl Connection {
 /// frame (see the module docs).
 async fn send_reply(
     node: &Node,
-    traffic: Traffic,
+    traffic: &Traffic,
     responses: &mpsc::Sender<Frame>,
     inflight: &Mutex<InflightRequests>,
     op: Op,

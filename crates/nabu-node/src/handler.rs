@@ -10,6 +10,9 @@ use nabu_proto::ops::{
     PingReply, ShardDeleteReply, ShardGetReply, ShardPutReply, ShardStatReply, encode_list_entries,
 };
 use nabu_proto::ops::{
+    MemberListHeader, MembersGetReply, MembersPut, MembersPutReply, decode_members, encode_members,
+};
+use nabu_proto::ops::{
     MetaNamespacesReply, ShardListReply, SweepRun, decode_sweep_body, encode_namespaces,
     encode_stripe_ids,
 };
@@ -174,6 +177,35 @@ pub async fn execute(
             let pending = blocking(node, move |node| crate::hints::put_hint(node, &put)).await?;
             Ok(Reply::bodiless(Response::HintPut(HintPutReply {
                 hints_pending: u32::try_from(pending).unwrap_or(u32::MAX),
+            })))
+        }
+        Request::MembersGet(_) => {
+            let view = node.membership.view();
+            let entries = view.entries();
+            let body = encode_members(&entries).map_err(|error| OpError::from(&error))?;
+            let header = MemberListHeader {
+                epoch: view.epoch,
+                members: entries.len() as u32,
+                body_bytes: body.len() as u32,
+            };
+            Ok(Reply {
+                meta: Response::MembersGet(MembersGetReply(header)),
+                body: Bytes::from(body),
+                body_crc: None,
+            })
+        }
+        Request::MembersPut(MembersPut(header)) => {
+            let entries =
+                decode_members(&body, header.members).map_err(|error| OpError::from(&error))?;
+            let applied = blocking(node, move |node| {
+                node.membership
+                    .offer(header.epoch, &entries)
+                    .map_err(|error| OpError::new(ErrorCode::BAD_REQUEST, format!("{error:#}")))
+            })
+            .await?;
+            Ok(Reply::bodiless(Response::MembersPut(MembersPutReply {
+                applied,
+                epoch: node.membership.epoch(),
             })))
         }
         other => execute_meta(node, other, body).await,

@@ -40,6 +40,26 @@ pub struct ClusterView {
     /// This node's scrubber.
     #[serde(default)]
     pub scrub: ScrubView,
+    /// Maintenance this node coordinated (the lowest-id member that is up does).
+    #[serde(default)]
+    pub maintenance: MaintenanceView,
+}
+
+/// Rebalancing and re-protection in [`ClusterView`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceView {
+    /// Whether this node runs a maintenance pass now.
+    pub running: bool,
+    /// Passes it ran since start.
+    pub passes: u64,
+    /// Shards it moved to their placement after membership changes.
+    pub shards_moved: u64,
+    /// Bytes of those shards.
+    pub bytes_moved: u64,
+    /// Stripes it wrote back to full redundancy after members were lost.
+    pub stripes_repaired: u64,
+    /// Members unheard for `repair_after_ms`, as this node sees them.
+    pub members_lost: u64,
 }
 
 /// The scrubber in [`ClusterView`].
@@ -165,6 +185,19 @@ async fn cluster(State(node): State<Arc<Node>>) -> Response {
 }
 
 /// The cluster view (reads statvfs: call off the async threads).
+fn maintenance_view(node: &Node) -> MaintenanceView {
+    let metrics = &node.metrics;
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    MaintenanceView {
+        running: load(&metrics.maintenance_running) > 0,
+        passes: load(&metrics.maintenance_passes_total),
+        shards_moved: load(&metrics.rebalance_shards_moved_total),
+        bytes_moved: load(&metrics.rebalance_bytes_moved_total),
+        stripes_repaired: load(&metrics.reprotect_stripes_repaired_total),
+        members_lost: load(&metrics.members_lost),
+    }
+}
+
 fn scrub_view(node: &Node) -> ScrubView {
     let counters = &node.metrics.scrub;
     ScrubView {
@@ -208,7 +241,7 @@ fn cluster_view(node: &Node) -> ClusterView {
         .collect();
     ClusterView {
         node_id: node.id.0,
-        ring_epoch: node.ring_epoch,
+        ring_epoch: node.membership.epoch(),
         zone: node.config.zone.clone(),
         uptime_s: node.started.elapsed().as_secs(),
         members,
@@ -222,5 +255,6 @@ fn cluster_view(node: &Node) -> ClusterView {
             dirs,
         },
         scrub: scrub_view(node),
+        maintenance: maintenance_view(node),
     }
 }

@@ -19,8 +19,9 @@
 //! replay** (`repair`): shards that writers handed off to this node, or asked it to rebuild,
 //! go to their home node once it is up again (`hints`: HINT_PUT, kept durably), and the
 //! **scrubber** (`scrub`), which rereads every record at `scrub_bytes_per_s` and rebuilds
-//! damaged shards from the other members. A fourth, **re-protection** (`reprotect`), restores
-//! full redundancy once a member has been lost for `repair_after_ms`.
+//! damaged shards from the other members. One node also coordinates **maintenance**
+//! (`maintenance`): rebalancing after a membership change, re-protection once a member has
+//! been lost for `repair_after_ms`.
 //! What happens to the cluster (members up and down, repairs, corruption) goes to a bounded
 //! in-memory [`events`] log.
 //!
@@ -40,13 +41,14 @@ mod http;
 pub mod http_get;
 pub mod kv;
 mod liveness;
+mod maintenance;
+mod membership;
 mod meta;
 mod metrics;
 mod node;
 mod peer;
 mod records;
 mod repair;
-mod reprotect;
 pub mod resp;
 mod scrub;
 mod server;
@@ -67,7 +69,7 @@ pub use config::{
     REQUEST_BODY_BYTES_MAX_DEFAULT, StoreOptions,
 };
 pub use connection::RESPONSE_QUEUE_FRAMES_MAX;
-pub use http::{ClusterView, DirView, MemberView, ScrubView, StoreView};
+pub use http::{ClusterView, DirView, MaintenanceView, MemberView, ScrubView, StoreView};
 pub use liveness::{MemberState, RECONNECT_BACKOFF_MAX};
 pub use scrub::PassReport;
 

@@ -8,15 +8,19 @@
 //! Nothing here changes placement: the state is reported (`/api/v1/cluster`, `/metrics`) for
 //! clients and operators to act on, and every change of a member's state is recorded in the
 //! node's event log ([`Event::NodeUp`], [`Event::NodeDown`]), checked every
-//! [`TRANSITION_CHECK_INTERVAL_MAX`] at most.
+//! [`TRANSITION_CHECK_INTERVAL_MAX`] at most. The table follows the member list: a new member
+//! gets a heartbeat task, a removed one loses it; a peer that says (in its HELLO reply) it is
+//! on a newer ring epoch is asked for its member list, so a node that missed a change catches
+//! up.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use nabu_proto::ops::Ping;
+use nabu_proto::ops::{MembersGet, Ping, decode_members};
 use nabu_proto::{Frame, FrameKind, Limits};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -59,7 +63,7 @@ pub struct Liveness {
     self_id: u32,
     started: Instant,
     down_after: Duration,
-    slots: Vec<Slot>,
+    slots: RwLock<Vec<Arc<Slot>>>,
 }
 
 /// A member's state as reported.
@@ -76,26 +80,44 @@ pub struct MemberStatus {
 impl Liveness {
     /// The table for `members`, none heard from yet.
     pub fn new(self_id: u32, members: Vec<MemberConfig>, down_after: Duration) -> Self {
-        let slots = members
-            .into_iter()
-            .map(|config| Slot {
-                config,
-                last_heard_ms: AtomicU64::new(0),
-            })
-            .collect();
-        Self {
+        let liveness = Self {
             self_id,
             started: Instant::now(),
             down_after,
-            slots,
-        }
+            slots: RwLock::new(Vec::new()),
+        };
+        liveness.set_members(members);
+        liveness
     }
 
-    fn heard(&self, index: usize) {
+    /// Follows a new member list: members still listed keep what was heard of them.
+    pub fn set_members(&self, members: Vec<MemberConfig>) {
+        let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+        let known: HashMap<u32, Arc<Slot>> =
+            slots.drain(..).map(|slot| (slot.config.id, slot)).collect();
+        *slots = members
+            .into_iter()
+            .map(|config| match known.get(&config.id) {
+                Some(slot) if slot.config == config => Arc::clone(slot),
+                Some(slot) => Arc::new(Slot {
+                    config,
+                    last_heard_ms: AtomicU64::new(slot.last_heard_ms.load(Ordering::Relaxed)),
+                }),
+                None => Arc::new(Slot {
+                    config,
+                    last_heard_ms: AtomicU64::new(0),
+                }),
+            })
+            .collect();
+    }
+
+    fn slots(&self) -> Vec<Arc<Slot>> {
+        self.slots.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn heard(&self, slot: &Slot) {
         let since_start = self.started.elapsed().as_millis() as u64 + 1;
-        self.slots[index]
-            .last_heard_ms
-            .store(since_start, Ordering::Relaxed);
+        slot.last_heard_ms.store(since_start, Ordering::Relaxed);
     }
 
     /// Whether member `id` answers heartbeats (this node always does).
@@ -107,7 +129,7 @@ impl Liveness {
 
     /// The peer-plane address of member `id`.
     pub fn peer_addr(&self, id: u32) -> Option<SocketAddr> {
-        self.slots
+        self.slots()
             .iter()
             .find(|slot| slot.config.id == id)
             .map(|slot| slot.config.peer_addr)
@@ -117,7 +139,7 @@ impl Liveness {
     pub fn statuses(&self) -> Vec<MemberStatus> {
         let now_ms = self.started.elapsed().as_millis() as u64 + 1;
         let down_after_ms = self.down_after.as_millis() as u64;
-        self.slots
+        self.slots()
             .iter()
             .map(|slot| {
                 let last_heard_ms_ago = if slot.config.id == self.self_id {
@@ -142,60 +164,80 @@ impl Liveness {
             .collect()
     }
 
-    /// The state every member starts in, as [`Liveness::changes`] sees it: this node up, the
-    /// others down until they answer.
-    fn initial_states(&self) -> Vec<MemberState> {
-        self.slots
-            .iter()
-            .map(|slot| {
-                if slot.config.id == self.self_id {
-                    MemberState::Up
-                } else {
-                    MemberState::Down
-                }
-            })
-            .collect()
-    }
-
-    /// The members whose state is no longer the one in `known` (updated in place), as events.
-    fn changes(&self, known: &mut [MemberState]) -> Vec<Event> {
-        self.statuses()
-            .into_iter()
-            .zip(known.iter_mut())
-            .filter(|(status, known)| status.state != **known)
-            .map(|(status, known)| {
+    /// The members whose state is no longer the one in `known` (member → state, updated in
+    /// place), as events. A member not in `known` was down (this node: up), so a new member
+    /// makes an event only once it answers; members no longer listed leave `known`.
+    fn changes(&self, known: &mut HashMap<u32, MemberState>) -> Vec<Event> {
+        let statuses = self.statuses();
+        known.retain(|id, _| statuses.iter().any(|status| status.config.id == *id));
+        let mut events = Vec::new();
+        for status in statuses {
+            let node = status.config.id;
+            let initial = if node == self.self_id {
+                MemberState::Up
+            } else {
+                MemberState::Down
+            };
+            let known = known.entry(node).or_insert(initial);
+            if *known != status.state {
                 *known = status.state;
-                let node = status.config.id;
-                match status.state {
+                events.push(match status.state {
                     MemberState::Up => Event::NodeUp { node },
                     MemberState::Down => Event::NodeDown { node },
-                }
-            })
-            .collect()
+                });
+            }
+        }
+        events
     }
 }
 
-/// Sends heartbeats to every other member until `shutdown` turns true.
+/// Sends heartbeats to every other member until `shutdown` turns true, following changes of
+/// the member list.
 pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     let mut tasks = JoinSet::new();
-    for (index, slot) in node.liveness.slots.iter().enumerate() {
-        if slot.config.id == node.liveness.self_id {
-            continue;
-        }
-        let span = tracing::debug_span!("heartbeat", node = node.id.0, member = slot.config.id);
-        tasks.spawn(heartbeat_member(Arc::clone(&node), index).instrument(span));
-    }
+    let mut running: HashMap<u32, (Arc<Slot>, tokio::task::AbortHandle)> = HashMap::new();
+    let mut changes = node.membership.subscribe();
     tasks.spawn(record_changes(Arc::clone(&node)).in_current_span());
-    until_stopped(&mut shutdown).await;
+    loop {
+        let slots = node.liveness.slots();
+        running.retain(|id, (slot, task)| {
+            let listed = slots.iter().any(|s| Arc::ptr_eq(s, slot));
+            if !listed {
+                tracing::debug!(member = id, "heartbeats stop: no longer listed as it was");
+                task.abort();
+            }
+            listed
+        });
+        for slot in slots {
+            let id = slot.config.id;
+            if id == node.liveness.self_id || running.contains_key(&id) {
+                continue;
+            }
+            let span = tracing::debug_span!("heartbeat", node = node.id.0, member = id);
+            let task = tasks
+                .spawn(heartbeat_member(Arc::clone(&node), Arc::clone(&slot)).instrument(span));
+            running.insert(id, (slot, task));
+        }
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                node.liveness.set_members(node.membership.view().members.clone());
+            }
+            () = until_stopped(&mut shutdown) => break,
+        }
+    }
     tasks.shutdown().await;
 }
 
-/// Records every member's change of state in the event log.
+/// Records every member's change of state in the event log (members as the list changes:
+/// a new member is down until it answers, a removed one is forgotten).
 async fn record_changes(node: Arc<Node>) {
     let heartbeat = Duration::from_millis(node.config.heartbeat_interval_ms);
     let mut ticks = tokio::time::interval(heartbeat.min(TRANSITION_CHECK_INTERVAL_MAX));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut known = node.liveness.initial_states();
+    let mut known = HashMap::new();
     loop {
         ticks.tick().await;
         for event in node.liveness.changes(&mut known) {
@@ -204,13 +246,13 @@ async fn record_changes(node: Arc<Node>) {
     }
 }
 
-/// Keeps one connection to member `index` and PINGs it, reconnecting with backoff.
-async fn heartbeat_member(node: Arc<Node>, index: usize) {
+/// Keeps one connection to member `slot` and PINGs it, reconnecting with backoff.
+async fn heartbeat_member(node: Arc<Node>, slot: Arc<Slot>) {
     let interval = Duration::from_millis(node.config.heartbeat_interval_ms);
     let mut backoff = interval;
     loop {
         let started = Instant::now();
-        if let Err(error) = ping_member(&node, index, interval).await {
+        if let Err(error) = ping_member(&node, &slot, interval).await {
             tracing::debug!(%error, "heartbeat connection failed");
         }
         if started.elapsed() > RECONNECT_BACKOFF_MAX {
@@ -221,10 +263,11 @@ async fn heartbeat_member(node: Arc<Node>, index: usize) {
     }
 }
 
-/// Connects to member `index`, authenticates, and PINGs it every `interval` until a PING
-/// fails or goes unanswered for `down_after_ms`.
-async fn ping_member(node: &Node, index: usize, interval: Duration) -> anyhow::Result<()> {
-    let member = &node.liveness.slots[index].config;
+/// Connects to member `slot`, authenticates, and PINGs it every `interval` until a PING
+/// fails or goes unanswered for `down_after_ms`. A member on a newer ring epoch is asked for
+/// its member list first.
+async fn ping_member(node: &Arc<Node>, slot: &Slot, interval: Duration) -> anyhow::Result<()> {
+    let member = &slot.config;
     let answer_timeout = Duration::from_millis(node.config.down_after_ms);
     let mut peer = timeout(
         answer_timeout,
@@ -238,6 +281,9 @@ async fn ping_member(node: &Node, index: usize, interval: Duration) -> anyhow::R
         ),
     )
     .await??;
+    if peer.ring_epoch > node.membership.epoch() {
+        catch_up(node, &mut peer).await?;
+    }
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -252,8 +298,27 @@ async fn ping_member(node: &Node, index: usize, interval: Duration) -> anyhow::R
                 reply.header().kind()
             );
         }
-        node.liveness.heard(index);
+        node.liveness.heard(slot);
     }
+}
+
+/// Takes the member list of `peer`, which said it is on a newer ring epoch.
+async fn catch_up(node: &Arc<Node>, peer: &mut PeerConnection) -> anyhow::Result<()> {
+    let (reply, body) = peer.request(&MembersGet, Bytes::new()).await?;
+    let nabu_proto::Response::MembersGet(nabu_proto::ops::MembersGetReply(header)) = reply else {
+        anyhow::bail!("MEMBERS_GET answered with {}", reply.op());
+    };
+    let members = decode_members(&body, header.members)?;
+    let taker = Arc::clone(node);
+    let offered =
+        tokio::task::spawn_blocking(move || taker.membership.offer(header.epoch, &members));
+    if offered.await?? {
+        tracing::info!(
+            epoch = header.epoch,
+            "caught up with a peer's newer member list"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -276,14 +341,15 @@ mod tests {
     fn state_changes_become_events_once() {
         let down_after = Duration::from_millis(20);
         let liveness = Liveness::new(1, vec![member(1), member(2), member(3)], down_after);
-        let mut known = liveness.initial_states();
+        let mut known = HashMap::new();
         assert_eq!(
             liveness.changes(&mut known),
             [],
             "nobody answered yet: no change"
         );
-        liveness.heard(1);
-        liveness.heard(2);
+        let slots = liveness.slots();
+        liveness.heard(&slots[1]);
+        liveness.heard(&slots[2]);
         assert_eq!(
             liveness.changes(&mut known),
             [Event::NodeUp { node: 2 }, Event::NodeUp { node: 3 }]
@@ -292,7 +358,7 @@ mod tests {
         // Let down_after pass without an answer from member 3.
         let heard_again = std::time::Instant::now() + down_after * 2;
         while std::time::Instant::now() < heard_again {
-            liveness.heard(1);
+            liveness.heard(&slots[1]);
             std::thread::yield_now();
         }
         assert_eq!(liveness.changes(&mut known), [Event::NodeDown { node: 3 }]);

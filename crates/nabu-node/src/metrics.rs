@@ -21,6 +21,7 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use nabu_proto::ops::Plane;
@@ -76,15 +77,26 @@ pub struct Metrics {
     pub scrub: crate::scrub::ScrubCounters,
     /// Members not heard from for `repair_after_ms`.
     pub members_lost: AtomicU64,
-    /// Redundancy restorations this node coordinated.
-    pub reprotect_runs_total: AtomicU64,
-    /// Stripes those restorations wrote back to full redundancy.
+    /// Maintenance passes (rebalancing, re-protection) this node coordinated.
+    pub maintenance_passes_total: AtomicU64,
+    /// 1 while this node coordinates a maintenance pass.
+    pub maintenance_running: AtomicU64,
+    /// Stripes those passes wrote back to full redundancy.
     pub reprotect_stripes_repaired_total: AtomicU64,
+    /// Shards those passes moved to their placement after a membership change.
+    pub rebalance_shards_moved_total: AtomicU64,
+    /// Bytes of those shards.
+    pub rebalance_bytes_moved_total: AtomicU64,
     /// Request latency, one histogram per [`OpClass`] (indexed by [`OpClass::index`]).
     latency: [LatencyHistogram; OpClass::ALL.len()],
-    /// Peer-plane bytes per member, in member-list order.
-    peers: Vec<PeerCounters>,
+    /// Peer-plane bytes per member, in the order members first connected; at most
+    /// [`PEER_COUNTERS_MAX`].
+    peers: RwLock<Vec<Arc<PeerCounters>>>,
 }
+
+/// The most members whose peer-plane traffic is counted apart (the member list is far
+/// smaller; the bound keeps HELLOs naming ever new ids from growing the table).
+pub const PEER_COUNTERS_MAX: usize = 4096;
 
 /// Peer-plane traffic with one member.
 #[derive(Debug)]
@@ -98,30 +110,13 @@ pub struct PeerCounters {
 }
 
 /// Whose counters a connection's bytes go to: its plane's, and on the peer plane the
-/// member's (its index in the member list) once its HELLO has named it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// member's once its HELLO has named it.
+#[derive(Debug, Clone)]
 pub struct Traffic {
     /// The plane.
     pub plane: Plane,
-    /// The peer member's index in [`Metrics::peers`], if known.
-    pub peer: Option<usize>,
-}
-
-impl Metrics {
-    /// Counters for a node whose member list has these ids.
-    pub fn with_members(members: impl IntoIterator<Item = u32>) -> Self {
-        Self {
-            peers: members
-                .into_iter()
-                .map(|member| PeerCounters {
-                    member,
-                    bytes_in_total: AtomicU64::new(0),
-                    bytes_out_total: AtomicU64::new(0),
-                })
-                .collect(),
-            ..Self::default()
-        }
-    }
+    /// The peer member's counters, if known.
+    pub peer: Option<Arc<PeerCounters>>,
 }
 
 impl Default for Metrics {
@@ -143,10 +138,13 @@ impl Default for Metrics {
             hint_bytes_moved_total: AtomicU64::new(0),
             scrub: crate::scrub::ScrubCounters::default(),
             members_lost: AtomicU64::new(0),
-            reprotect_runs_total: AtomicU64::new(0),
+            maintenance_passes_total: AtomicU64::new(0),
+            maintenance_running: AtomicU64::new(0),
             reprotect_stripes_repaired_total: AtomicU64::new(0),
+            rebalance_shards_moved_total: AtomicU64::new(0),
+            rebalance_bytes_moved_total: AtomicU64::new(0),
             latency: std::array::from_fn(|_| LatencyHistogram::default()),
-            peers: Vec::new(),
+            peers: RwLock::new(Vec::new()),
         }
     }
 }
@@ -220,30 +218,50 @@ impl Metrics {
         &self.latency[class.index()]
     }
 
-    /// Peer-plane traffic per member, in member-list order.
-    pub fn peers(&self) -> &[PeerCounters] {
-        &self.peers
+    /// Peer-plane traffic per member that has connected, in the order they first did.
+    pub fn peers(&self) -> Vec<Arc<PeerCounters>> {
+        self.peers
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
-    /// The index in [`Metrics::peers`] of member `member`.
-    pub fn peer_index(&self, member: u32) -> Option<usize> {
-        self.peers.iter().position(|peer| peer.member == member)
+    /// The counters of member `member`'s peer-plane traffic (made on its first connection;
+    /// `None` past [`PEER_COUNTERS_MAX`] members).
+    pub fn peer(&self, member: u32) -> Option<Arc<PeerCounters>> {
+        let mut peers = self
+            .peers
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(peer) = peers.iter().find(|peer| peer.member == member) {
+            return Some(Arc::clone(peer));
+        }
+        if peers.len() >= PEER_COUNTERS_MAX {
+            return None;
+        }
+        let peer = Arc::new(PeerCounters {
+            member,
+            bytes_in_total: AtomicU64::new(0),
+            bytes_out_total: AtomicU64::new(0),
+        });
+        peers.push(Arc::clone(&peer));
+        Some(peer)
     }
 
     /// Counts `bytes` of frame bodies received on a connection.
-    pub fn count_bytes_in(&self, traffic: Traffic, bytes: u64) {
+    pub fn count_bytes_in(&self, traffic: &Traffic, bytes: u64) {
         let plane = self.plane(traffic.plane);
         plane.bytes_in_total.fetch_add(bytes, Ordering::Relaxed);
-        if let Some(peer) = traffic.peer.and_then(|index| self.peers.get(index)) {
+        if let Some(peer) = &traffic.peer {
             peer.bytes_in_total.fetch_add(bytes, Ordering::Relaxed);
         }
     }
 
     /// Counts `bytes` of frame bodies sent on a connection.
-    pub fn count_bytes_out(&self, traffic: Traffic, bytes: u64) {
+    pub fn count_bytes_out(&self, traffic: &Traffic, bytes: u64) {
         let plane = self.plane(traffic.plane);
         plane.bytes_out_total.fetch_add(bytes, Ordering::Relaxed);
-        if let Some(peer) = traffic.peer.and_then(|index| self.peers.get(index)) {
+        if let Some(peer) = &traffic.peer {
             peer.bytes_out_total.fetch_add(bytes, Ordering::Relaxed);
         }
     }
@@ -316,17 +334,35 @@ impl Metrics {
                 self.members_lost.load(Ordering::Relaxed),
             ),
             (
-                "nabu_reprotect_runs_total",
+                "nabu_maintenance_passes_total",
                 "counter",
-                "Redundancy restorations this node coordinated after losing members.",
-                self.reprotect_runs_total.load(Ordering::Relaxed),
+                "Maintenance passes (rebalancing, re-protection) this node coordinated.",
+                self.maintenance_passes_total.load(Ordering::Relaxed),
+            ),
+            (
+                "nabu_maintenance_running",
+                "gauge",
+                "1 while this node coordinates a maintenance pass.",
+                self.maintenance_running.load(Ordering::Relaxed),
             ),
             (
                 "nabu_reprotect_stripes_repaired_total",
                 "counter",
-                "Stripes written back to full redundancy by those restorations.",
+                "Stripes written back to full redundancy after members were lost.",
                 self.reprotect_stripes_repaired_total
                     .load(Ordering::Relaxed),
+            ),
+            (
+                "nabu_rebalance_shards_moved_total",
+                "counter",
+                "Shards moved to their placement after membership changes.",
+                self.rebalance_shards_moved_total.load(Ordering::Relaxed),
+            ),
+            (
+                "nabu_rebalance_bytes_moved_total",
+                "counter",
+                "Bytes of shards moved to their placement after membership changes.",
+                self.rebalance_bytes_moved_total.load(Ordering::Relaxed),
             ),
             (
                 "nabu_meta_entries",
@@ -448,7 +484,7 @@ impl Metrics {
         ];
         for (name, help, field) in families {
             family(out, name, "counter", help);
-            for peer in &self.peers {
+            for peer in &self.peers() {
                 let value = field(peer).load(Ordering::Relaxed);
                 let _ = writeln!(out, "{name}{{member=\"{}\"}} {value}", peer.member);
             }
@@ -499,7 +535,7 @@ pub enum OpClass {
     Write,
     /// KV pool ops.
     Kv,
-    /// HELLO, PING, NODE_STATUS.
+    /// HELLO, PING, NODE_STATUS, MEMBERS_GET/PUT.
     Control,
 }
 
@@ -530,7 +566,9 @@ impl OpClass {
             | Op::KvTtl
             | Op::KvScan
             | Op::KvPin => OpClass::Kv,
-            Op::Hello | Op::Ping | Op::NodeStatus => OpClass::Control,
+            Op::Hello | Op::Ping | Op::NodeStatus | Op::MembersGet | Op::MembersPut => {
+                OpClass::Control
+            }
         }
     }
 
@@ -777,22 +815,24 @@ mod tests {
 
     #[test]
     fn peer_traffic_and_latency_are_rendered() {
-        let metrics = Metrics::with_members([1, 2, 3]);
-        let peer = metrics.peer_index(2);
-        assert_eq!(peer, Some(1));
+        let metrics = Metrics::default();
+        let peer = metrics.peer(2);
+        let again = metrics.peer(2).expect("counted");
+        assert!(
+            Arc::ptr_eq(peer.as_ref().expect("counted"), &again),
+            "one per member"
+        );
         let traffic = Traffic {
             plane: Plane::Peer,
             peer,
         };
-        metrics.count_bytes_in(traffic, 10);
-        metrics.count_bytes_out(traffic, 7);
-        metrics.count_bytes_in(
-            Traffic {
-                plane: Plane::Data,
-                peer: None,
-            },
-            5,
-        );
+        metrics.count_bytes_in(&traffic, 10);
+        metrics.count_bytes_out(&traffic, 7);
+        let data = Traffic {
+            plane: Plane::Data,
+            peer: None,
+        };
+        metrics.count_bytes_in(&data, 5);
         metrics.record_latency(Op::ShardGet, Duration::from_micros(3));
         let text = metrics.render(&Snapshot::default());
         assert!(text.contains("nabu_peer_bytes_in_total{member=\"2\"} 10"));

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use nabu_core::ring::{NodeId, Ring};
+use nabu_core::ring::NodeId;
 use nabu_proto::ops::{NodeState, NodeStatusReply, Plane};
 use nabu_proto::{ClusterToken, Limits};
 use nabu_store::{DirState, Disk, Store};
@@ -21,12 +21,13 @@ use crate::events::{EVENTS_MAX, EventLog};
 use crate::gc::Touches;
 use crate::hints::Hints;
 use crate::liveness::{self, Liveness};
+use crate::membership::Membership;
 use crate::meta::MetaStore;
 use crate::metrics::{Metrics, Snapshot};
 use crate::records::is_shard_key;
 use crate::server::PlaneListener;
 use crate::shards::Shards;
-use crate::{Listeners, NodeConfig, http, repair, reprotect, scrub, server};
+use crate::{Listeners, NodeConfig, http, maintenance, repair, scrub, server};
 
 /// Everything the planes share. One per node, behind an `Arc`.
 #[derive(Debug)]
@@ -35,10 +36,8 @@ pub struct Node {
     pub config: NodeConfig,
     /// This node's id.
     pub id: NodeId,
-    /// The ring epoch of the member list.
-    pub ring_epoch: u64,
-    /// The ring of the static member list (placement of the stripes this node repairs).
-    pub ring: Ring,
+    /// The member list and its rings (swapped whole when a newer list arrives).
+    pub membership: Membership,
     /// The cluster token every HELLO must carry.
     pub token: ClusterToken,
     /// The data and peer planes' limits.
@@ -92,7 +91,7 @@ impl Node {
             } else {
                 NodeState::ReadOnly
             },
-            ring_epoch: self.ring_epoch,
+            ring_epoch: self.membership.epoch(),
             uptime_s: self.started.elapsed().as_secs(),
             shards: self.metrics.shards.load(Ordering::Relaxed).max(0) as u64,
             bytes_used: stats.live_bytes + stats.dead_bytes,
@@ -158,9 +157,7 @@ fn statvfs(path: &Path) -> Option<(u64, u64)> {
 /// Opens the store and builds the shared state.
 async fn open(config: NodeConfig, disk: Arc<dyn Disk>) -> anyhow::Result<Arc<Node>> {
     let store_config = config.store_config();
-    let metrics = Arc::new(Metrics::with_members(
-        config.effective_members().iter().map(|member| member.id),
-    ));
+    let metrics = Arc::new(Metrics::default());
     let hints_max = config.hints_max as usize;
     let (store, meta, hints, shard_count) = tokio::task::spawn_blocking(move || {
         let store = Arc::new(Store::open(store_config, disk).context("open the chunk store")?);
@@ -176,11 +173,12 @@ async fn open(config: NodeConfig, disk: Arc<dyn Disk>) -> anyhow::Result<Arc<Nod
     })
     .await??;
     metrics.shards.store(shard_count as i64, Ordering::Relaxed);
-    let ring = config.ring()?;
+    let membership = Membership::open(&config)?;
+    let view = membership.view();
+    let cluster = crate::kv::route::cluster_client(&config)?;
+    cluster.apply_members(view.epoch, &view.entries())?;
     Ok(Arc::new(Node {
         id: NodeId(config.id),
-        ring_epoch: ring.epoch(),
-        ring,
         token: config.token()?,
         limits: config.limits(),
         shards: Shards::new(Arc::clone(&store), Arc::clone(&metrics)),
@@ -191,14 +189,15 @@ async fn open(config: NodeConfig, disk: Arc<dyn Disk>) -> anyhow::Result<Arc<Nod
         metrics,
         liveness: Liveness::new(
             config.id,
-            config.effective_members(),
+            view.members.clone(),
             Duration::from_millis(config.down_after_ms),
         ),
+        membership,
         started: Instant::now(),
         serving: AtomicBool::new(false),
         body_budget: Arc::new(Semaphore::new(config.request_bodies_bytes_max as usize)),
         kv: crate::kv::KvPool::new(config.kv_pool_config()),
-        cluster: crate::kv::route::cluster_client(&config)?,
+        cluster,
         resp_metrics: crate::resp::RespCounters::default(),
         events: EventLog::new(config.id, EVENTS_MAX),
         dashboard: crate::dashboard::Hub::default(),
@@ -241,10 +240,10 @@ pub(crate) async fn serve(
         tasks.spawn(liveness::run(Arc::clone(&node), stopped.clone()).in_current_span());
         tasks.spawn(repair::run(Arc::clone(&node), stopped.clone()).in_current_span());
         tasks.spawn(scrub::run(Arc::clone(&node), stopped.clone()).in_current_span());
-        tasks.spawn(reprotect::run(Arc::clone(&node), stopped.clone()).in_current_span());
+        tasks.spawn(maintenance::run(Arc::clone(&node), stopped.clone()).in_current_span());
         node.serving.store(true, Ordering::Relaxed);
         tracing::info!(
-            members = node.config.effective_members().len(),
+            members = node.membership.view().members.len(),
             "node serving"
         );
         shutdown.await;

@@ -58,6 +58,8 @@ pub struct PeerConnection {
     buffer: BytesMut,
     next_id: u64,
     frame_body_bytes_max: usize,
+    /// The ring epoch the peer said it is on when the connection opened.
+    pub ring_epoch: u64,
 }
 
 impl PeerConnection {
@@ -80,6 +82,7 @@ impl PeerConnection {
             buffer: BytesMut::with_capacity(64 << 10),
             next_id: 1,
             frame_body_bytes_max: 64 << 10,
+            ring_epoch: 0,
         };
         let hello = HelloRequest {
             plane: Plane::Peer,
@@ -98,6 +101,7 @@ impl PeerConnection {
             );
         }
         peer.frame_body_bytes_max = (reply.frame_body_bytes_max as usize).max(1);
+        peer.ring_epoch = reply.ring_epoch;
         Ok(peer)
     }
 

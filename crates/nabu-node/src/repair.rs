@@ -235,7 +235,11 @@ async fn move_home(
         } => usize::from(data_shards) + usize::from(parity_shards),
         ShardLayout::Whole => 0,
     };
-    let placement = node.ring.placement(stripe_id.ring_point(), placed);
+    let placement = node
+        .membership
+        .view()
+        .ring
+        .placement(stripe_id.ring_point(), placed);
     if !placement.contains(&node.id) {
         blocking(node, move |node| op(node.shards.delete(&stripe_id))).await?;
     }
@@ -447,9 +451,9 @@ fn same_geometry(a: &ShardInfo, b: &ShardInfo) -> bool {
 /// The members a shard of `stripe_id` can be rebuilt from: every up member but `excluded`,
 /// in ring-walk order (the stripe's own nodes first).
 fn rebuild_sources(node: &Node, stripe_id: StripeId, excluded: u32) -> Vec<NodeId> {
-    let members = node.ring.members().len();
-    node.ring
-        .placement(stripe_id.ring_point(), members)
+    let view = node.membership.view();
+    view.ring
+        .placement(stripe_id.ring_point(), view.members.len())
         .into_iter()
         .filter(|source| source.0 != excluded)
         .filter(|source| *source == node.id || node.liveness.is_up(source.0))

@@ -53,10 +53,16 @@ impl ClusterArg {
 
     /// A client of the cluster.
     pub async fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::new(
-            self.cluster_map().await?,
-            ClientConfig::default(),
-        )?)
+        self.client_with(ClientConfig::default()).await
+    }
+
+    /// A client of the cluster with `config`, on the cluster's current member list (the
+    /// cluster file may predate a membership change).
+    pub async fn client_with(&self, config: ClientConfig) -> anyhow::Result<Client> {
+        let client = Client::new(self.cluster_map().await?, config)?;
+        // If no node answers, the cluster file's list serves (and the command says what fails).
+        let _ = client.refresh_members().await;
+        Ok(client)
     }
 }
 
@@ -311,7 +317,7 @@ pub async fn gc(args: &GcArgs) -> anyhow::Result<()> {
         put_deadline: args.put_deadline,
         ..ClientConfig::default()
     };
-    let client = Client::new(args.cluster.cluster_map().await?, config)?;
+    let client = args.cluster.client_with(config).await?;
     let spinner = std::io::stderr().is_terminal().then(|| {
         let spinner = ProgressBar::new_spinner();
         spinner.enable_steady_tick(Duration::from_millis(120));
@@ -375,15 +381,19 @@ pub struct ScrubArgs {
 /// `nabu scrub`: every stripe's redundancy across the cluster; exits non-zero unless all
 /// are full (after the repair, with `--repair`).
 pub async fn scrub(args: &ScrubArgs) -> anyhow::Result<()> {
-    let client = Client::new(args.cluster.cluster_map().await?, ClientConfig::default())?;
+    let client = args.cluster.client().await?;
     let spinner = std::io::stderr().is_terminal().then(|| {
         let spinner = ProgressBar::new_spinner();
         spinner.enable_steady_tick(Duration::from_millis(120));
         spinner
     });
     let started = std::time::Instant::now();
+    let options = nabu_client::CheckOptions {
+        repair: args.repair,
+        rebalance: false,
+    };
     let report = client
-        .check_redundancy(args.repair, |report| {
+        .check_redundancy(options, |report| {
             if let Some(spinner) = &spinner {
                 spinner.set_message(format!(
                     "{} keys, {} stripes checked ({} degraded, {} repaired)",
@@ -439,14 +449,133 @@ pub async fn scrub(args: &ScrubArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `nabu status`: one row per node — zone, up/down, capacity used, shards.
+/// `nabu node add ID --addr ADDR`: makes the running node at ADDR a member.
+pub async fn node_add(cluster: &ClusterArg, id: u32, addr: &str) -> anyhow::Result<()> {
+    let client = cluster.client().await?;
+    let (epoch, mut members) = current_members(&client).await?;
+    if let Some(member) = members.iter().find(|member| member.id.0 == id) {
+        bail!("node {id} is already a member (weight {})", member.weight);
+    }
+    // The newcomer says what it is: zone, weight and addresses from its own config.
+    let endpoint: Endpoint = addr.parse()?;
+    let map = ClusterMap::new(
+        cluster.cluster_map().await?.token,
+        vec![MemberAddr::new(id, "default", endpoint)],
+    );
+    let config = ClientConfig {
+        members_refresh: None,
+        ..ClientConfig::default()
+    };
+    let newcomer = Client::new(map, config)?;
+    let (their_epoch, theirs) = newcomer
+        .pool()
+        .members_get(nabu_core::ring::NodeId(id))
+        .await
+        .with_context(|| format!("ask node {id} at {addr} what it is (is it running?)"))?;
+    let entry = theirs
+        .into_iter()
+        .find(|member| member.id.0 == id)
+        .with_context(|| format!("the node at {addr} does not list itself as node {id}"))?;
+    members.push(entry);
+    let epoch = epoch.max(their_epoch) + 1;
+    publish(&client, epoch, &members, &format!("node {id} added")).await
+}
+
+/// `nabu node drain ID`: weight 0, so the cluster moves everything off the node.
+pub async fn node_drain(cluster: &ClusterArg, id: u32) -> anyhow::Result<()> {
+    let client = cluster.client().await?;
+    let (epoch, mut members) = current_members(&client).await?;
+    let member = members
+        .iter_mut()
+        .find(|member| member.id.0 == id)
+        .with_context(|| format!("node {id} is not a member"))?;
+    if member.weight == 0 {
+        bail!("node {id} is draining already (weight 0)");
+    }
+    member.weight = 0;
+    publish(&client, epoch + 1, &members, &format!("node {id} draining")).await
+}
+
+/// `nabu node remove ID`: drops a drained, empty node from the member list (`force`: a node
+/// that is gone for good; the cluster re-protects what it held).
+pub async fn node_remove(cluster: &ClusterArg, id: u32, force: bool) -> anyhow::Result<()> {
+    let client = cluster.client().await?;
+    let (epoch, mut members) = current_members(&client).await?;
+    let Some(at) = members.iter().position(|member| member.id.0 == id) else {
+        bail!("node {id} is not a member");
+    };
+    if !force {
+        if members[at].weight != 0 {
+            bail!(
+                "node {id} still owns part of the ring: `nabu node drain {id}` first (or --force for a node that is gone)"
+            );
+        }
+        let status = client
+            .pool()
+            .node_status(nabu_core::ring::NodeId(id))
+            .await
+            .with_context(|| format!("ask node {id} how much it holds (--force if it is gone)"))?;
+        if status.shards > 0 {
+            bail!(
+                "node {id} still holds {} shards; wait until draining has moved them (`nabu status`)",
+                status.shards
+            );
+        }
+    }
+    members.remove(at);
+    publish(&client, epoch + 1, &members, &format!("node {id} removed")).await
+}
+
+/// The newest member list a few members report.
+async fn current_members(
+    client: &Client,
+) -> anyhow::Result<(u64, Vec<nabu_proto::ops::MemberEntry>)> {
+    let mut newest: Option<(u64, Vec<nabu_proto::ops::MemberEntry>)> = None;
+    for member in client.ring().members() {
+        if let Ok(list) = client.pool().members_get(member.id).await
+            && newest.as_ref().is_none_or(|(epoch, _)| list.0 > *epoch)
+        {
+            newest = Some(list);
+        }
+    }
+    newest.context("no member answered with its member list")
+}
+
+/// Publishes the list and says what happened.
+async fn publish(
+    client: &Client,
+    epoch: u64,
+    members: &[nabu_proto::ops::MemberEntry],
+    what: &str,
+) -> anyhow::Result<()> {
+    let refused = client.publish_members(epoch, members).await?;
+    println!(
+        "ring epoch {epoch}: {what}; {} members. The cluster moves data to the new placement \
+         (progress: `nabu status`).",
+        members.len()
+    );
+    for (node, why) in refused {
+        eprintln!(
+            "warning: node {node} did not take the list yet ({why}); it catches up from its peers"
+        );
+    }
+    Ok(())
+}
+
+/// `nabu status`: the ring epoch, one row per member (zone, weight, up/down, capacity used,
+/// shards), and the maintenance the coordinating node reports.
 pub async fn status(cluster: &ClusterArg) -> anyhow::Result<()> {
     let members = status_members(cluster).await?;
+    if let Some(epoch) = members.epoch {
+        println!("ring epoch {epoch}, {} members", members.rows.len());
+    }
     println!(
-        "{:<6} {:<10} {:<6} {:>12} {:>12} {:>10}",
-        "node", "zone", "state", "used", "capacity", "shards"
+        "{:<6} {:<10} {:>6} {:<6} {:>12} {:>12} {:>10}",
+        "node", "zone", "weight", "state", "used", "capacity", "shards"
     );
-    for (id, zone, http_addr) in members {
+    let mut coordinated = Vec::new();
+    for (id, zone, weight, http_addr) in members.rows {
+        let weight = weight.map_or("-".to_owned(), |weight| weight.to_string());
         let view = tokio::time::timeout(Duration::from_secs(3), cluster_view(http_addr)).await;
         match view {
             Ok(Ok(view)) => {
@@ -454,43 +583,85 @@ pub async fn status(cluster: &ClusterArg) -> anyhow::Result<()> {
                 let used = store["bytes_used"].as_u64().unwrap_or(0);
                 let capacity = store["bytes_capacity"].as_u64().unwrap_or(0);
                 let shards = store["shards"].as_u64().unwrap_or(0);
+                let state = if weight == "0" { "drain" } else { "up" };
                 println!(
-                    "n{id:<5} {zone:<10} {:<6} {:>12} {:>12} {shards:>10}",
-                    "up",
+                    "n{id:<5} {zone:<10} {weight:>6} {state:<6} {:>12} {:>12} {shards:>10}",
                     human_bytes(used),
                     human_bytes(capacity)
                 );
+                let maintenance = &view["maintenance"];
+                if maintenance["passes"].as_u64().unwrap_or(0) > 0 {
+                    coordinated.push((id, maintenance.clone()));
+                }
             }
             _ => println!(
-                "n{id:<5} {zone:<10} {:<6} {:>12} {:>12} {:>10}",
+                "n{id:<5} {zone:<10} {weight:>6} {:<6} {:>12} {:>12} {:>10}",
                 "down", "-", "-", "-"
             ),
         }
     }
+    for (id, maintenance) in coordinated {
+        let number = |field: &str| maintenance[field].as_u64().unwrap_or(0);
+        println!(
+            "maintenance by n{id}: {}, {} passes; {} shards moved ({}), {} stripes re-protected; {} members lost",
+            if maintenance["running"].as_bool() == Some(true) {
+                "running"
+            } else {
+                "idle"
+            },
+            number("passes"),
+            number("shards_moved"),
+            human_bytes(number("bytes_moved")),
+            number("stripes_repaired"),
+            number("members_lost"),
+        );
+    }
     Ok(())
 }
 
-async fn status_members(cluster: &ClusterArg) -> anyhow::Result<Vec<(u32, String, SocketAddr)>> {
+/// The members `nabu status` shows: (id, zone, weight, HTTP address), and the ring epoch.
+struct StatusMembers {
+    epoch: Option<u64>,
+    rows: Vec<(u32, String, Option<u32>, SocketAddr)>,
+}
+
+async fn status_members(cluster: &ClusterArg) -> anyhow::Result<StatusMembers> {
+    // The live member list, when a node answers; else what the cluster file or node says.
+    if let Ok(client) = cluster.client().await
+        && let Ok((epoch, members)) = current_members(&client).await
+    {
+        let rows = members
+            .into_iter()
+            .map(|m| (m.id.0, m.zone, Some(m.weight), m.http_addr))
+            .collect();
+        return Ok(StatusMembers {
+            epoch: Some(epoch),
+            rows,
+        });
+    }
     if let Ok(addr) = cluster.cluster.parse::<SocketAddr>() {
         let view = cluster_view(addr).await?;
         let members = view["members"]
             .as_array()
             .context("/api/v1/cluster has no members")?;
-        return members
+        let rows = members
             .iter()
             .map(|m| {
                 let http: SocketAddr = m["http_addr"].as_str().context("http_addr")?.parse()?;
                 let zone = m["zone"].as_str().unwrap_or("default").to_owned();
-                Ok((m["id"].as_u64().context("id")? as u32, zone, http))
+                let weight = m["weight"].as_u64().map(|weight| weight as u32);
+                Ok((m["id"].as_u64().context("id")? as u32, zone, weight, http))
             })
-            .collect();
+            .collect::<anyhow::Result<_>>()?;
+        return Ok(StatusMembers { epoch: None, rows });
     }
     let file = ClusterFile::load(Path::new(&cluster.cluster))?;
-    Ok(file
+    let rows = file
         .nodes
         .into_iter()
-        .map(|n| (n.id, n.zone, n.http_addr))
-        .collect())
+        .map(|n| (n.id, n.zone, None, n.http_addr))
+        .collect();
+    Ok(StatusMembers { epoch: None, rows })
 }
 
 fn human_bytes(bytes: u64) -> String {

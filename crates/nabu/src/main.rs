@@ -96,10 +96,48 @@ enum Command {
     Bench(bench::BenchArgs),
     /// `prefix_lookup` latency (p50/p99) against the round-trip floor measured in the same run.
     KvBench(kv_bench::KvBenchArgs),
+    /// Change the member list: add a running node, drain one, remove a drained one.
+    Node {
+        #[command(subcommand)]
+        action: NodeAction,
+    },
     /// Manage the S3 access keys stored in the cluster.
     Key {
         #[command(subcommand)]
         action: KeyAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeAction {
+    /// Make node ID (started with `nabu serve --config`, listening at --addr) a member; the
+    /// cluster moves its share of the data to it.
+    Add {
+        #[command(flatten)]
+        cluster: commands::ClusterArg,
+        /// The node's id.
+        id: u32,
+        /// Its data-plane address (host:port); it tells its other addresses itself.
+        #[arg(long)]
+        addr: String,
+    },
+    /// Give node ID weight 0: the cluster moves everything off it while it keeps serving.
+    Drain {
+        #[command(flatten)]
+        cluster: commands::ClusterArg,
+        /// The node's id.
+        id: u32,
+    },
+    /// Drop node ID from the member list once drained and empty.
+    Remove {
+        #[command(flatten)]
+        cluster: commands::ClusterArg,
+        /// The node's id.
+        id: u32,
+        /// Remove it even if not drained: it is gone for good, and the cluster re-protects
+        /// what it held.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -165,6 +203,15 @@ fn main() -> std::process::ExitCode {
             Command::Status { cluster } => commands::status(&cluster).await,
             Command::Gc(args) => commands::gc(&args).await,
             Command::Scrub(args) => commands::scrub(&args).await,
+            Command::Node { action } => match action {
+                NodeAction::Add { cluster, id, addr } => {
+                    commands::node_add(&cluster, id, &addr).await
+                }
+                NodeAction::Drain { cluster, id } => commands::node_drain(&cluster, id).await,
+                NodeAction::Remove { cluster, id, force } => {
+                    commands::node_remove(&cluster, id, force).await
+                }
+            },
             Command::Bench(args) => bench::run(args).await,
             Command::Key { action } => match action {
                 KeyAction::Create { cluster } => commands::key_create(&cluster).await,

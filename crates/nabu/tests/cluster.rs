@@ -218,3 +218,71 @@ fn bad_cluster_file_and_missing_key_fail_with_one_clear_line() {
         stderr(&output)
     );
 }
+
+#[test]
+fn a_node_is_drained_then_removed_and_the_data_stays_whole() {
+    let cluster = TestCluster::up(7);
+    let dir = cluster.dir.path();
+    let data = random_file(&dir.join("model"), 9 << 20, 70);
+    let put = cluster.nabu(&["put", "model", dir.join("model").to_str().unwrap()]);
+    assert!(put.status.success(), "{}", stderr(&put));
+
+    let status = cluster.nabu(&["status"]);
+    let table = String::from_utf8_lossy(&status.stdout).into_owned();
+    let row = table
+        .lines()
+        .find(|line| line.starts_with("n7 "))
+        .unwrap_or("");
+    assert!(
+        !row.trim_end().ends_with(" 0"),
+        "node 7 holds shards first:\n{table}"
+    );
+    let early = cluster.nabu(&["node", "remove", "7"]);
+    assert!(
+        !early.status.success(),
+        "removed a node that was not drained"
+    );
+    assert!(
+        stderr(&early).contains("nabu node drain 7"),
+        "{}",
+        stderr(&early)
+    );
+    let drain = cluster.nabu(&["node", "drain", "7"]);
+    assert!(drain.status.success(), "{}", stderr(&drain));
+    assert!(
+        String::from_utf8_lossy(&drain.stdout).contains("ring epoch 2: node 7 draining"),
+        "{}",
+        String::from_utf8_lossy(&drain.stdout)
+    );
+    // The coordinator moves everything off node 7 (polled: how long it takes is the point of
+    // the figure, not of this test).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status = cluster.nabu(&["status"]);
+        let table = String::from_utf8_lossy(&status.stdout).into_owned();
+        let row = table
+            .lines()
+            .find(|line| line.starts_with("n7 "))
+            .unwrap_or("");
+        if row.contains("drain") && row.trim_end().ends_with(" 0") {
+            assert!(table.contains("ring epoch 2, 7 members"), "{table}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 7 still holds shards:\n{table}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let remove = cluster.nabu(&["node", "remove", "7"]);
+    assert!(remove.status.success(), "{}", stderr(&remove));
+    let status = cluster.nabu(&["status"]);
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(table.contains("ring epoch 3, 6 members"), "{table}");
+    assert!(!table.contains("\nn7 "), "{table}");
+    let get = cluster.nabu(&["get", "model"]);
+    assert!(get.status.success(), "{}", stderr(&get));
+    assert!(get.stdout == data, "bytes differ after the drain");
+    let scrub = cluster.nabu(&["scrub"]);
+    assert!(scrub.status.success(), "{}", stderr(&scrub));
+}

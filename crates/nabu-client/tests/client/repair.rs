@@ -318,7 +318,10 @@ async fn a_node_lost_for_good_is_re_protected_and_two_more_losses_lose_nothing()
             .expect("put");
         objects.push((key, bytes));
     }
-    let before = client.check_redundancy(false, |_| {}).await.expect("check");
+    let before = client
+        .check_redundancy(nabu_client::CheckOptions::default(), |_| {})
+        .await
+        .expect("check");
     assert!(before.all_full(), "{before:?}");
     assert_eq!(before.keys, objects.len() as u64);
 
@@ -327,24 +330,33 @@ async fn a_node_lost_for_good_is_re_protected_and_two_more_losses_lose_nothing()
     cluster.stop(lost).await;
     let stopped_at = Instant::now();
     eventually("every stripe is back at full redundancy", || async {
-        let report = client.check_redundancy(false, |_| {}).await.expect("check");
+        let report = client
+            .check_redundancy(nabu_client::CheckOptions::default(), |_| {})
+            .await
+            .expect("check");
         report.all_full() && report.stripes == before.stripes
     })
     .await;
     let took = stopped_at.elapsed();
-    let runs = cluster.metric(NodeId(1), "nabu_reprotect_runs_total").await;
-    let repaired = cluster
-        .metric(NodeId(1), "nabu_reprotect_stripes_repaired_total")
-        .await;
+    // The lowest-id node that is up coordinates: node 1, unless a busy machine made a
+    // node miss its heartbeats for a while (then it did too).
+    let (mut repaired, mut coordinators) = (0, Vec::new());
+    for node in cluster.nodes.iter().filter(|node| node.task.is_some()) {
+        let id = NodeId(node.id);
+        let rewritten = cluster
+            .metric(id, "nabu_reprotect_stripes_repaired_total")
+            .await;
+        if rewritten > 0 {
+            coordinators.push(id);
+        }
+        repaired += rewritten;
+    }
     println!(
-        "re-protection: {repaired} of {} stripes rewritten by node 1 in {runs} run(s); full \
+        "re-protection: {repaired} of {} stripes rewritten by {coordinators:?}; full \
          redundancy {took:?} after the loss (repair_after 3 s)",
         before.stripes
     );
-    assert!(
-        runs >= 1 && repaired >= 1,
-        "node 1 coordinated: {runs} runs, {repaired} stripes"
-    );
+    assert!(repaired >= 1, "a node restored redundancy");
 
     // Two more nodes lost: every object still reads back exactly.
     for id in [2, 3] {

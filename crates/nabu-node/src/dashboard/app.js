@@ -20,7 +20,8 @@ const demoQuery = demo ? `demo=${demo}` : "";
 
 const state = {
   ring: null,        // /api/v1/ring
-  ringBins: null,    // {owners: Int32Array} per angular bin, see binRing
+  ringBins: null,    // the owner (index into ring.members) of each angular bin, see binRing
+  ringLoading: false, // a fetch of /api/v1/ring is under way
   memberIndex: new Map(), // node id -> index in ring.members
   live: null,        // the newest `stats` message
   states: new Map(), // node id -> "up" | "down"
@@ -371,6 +372,8 @@ function point(time, nodes) {
     scrubbing: reachable.filter((node) => node.scrub_running).length,
     scrubRepaired: sum("scrub_repaired_total"), scrubFound: sum("scrub_corrupt_found_total"),
     reprotected: sum("reprotect_stripes_repaired_total"),
+    rebalance: sum("rebalance_bytes_per_s"), rebalanced: sum("rebalance_shards_moved_total"),
+    maintaining: reachable.some((node) => node.maintenance_running),
     lost: Math.max(0, ...reachable.map((node) => node.members_lost || 0)),
     kv: ratios.length ? ratios.reduce((a, b) => a + b, 0) / ratios.length : null,
   };
@@ -444,7 +447,9 @@ function drawMetrics() {
     $("metric-used").textContent = `${bytes(last.usedBytes)} of ${bytes(last.capacity)} (${percent(last.used)})`;
     $("metric-kv").textContent = percent(last.kv);
     $("metric-repair").textContent = `${last.hints} hints, ${rate(last.repair)} moved home; ` +
-      `${last.lost} lost, ${last.reprotected} stripes re-protected; scrub ${last.scrubbing ? "running" : "idle"} ` +
+      `${last.lost} lost, ${last.reprotected} stripes re-protected; ` +
+      `rebalance ${last.maintaining ? "running" : "idle"}, ${last.rebalanced} shards, ${rate(last.rebalance)}; ` +
+      `scrub ${last.scrubbing ? "running" : "idle"} ` +
       `(${last.scrubFound} found, ${last.scrubRepaired} rebuilt)`;
   }
   drawChart($("chart-throughput"), series, [{ field: "in", label: "in", color: "#58a6ff" },
@@ -455,7 +460,8 @@ function drawMetrics() {
     { field: "writeP99", label: "write p99", color: "#f0883e" }], micros);
   drawChart($("chart-capacity"), series, [{ field: "used", label: "used", color: "#e3b341" }], percent);
   drawChart($("chart-repair"), series, [{ field: "repair", label: "moved home", color: "#3fb950" },
-    { field: "scrub", label: "scrubbed", color: "#e3b341" }], rate);
+    { field: "scrub", label: "scrubbed", color: "#e3b341" },
+    { field: "rebalance", label: "rebalanced", color: "#d2a8ff" }], rate);
   drawChart($("chart-kv"), series, [{ field: "kv", label: "hit ratio", color: "#58a6ff" }], percent);
 }
 
@@ -476,6 +482,11 @@ function onStats(live) {
   const up = live.nodes.filter((node) => node.state === "up").length;
   $("summary").textContent = `${live.nodes.length} nodes, ${up} up · served by node ${live.serving_node}`;
   $("summary").dataset.up = up;
+  if (state.ring && live.ring_epoch !== state.ring.ring_epoch && !state.ringLoading) {
+    // The member list changed: the ring too.
+    state.ringLoading = true;
+    loadRing().finally(() => { state.ringLoading = false; });
+  }
   record(live);
   drawTopology(live.nodes, lingeringLinks(live.links, live.time_ms));
   updateTable(live.nodes);

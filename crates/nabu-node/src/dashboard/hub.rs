@@ -138,6 +138,8 @@ pub struct LiveView {
     pub time_ms: u64,
     /// The node that serves it.
     pub serving_node: u32,
+    /// The ring epoch of its member list (a change: fetch `/api/v1/ring` again).
+    pub ring_epoch: u64,
     /// Every member, in member-list order.
     pub nodes: Vec<LiveNode>,
     /// Peer-plane links with traffic in the window.
@@ -195,6 +197,10 @@ pub struct LiveSample {
     pub members_lost: u64,
     /// Stripes its re-protection runs wrote back to full redundancy since it started.
     pub reprotect_stripes_repaired_total: u64,
+    /// Whether it coordinates a maintenance pass (rebalancing, re-protection) now.
+    pub maintenance_running: bool,
+    /// Shards its rebalancing passes moved since it started.
+    pub rebalance_shards_moved_total: u64,
     /// Bytes its KV pool holds.
     pub kv_used_bytes: u64,
     /// Its KV pool's capacity.
@@ -213,6 +219,8 @@ pub struct LiveSample {
     pub repair_bytes_per_s: f64,
     /// Bytes the scrubber rereads per second.
     pub scrub_bytes_per_s: f64,
+    /// Bytes rebalancing moves per second.
+    pub rebalance_bytes_per_s: f64,
     /// KV pool hits among its reads in the window (`null`: no reads).
     pub kv_hit_ratio: Option<f64>,
     /// Latency quantiles over the window, per op class.
@@ -276,13 +284,14 @@ async fn collect(node: Weak<Node>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// Every member's counters now (`None`: it did not answer in time), in member-list order.
-async fn sample_members(node: &Arc<Node>) -> Vec<Option<NodeStats>> {
-    let members = node.config.effective_members();
+/// The counters of every member that answered in time, by member id.
+async fn sample_members(node: &Arc<Node>) -> HashMap<u32, NodeStats> {
+    let view = node.membership.view();
     let mut tasks = JoinSet::new();
-    for (index, member) in members.iter().enumerate() {
+    for member in &view.members {
         let node = Arc::clone(node);
         let http_addr = member.http_addr;
+        let member_id = member.id;
         let own = member.id == node.id.0;
         tasks.spawn(async move {
             let stats = if own {
@@ -292,13 +301,13 @@ async fn sample_members(node: &Arc<Node>) -> Vec<Option<NodeStats>> {
             } else {
                 fetch_json(http_addr, "/api/v1/node").await
             };
-            (index, stats)
+            (member_id, stats)
         });
     }
-    let mut samples = vec![None; members.len()];
+    let mut samples = HashMap::new();
     while let Some(joined) = tasks.join_next().await {
-        if let Ok((index, stats)) = joined {
-            samples[index] = stats;
+        if let Ok((member_id, Some(stats))) = joined {
+            samples.insert(member_id, stats);
         }
     }
     samples
@@ -319,12 +328,14 @@ async fn fetch_json<T: serde::de::DeserializeOwned>(addr: SocketAddr, path: &str
 /// number seen), oldest first. A member whose sequence went back restarted: read it anew.
 async fn new_events(
     node: &Arc<Node>,
-    samples: &[Option<NodeStats>],
+    samples: &HashMap<u32, NodeStats>,
     events_seen: &mut HashMap<u32, u64>,
 ) -> Vec<EventEntry> {
     let mut tasks = JoinSet::new();
-    for (member, stats) in node.config.effective_members().iter().zip(samples) {
-        let Some(stats) = stats else { continue };
+    for member in &node.membership.view().members {
+        let Some(stats) = samples.get(&member.id) else {
+            continue;
+        };
         let seen = events_seen.get(&member.id).copied().unwrap_or(0);
         if stats.events_seq == seen {
             continue;
@@ -361,15 +372,16 @@ async fn new_events(
 /// The live view from this tick's `samples` and the window kept in `history` (updated).
 fn live_view(
     node: &Node,
-    samples: &[Option<NodeStats>],
+    samples: &HashMap<u32, NodeStats>,
     history: &mut HashMap<u32, VecDeque<NodeStats>>,
 ) -> LiveView {
     let statuses = node.liveness.statuses();
+    history.retain(|id, _| statuses.iter().any(|status| status.config.id == *id));
     let mut nodes = Vec::with_capacity(statuses.len());
-    for (status, stats) in statuses.into_iter().zip(samples) {
+    for status in statuses {
         let id = status.config.id;
         let window = history.entry(id).or_default();
-        let sample = stats.as_ref().map(|stats| {
+        let sample = samples.get(&id).map(|stats| {
             push_sample(window, stats);
             live_sample(window)
         });
@@ -386,6 +398,7 @@ fn live_view(
     LiveView {
         time_ms: unix_time_ms(),
         serving_node: node.id.0,
+        ring_epoch: node.membership.epoch(),
         nodes,
         links: live_links(history),
     }
@@ -465,6 +478,8 @@ fn live_sample(window: &VecDeque<NodeStats>) -> LiveSample {
         scrub_repaired_total: newest.scrub_repaired_total,
         members_lost: newest.members_lost,
         reprotect_stripes_repaired_total: newest.reprotect_stripes_repaired_total,
+        maintenance_running: newest.maintenance_running,
+        rebalance_shards_moved_total: newest.rebalance_shards_moved_total,
         kv_used_bytes: newest.kv_used_bytes,
         kv_capacity_bytes: newest.kv_capacity_bytes,
         data_in_bytes_per_s: rate(|s| s.data_bytes_in_total),
@@ -474,6 +489,7 @@ fn live_sample(window: &VecDeque<NodeStats>) -> LiveSample {
         ops_per_s: rate(|s| s.requests_total),
         repair_bytes_per_s: rate(|s| s.hint_bytes_moved_total),
         scrub_bytes_per_s: rate(|s| s.scrub_bytes_checked_total),
+        rebalance_bytes_per_s: rate(|s| s.rebalance_bytes_moved_total),
         kv_hit_ratio: (kv_reads > 0).then(|| kv_hits as f64 / kv_reads as f64),
         latency,
     }
@@ -556,6 +572,9 @@ mod tests {
             scrub_repaired_total: 0,
             members_lost: 0,
             reprotect_stripes_repaired_total: 0,
+            maintenance_running: false,
+            rebalance_shards_moved_total: 0,
+            rebalance_bytes_moved_total: 0,
             kv_hits_total: 3 * scale,
             kv_misses_total: scale,
             kv_used_bytes: 0,

@@ -124,8 +124,8 @@ async fn ring_view(
 ) -> Response {
     let node = dashboard.node;
     blocking_json(move || {
-        let ring = ring::ring_for(&node, query.demo)?;
-        Ok(ring::ring_view(&ring, query.demo.is_some()))
+        let choice = ring::RingChoice::of(&node, query.demo)?;
+        Ok(ring::ring_view(choice.ring(), query.demo.is_some()))
     })
     .await
 }

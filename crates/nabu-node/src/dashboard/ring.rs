@@ -7,6 +7,8 @@
 //! the node's own, so a 1,000-node ring (150,000 virtual nodes) can be looked at and timed on
 //! a laptop. Nothing else changes: the same ring code builds it.
 
+use std::sync::Arc;
+
 use nabu_client::{Client, ClientError, Manifest};
 use nabu_core::policy::Durability;
 use nabu_core::ring::{Member, NodeId, Ring, initial_assignment};
@@ -56,17 +58,36 @@ pub struct RingQuery {
     pub demo: Option<u32>,
 }
 
-/// The ring `demo` asks for: the synthetic one of `demo` nodes, or the node's own.
-pub fn ring_for(node: &Node, demo: Option<u32>) -> Result<std::borrow::Cow<'_, Ring>, String> {
-    let Some(nodes) = demo else {
-        return Ok(std::borrow::Cow::Borrowed(&node.ring));
-    };
-    if !(1..=DEMO_NODES_MAX).contains(&nodes) {
-        return Err(format!(
-            "demo takes 1 to {DEMO_NODES_MAX} nodes, not {nodes}"
-        ));
+/// The ring a request asks about: the node's current one, or a synthetic one (`?demo=N`).
+#[derive(Debug)]
+pub enum RingChoice {
+    /// The node's member list and ring as they are now.
+    Own(Arc<crate::membership::MemberView>),
+    /// A synthetic ring.
+    Demo(Ring),
+}
+
+impl RingChoice {
+    /// The ring `demo` asks for: the synthetic one of `demo` nodes, or the node's own.
+    pub fn of(node: &Node, demo: Option<u32>) -> Result<Self, String> {
+        let Some(nodes) = demo else {
+            return Ok(Self::Own(node.membership.view()));
+        };
+        if !(1..=DEMO_NODES_MAX).contains(&nodes) {
+            return Err(format!(
+                "demo takes 1 to {DEMO_NODES_MAX} nodes, not {nodes}"
+            ));
+        }
+        Ok(Self::Demo(demo_ring(nodes)))
     }
-    Ok(std::borrow::Cow::Owned(demo_ring(nodes)))
+
+    /// The ring.
+    pub fn ring(&self) -> &Ring {
+        match self {
+            Self::Own(view) => &view.ring,
+            Self::Demo(ring) => ring,
+        }
+    }
 }
 
 /// A synthetic ring of `nodes` weight-1 members (ids 1..=nodes) in `nodes / 100` zones
@@ -215,12 +236,9 @@ pub async fn placement(
             Err(error) => return Err(PlacementError::Unavailable(error.to_string())),
         }
     };
-    let ring = ring_for(node, query.demo).map_err(PlacementError::BadRequest)?;
-    let placer = Placer {
-        node,
-        ring: &ring,
-        demo,
-    };
+    let choice = RingChoice::of(node, query.demo).map_err(PlacementError::BadRequest)?;
+    let ring = choice.ring();
+    let placer = Placer { node, ring, demo };
     let key = query.key.as_bytes();
     let point = nabu_client::format::key_record_point(&query.namespace, key);
     let copies = if demo {

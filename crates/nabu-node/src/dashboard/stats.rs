@@ -66,6 +66,12 @@ pub struct NodeStats {
     pub members_lost: u64,
     /// Stripes this node's re-protection runs wrote back to full redundancy.
     pub reprotect_stripes_repaired_total: u64,
+    /// Whether this node coordinates a maintenance pass (rebalancing, re-protection) now.
+    pub maintenance_running: bool,
+    /// Shards this node's rebalancing passes moved to their new placement.
+    pub rebalance_shards_moved_total: u64,
+    /// Bytes of those shards.
+    pub rebalance_bytes_moved_total: u64,
     /// KV pool reads that found their value.
     pub kv_hits_total: u64,
     /// KV pool reads that did not.
@@ -114,6 +120,8 @@ impl NodeStats {
             scrub_corrupt_found_total: 0,
             scrub_repaired_total: 0,
             reprotect_stripes_repaired_total: 0,
+            rebalance_shards_moved_total: 0,
+            rebalance_bytes_moved_total: 0,
             kv_hits_total: 0,
             kv_misses_total: 0,
             events_seq: 0,
@@ -240,6 +248,9 @@ pub fn node_stats(node: &Node, hardware: &Hardware) -> NodeStats {
         scrub_repaired_total: load(&metrics.scrub.repaired_total),
         members_lost: load(&metrics.members_lost),
         reprotect_stripes_repaired_total: load(&metrics.reprotect_stripes_repaired_total),
+        maintenance_running: load(&metrics.maintenance_running) > 0,
+        rebalance_shards_moved_total: load(&metrics.rebalance_shards_moved_total),
+        rebalance_bytes_moved_total: load(&metrics.rebalance_bytes_moved_total),
         kv_hits_total: load(&node.kv.counters.hits),
         kv_misses_total: load(&node.kv.counters.misses),
         kv_used_bytes: node.kv.gauges().used_bytes,

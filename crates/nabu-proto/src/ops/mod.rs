@@ -12,6 +12,7 @@ mod connection;
 mod gc;
 mod hint;
 mod kv;
+mod membership;
 mod metadata;
 mod shard;
 
@@ -34,6 +35,10 @@ pub use kv::{
     KvPutReply, KvScan, KvScanReply, KvTtl, KvTtlAction, KvTtlReply, decode_scan_keys,
     encode_scan_keys, kv_group_head, kv_group_member, kv_group_stem,
 };
+pub use membership::{
+    MEMBERS_MAX, MemberEntry, MemberListHeader, MembersGet, MembersGetReply, MembersPut,
+    MembersPutReply, ZONE_BYTES_MAX, decode_members, encode_members,
+};
 pub use metadata::{
     CONTINUATION_BYTES_MAX, KEY_BYTES_MAX, LIST_LIMIT_MAX, ListEntry, MetaDelete, MetaDeleteReply,
     MetaGet, MetaGetReply, MetaList, MetaListReply, MetaNamespaces, MetaNamespacesReply, MetaPut,
@@ -50,7 +55,7 @@ use crate::header::FrameKind;
 
 /// An operation (u16 on the wire). The high byte groups them: `0x00` connection, `0x01` shards,
 /// `0x02` key records and manifests, `0x03` hints (repair work kept by nodes), `0x04` garbage
-/// collection, `0x05` the KV cache. Code 0 is never an
+/// collection, `0x05` the KV cache, `0x06` membership. Code 0 is never an
 /// op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u16)]
@@ -101,11 +106,15 @@ pub enum Op {
     KvScan = 0x0507,
     /// Pin or unpin keys.
     KvPin = 0x0508,
+    /// The member list (and ring epoch) the node is on.
+    MembersGet = 0x0601,
+    /// Offer a member list; the node applies it if its epoch is higher than its own.
+    MembersPut = 0x0602,
 }
 
 impl Op {
     /// Every op, in code order.
-    pub const ALL: [Op; 23] = [
+    pub const ALL: [Op; 25] = [
         Op::Hello,
         Op::Ping,
         Op::NodeStatus,
@@ -129,6 +138,8 @@ impl Op {
         Op::KvTtl,
         Op::KvScan,
         Op::KvPin,
+        Op::MembersGet,
+        Op::MembersPut,
     ];
 
     /// The op with this code, or [`ProtoError::UnknownOp`] (which the receiver answers with an
@@ -171,6 +182,8 @@ impl Op {
             Op::KvTtl => "KV_TTL",
             Op::KvScan => "KV_SCAN",
             Op::KvPin => "KV_PIN",
+            Op::MembersGet => "MEMBERS_GET",
+            Op::MembersPut => "MEMBERS_PUT",
         }
     }
 }
@@ -310,6 +323,8 @@ op_enums! {
     KvTtl => KvTtl, KvTtlReply;
     KvScan => KvScan, KvScanReply;
     KvPin => KvPin, KvPinReply;
+    MembersGet => MembersGet, MembersGetReply;
+    MembersPut => MembersPut, MembersPutReply;
 }
 
 /// Implements [`Meta`] for a type with inherent `encode_fields`/`decode_fields` methods.
@@ -359,7 +374,8 @@ mod tests {
         assert_eq!(codes.len(), Op::ALL.len());
         assert!(codes.is_sorted());
         for unknown in [
-            0, 4, 0x0100, 0x0106, 0x0300, 0x0302, 0x0400, 0x0402, 0x0500, 0x0509, 0xffff,
+            0, 4, 0x0100, 0x0106, 0x0300, 0x0302, 0x0400, 0x0402, 0x0500, 0x0509, 0x0600, 0x0603,
+            0xffff,
         ] {
             assert_eq!(
                 Op::from_code(unknown),

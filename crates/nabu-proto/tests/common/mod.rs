@@ -208,6 +208,12 @@ pub fn requests() -> Vec<Request> {
             pinned: true,
             keys: vec![b"a".to_vec()],
         }),
+        Request::MembersGet(MembersGet),
+        Request::MembersPut(MembersPut(MemberListHeader {
+            epoch: 2,
+            members: 8,
+            body_bytes: 400,
+        })),
     ]
 }
 
@@ -310,6 +316,15 @@ pub fn responses() -> Vec<Response> {
             body_bytes: 3,
         }),
         Response::KvPin(KvPinReply { changed: 1 }),
+        Response::MembersGet(MembersGetReply(MemberListHeader {
+            epoch: 1,
+            members: 6,
+            body_bytes: 300,
+        })),
+        Response::MembersPut(MembersPutReply {
+            applied: true,
+            epoch: 2,
+        }),
         Response::MetaPut(MetaPutReply { applied: false }),
         Response::MetaGet(MetaGetReply {
             hlc_timestamp: 5,

@@ -1,0 +1,234 @@
+//! Membership change against real nodes: two nodes join a running cluster while a writer and
+//! a reader run, and the cluster moves close to the ideal share of shards to them; a drained
+//! node ends with no shards while reads go on.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use nabu_client::{CheckOptions, Client};
+use nabu_core::ring::NodeId;
+use nabu_node::{Listeners, MemberConfig};
+use nabu_proto::ops::MemberEntry;
+use tokio::task::JoinHandle;
+
+use super::repair::eventually;
+use super::{MIB, NS, TestCluster, TestNode, assert_same, node_config, random_bytes, spawn_node};
+
+impl TestCluster {
+    /// The member list of the running cluster with nodes `joining` added (bound now, started
+    /// on that list at `epoch`), in id order.
+    async fn join(&mut self, joining: &[u32], epoch: u64) -> Vec<MemberEntry> {
+        let mut bound = Vec::new();
+        for &id in joining {
+            let socket = self._dir.path().join(format!("node-{id}.sock"));
+            let listeners = Listeners::bind_loopback().await.expect("bind");
+            let listeners = listeners.with_data_socket(&socket).expect("bind socket");
+            let addrs = listeners.addrs().expect("addrs");
+            bound.push((id, listeners, MemberConfig::new(id, "default", addrs)));
+        }
+        let mut members: Vec<MemberConfig> = self.nodes[0].config.members.clone();
+        members.extend(bound.iter().map(|(_, _, member)| member.clone()));
+        for (id, listeners, member) in bound {
+            let addrs = nabu_node::ListenerAddrs {
+                data: member.data_addr,
+                peer: member.peer_addr,
+                http: member.http_addr,
+            };
+            let mut config = node_config(self._dir.path(), &self.token, id, addrs, members.clone());
+            config.ring_epoch = epoch;
+            let (stop, task) = spawn_node(config.clone(), listeners);
+            self.nodes.push(TestNode {
+                id,
+                data_dir: config.data_dirs[0].clone(),
+                config,
+                stop: Some(stop),
+                task: Some(task),
+            });
+        }
+        members.iter().map(MemberConfig::entry).collect()
+    }
+}
+
+/// A writer that puts new 4 MiB objects (one stripe each) until stopped, counting them in
+/// `written`; returns what was acknowledged.
+fn spawn_writer(
+    client: &Client,
+    stop: &Arc<AtomicBool>,
+    written: &Arc<AtomicU64>,
+) -> JoinHandle<Vec<(String, Bytes)>> {
+    let (client, stop, written) = (client.clone(), Arc::clone(stop), Arc::clone(written));
+    tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut seed = 50_000;
+        while !stop.load(Ordering::Relaxed) {
+            let key = format!("live/{seed}");
+            let bytes = random_bytes(seed, 4 * MIB);
+            client
+                .put(NS, key.as_bytes(), bytes.clone())
+                .await
+                .expect("a put during the membership change");
+            acked.push((key, bytes));
+            written.fetch_add(1, Ordering::Relaxed);
+            seed += 1;
+        }
+        acked
+    })
+}
+
+/// A reader that reads `objects` round and round until stopped; returns the reads done.
+fn spawn_reader(
+    client: &Client,
+    objects: &Arc<Vec<(String, Bytes)>>,
+    stop: &Arc<AtomicBool>,
+    reads: &Arc<AtomicU64>,
+) -> JoinHandle<()> {
+    let (client, objects, stop, reads) = (
+        client.clone(),
+        Arc::clone(objects),
+        Arc::clone(stop),
+        Arc::clone(reads),
+    );
+    tokio::spawn(async move {
+        for (key, bytes) in objects.iter().cycle() {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let got = client
+                .get(NS, key.as_bytes())
+                .await
+                .unwrap_or_else(|error| panic!("a read during the membership change: {error}"));
+            assert_same(&got, bytes, key);
+            reads.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+}
+
+/// Whether every stripe is full and every shard on its current placement.
+async fn settled(client: &Client) -> bool {
+    let report = client
+        .check_redundancy(CheckOptions::default(), |_| {})
+        .await
+        .expect("check");
+    report.all_full() && report.shards_misplaced == 0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_join_while_a_writer_and_a_reader_run_and_take_their_share() {
+    let mut cluster = TestCluster::start(6).await;
+    let client = cluster.client();
+    let mut objects = Vec::new();
+    for seed in 0..48u64 {
+        let key = format!("before/{seed}");
+        let bytes = random_bytes(10_000 + seed, 4 * MIB);
+        client
+            .put(NS, key.as_bytes(), bytes.clone())
+            .await
+            .expect("put");
+        objects.push((key, bytes));
+    }
+    let objects = Arc::new(objects);
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = spawn_writer(&client, &stop, &written);
+    let reader = spawn_reader(&client, &objects, &stop, &reads);
+
+    let members = cluster.join(&[7, 8], 2).await;
+    // What the old ring placed: the first objects, the writer's so far, and the one it may
+    // have in flight (each one stripe).
+    let stripes_before = objects.len() as u64 + written.load(Ordering::Relaxed) + 1;
+    let refused = client.publish_members(2, &members).await.expect("publish");
+    assert!(refused.is_empty(), "every node takes the list: {refused:?}");
+    eventually("the shards sit on their new placement", || settled(&client)).await;
+
+    stop.store(true, Ordering::Relaxed);
+    reader.await.expect("reader");
+    let acked = writer.await.expect("writer");
+    assert!(
+        reads.load(Ordering::Relaxed) > 0,
+        "the reader read during the change"
+    );
+    for (key, bytes) in objects.iter().chain(&acked) {
+        let got = client.get(NS, key.as_bytes()).await.expect("get");
+        assert_same(&got, bytes, key);
+    }
+    // The move is close to ideal: 2 of 8 nodes are new, so 2/8 of the shards.
+    // Node 1 coordinates, unless a busy machine made a node miss its heartbeats for a while.
+    let mut moved = 0;
+    for id in 1..=8 {
+        moved += cluster
+            .metric(NodeId(id), "nabu_rebalance_shards_moved_total")
+            .await;
+    }
+    let shards = stripes_before * 6;
+    let ideal = shards as f64 * 2.0 / 8.0;
+    println!(
+        "join: {moved} of {shards} shards moved ({:.2}× the ideal {ideal}); {} writes and {} \
+         reads during the change",
+        moved as f64 / ideal,
+        acked.len(),
+        reads.load(Ordering::Relaxed)
+    );
+    assert!(moved > 0, "nothing moved");
+    assert!(
+        moved as f64 <= 1.25 * ideal,
+        "{moved} shards moved, over 1.25 × the ideal {ideal}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_ends_empty_while_reads_run() {
+    let cluster = TestCluster::start(7).await;
+    let client = cluster.client();
+    let mut objects = Vec::new();
+    for seed in 0..16u64 {
+        let key = format!("drain/{seed}");
+        let bytes = random_bytes(20_000 + seed, 4 * MIB + 1_000);
+        client
+            .put(NS, key.as_bytes(), bytes.clone())
+            .await
+            .expect("put");
+        objects.push((key, bytes));
+    }
+    let drained = NodeId(4);
+    assert!(
+        cluster.metric(drained, "nabu_shards").await > 0,
+        "node 4 holds shards"
+    );
+    let objects = Arc::new(objects);
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let reader = spawn_reader(&client, &objects, &stop, &reads);
+
+    // Weight 0: node 4 owns no part of the ring any more.
+    let members: Vec<MemberEntry> = cluster.nodes[0]
+        .config
+        .members
+        .iter()
+        .map(|member| MemberEntry {
+            weight: if member.id == drained.0 {
+                0
+            } else {
+                member.weight
+            },
+            ..member.entry()
+        })
+        .collect();
+    let refused = client.publish_members(2, &members).await.expect("publish");
+    assert!(refused.is_empty(), "every node takes the list: {refused:?}");
+    eventually("node 4 holds no shard", || async {
+        cluster.metric(drained, "nabu_shards").await == 0 && settled(&client).await
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    reader.await.expect("reader");
+    assert!(
+        reads.load(Ordering::Relaxed) > 0,
+        "the reader read during the drain"
+    );
+    for (key, bytes) in objects.iter() {
+        let got = client.get(NS, key.as_bytes()).await.expect("get");
+        assert_same(&got, bytes, key);
+    }
+}

@@ -1,0 +1,182 @@
+//! Cluster maintenance one node coordinates: **rebalancing** after a membership change and
+//! **re-protection** after a member is lost.
+//!
+//! Every node makes its cluster client follow the member list. The lowest-id member that is
+//! up coordinates (so the cluster does the work once; should it go down, the next one takes
+//! over, and every step is idempotent; a node waits `down_after_ms` after start before it
+//! may, so that it has heard from the others) by running
+//! [`nabu_client::Client::check_redundancy`] through its cluster client:
+//!
+//! - when the ring epoch changes (and once after start on an epoch above 1, in case a change
+//!   was cut short): with `rebalance`, so shards held outside their stripe's new placement
+//!   move to it and key records and manifests are written to theirs; passes repeat until one
+//!   moves nothing (a client still on the old ring may have written meanwhile);
+//! - when a member has not answered heartbeats for `repair_after_ms`: with `repair`, so each
+//!   degraded stripe is written back to full redundancy (a lost node's shard goes to the next
+//!   node of its walk, with a handoff hint home).
+//!
+//! A pass that leaves failures is retried after `hint_retry_backoff_max_ms`; a member that
+//! comes back and is lost again is handled again.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use nabu_client::CheckOptions;
+use tokio::sync::watch;
+
+use crate::liveness::{MemberState, MemberStatus};
+use crate::node::{Node, until_stopped};
+
+/// Rebalancing passes after one change at most before the coordinator waits for the next
+/// tick (each pass after the first only finds what clients on the old ring wrote meanwhile).
+const REBALANCE_PASSES_MAX: usize = 5;
+
+/// Follows membership and coordinates maintenance until `shutdown` turns true.
+pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
+    let tick = Duration::from_millis(node.config.hint_replay_interval_ms);
+    let retry = Duration::from_millis(node.config.hint_retry_backoff_max_ms);
+    let mut changes = node.membership.subscribe();
+    let mut covered: BTreeSet<u32> = BTreeSet::new();
+    let start_epoch = node.membership.epoch();
+    let mut rebalanced = if start_epoch > 1 { 0 } else { start_epoch };
+    let mut next_try = Instant::now();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(tick) => {}
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let view = node.membership.view();
+                if let Err(error) = node.cluster.apply_members(view.epoch, &view.entries()) {
+                    tracing::error!(%error, "the cluster client refused the member list");
+                }
+                next_try = Instant::now();
+            }
+            () = until_stopped(&mut shutdown) => return,
+        }
+        let statuses = node.liveness.statuses();
+        let lost = lost_members(&node, &statuses);
+        node.metrics
+            .members_lost
+            .store(lost.len() as u64, Ordering::Relaxed);
+        covered.retain(|id| lost.contains(id));
+        let epoch = node.membership.epoch();
+        let options = CheckOptions {
+            repair: !lost.is_subset(&covered),
+            rebalance: rebalanced < epoch,
+        };
+        // A node that just started has not heard from anyone yet and would think itself the
+        // lowest-id member that is up.
+        let settling = node.started.elapsed() < Duration::from_millis(node.config.down_after_ms);
+        if !(options.repair || options.rebalance) || Instant::now() < next_try || settling {
+            continue;
+        }
+        let coordinator = statuses
+            .iter()
+            .filter(|status| status.state == MemberState::Up)
+            .map(|status| status.config.id)
+            .min();
+        if coordinator != Some(node.id.0) {
+            continue;
+        }
+        let done = tokio::select! {
+            done = coordinate(&node, options, &lost) => done,
+            () = until_stopped(&mut shutdown) => return,
+        };
+        if done {
+            if options.repair {
+                covered = lost;
+            }
+            if options.rebalance {
+                rebalanced = epoch;
+            }
+        } else {
+            next_try = Instant::now() + retry;
+        }
+    }
+}
+
+/// Runs passes until one needs nothing more; returns whether the work is done.
+async fn coordinate(node: &Node, options: CheckOptions, lost: &BTreeSet<u32>) -> bool {
+    let metrics = &node.metrics;
+    let epoch = node.membership.epoch();
+    if options.repair {
+        tracing::warn!(
+            ?lost,
+            "members down longer than repair_after: restoring redundancy"
+        );
+    }
+    if options.rebalance {
+        tracing::info!(
+            epoch,
+            "moving shards to the placement of the new member list"
+        );
+    }
+    metrics.maintenance_running.store(1, Ordering::Relaxed);
+    let mut done = false;
+    for pass in 1..=REBALANCE_PASSES_MAX {
+        let started = Instant::now();
+        let checked = node.cluster.check_redundancy(options, |_| {}).await;
+        metrics
+            .maintenance_passes_total
+            .fetch_add(1, Ordering::Relaxed);
+        let report = match checked {
+            Ok(report) => report,
+            Err(error) => {
+                tracing::warn!(%error, "a maintenance pass failed; will retry");
+                break;
+            }
+        };
+        metrics
+            .reprotect_stripes_repaired_total
+            .fetch_add(report.stripes_repaired, Ordering::Relaxed);
+        metrics
+            .rebalance_shards_moved_total
+            .fetch_add(report.shards_moved, Ordering::Relaxed);
+        metrics
+            .rebalance_bytes_moved_total
+            .fetch_add(report.bytes_moved, Ordering::Relaxed);
+        let clean = report.repair_failures == 0 && report.stripes_lost == 0;
+        tracing::info!(
+            pass,
+            epoch,
+            stripes = report.stripes,
+            repaired = report.stripes_repaired,
+            moved = report.shards_moved,
+            bytes_moved = report.bytes_moved,
+            lost_stripes = report.stripes_lost,
+            failures = report.repair_failures,
+            seconds = started.elapsed().as_secs_f64(),
+            "maintenance pass finished{}",
+            if clean {
+                ""
+            } else {
+                " with failures; will retry"
+            }
+        );
+        if !clean {
+            break;
+        }
+        if report.shards_moved == 0 || !options.rebalance {
+            done = true;
+            break;
+        }
+    }
+    metrics.maintenance_running.store(0, Ordering::Relaxed);
+    done
+}
+
+/// Members not heard from for `repair_after_ms` (never heard: since this node started).
+fn lost_members(node: &Node, statuses: &[MemberStatus]) -> BTreeSet<u32> {
+    let repair_after = node.config.repair_after_ms;
+    let since_start = node.started.elapsed().as_millis() as u64;
+    statuses
+        .iter()
+        .filter(|status| status.state == MemberState::Down)
+        .filter(|status| status.last_heard_ms_ago.unwrap_or(since_start) >= repair_after)
+        .map(|status| status.config.id)
+        .collect()
+}

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 
-use super::stats::{Hardware, NodeStats, node_stats};
+use super::stats::{Hardware, NodeGauges, NodeStats, node_stats};
 use crate::events::{Event, EventEntry, unix_time_ms};
 use crate::liveness::MemberState;
 use crate::metrics::quantile_us;
@@ -169,42 +169,9 @@ pub struct LiveNode {
 /// A reachable member's numbers in [`LiveNode`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LiveSample {
-    /// Seconds since it started.
-    pub uptime_s: u64,
-    /// What it serves.
-    pub roles: Vec<String>,
-    /// What it runs on.
-    pub hardware: Hardware,
-    /// Bytes on disk.
-    pub bytes_used: u64,
-    /// Bytes its data dirs' filesystems hold.
-    pub bytes_capacity: u64,
-    /// Shards held.
-    pub shards: u64,
-    /// Hints waiting (repair work).
-    pub hints_pending: u64,
-    /// Missing shards rebuilt since it started.
-    pub shards_repaired_total: u64,
-    /// Handed-off shards moved home since it started.
-    pub hints_replayed_total: u64,
-    /// Whether a scrub pass runs now.
-    pub scrub_running: bool,
-    /// Damaged records the scrubber found since it started.
-    pub scrub_corrupt_found_total: u64,
-    /// Damaged shards the scrubber rebuilt since it started.
-    pub scrub_repaired_total: u64,
-    /// Members it has not heard from for `repair_after_ms`.
-    pub members_lost: u64,
-    /// Stripes its re-protection runs wrote back to full redundancy since it started.
-    pub reprotect_stripes_repaired_total: u64,
-    /// Whether it coordinates a maintenance pass (rebalancing, re-protection) now.
-    pub maintenance_running: bool,
-    /// Shards its rebalancing passes moved since it started.
-    pub rebalance_shards_moved_total: u64,
-    /// Bytes its KV pool holds.
-    pub kv_used_bytes: u64,
-    /// Its KV pool's capacity.
-    pub kv_capacity_bytes: u64,
+    /// Its gauges and the totals shown as they are (flattened into this object).
+    #[serde(flatten)]
+    pub gauges: NodeGauges,
     /// Data-plane bytes received per second.
     pub data_in_bytes_per_s: f64,
     /// Data-plane bytes sent per second.
@@ -410,7 +377,7 @@ fn live_view(
 fn push_sample(window: &mut VecDeque<NodeStats>, stats: &NodeStats) {
     let restarted = window
         .back()
-        .is_some_and(|last| last.uptime_s > stats.uptime_s);
+        .is_some_and(|last| last.gauges.uptime_s > stats.gauges.uptime_s);
     if restarted {
         window.clear();
         window.push_back(stats.at_start());
@@ -464,24 +431,7 @@ fn live_sample(window: &VecDeque<NodeStats>) -> LiveSample {
         })
         .collect();
     LiveSample {
-        uptime_s: newest.uptime_s,
-        roles: newest.roles.clone(),
-        hardware: newest.hardware.clone(),
-        bytes_used: newest.bytes_used,
-        bytes_capacity: newest.bytes_capacity,
-        shards: newest.shards,
-        hints_pending: newest.hints_pending,
-        shards_repaired_total: newest.shards_repaired_total,
-        hints_replayed_total: newest.hints_replayed_total,
-        scrub_running: newest.scrub_running,
-        scrub_corrupt_found_total: newest.scrub_corrupt_found_total,
-        scrub_repaired_total: newest.scrub_repaired_total,
-        members_lost: newest.members_lost,
-        reprotect_stripes_repaired_total: newest.reprotect_stripes_repaired_total,
-        maintenance_running: newest.maintenance_running,
-        rebalance_shards_moved_total: newest.rebalance_shards_moved_total,
-        kv_used_bytes: newest.kv_used_bytes,
-        kv_capacity_bytes: newest.kv_capacity_bytes,
+        gauges: newest.gauges.clone(),
         data_in_bytes_per_s: rate(|s| s.data_bytes_in_total),
         data_out_bytes_per_s: rate(|s| s.data_bytes_out_total),
         peer_in_bytes_per_s: rate(|s| s.peer_bytes_in_total),
@@ -541,13 +491,11 @@ mod tests {
         NodeStats {
             node_id,
             time_ms,
-            uptime_s: time_ms / 1000,
             zone: "z".to_owned(),
-            roles: vec!["storage".to_owned()],
-            hardware: Hardware::default(),
-            bytes_used: 0,
-            bytes_capacity: 1,
-            shards: 0,
+            gauges: NodeGauges {
+                uptime_s: time_ms / 1000,
+                ..NodeGauges::default()
+            },
             data_bytes_in_total: 1000 * scale,
             data_bytes_out_total: 500 * scale,
             peer_bytes_in_total: 0,
@@ -562,23 +510,11 @@ mod tests {
                 bytes_in_total: 10 * scale,
                 bytes_out_total: 0,
             }],
-            hints_pending: 0,
-            hints_replayed_total: 0,
-            shards_repaired_total: 0,
             hint_bytes_moved_total: 0,
-            scrub_running: false,
             scrub_bytes_checked_total: 0,
-            scrub_corrupt_found_total: 0,
-            scrub_repaired_total: 0,
-            members_lost: 0,
-            reprotect_stripes_repaired_total: 0,
-            maintenance_running: false,
-            rebalance_shards_moved_total: 0,
             rebalance_bytes_moved_total: 0,
             kv_hits_total: 3 * scale,
             kv_misses_total: scale,
-            kv_used_bytes: 0,
-            kv_capacity_bytes: 0,
             events_seq: 0,
         }
     }
@@ -609,7 +545,7 @@ mod tests {
         push_sample(&mut window, &stats(1, 9_000, 4));
         push_sample(&mut window, &stats(1, 10_000, 5));
         let mut after = stats(1, 20_000, 1);
-        after.uptime_s = 3;
+        after.gauges.uptime_s = 3;
         push_sample(&mut window, &after);
         assert_eq!(window.len(), 2, "the start and the new sample");
         let sample = live_sample(&window);

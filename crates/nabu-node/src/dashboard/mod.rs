@@ -41,7 +41,7 @@ pub use ring::{
     DEMO_NODES_MAX, ObjectPlacement, PlacedNode, PlacementView, PointPlacement, RingMember,
     RingView, StripePlacement, demo_ring,
 };
-pub use stats::{ClassHistogram, Hardware, NodeStats, PeerTraffic};
+pub use stats::{ClassHistogram, Hardware, NodeGauges, NodeStats, PeerTraffic};
 
 use crate::events::EventEntry;
 use crate::node::{Node, until_stopped};

@@ -18,20 +18,11 @@ pub struct NodeStats {
     pub node_id: u32,
     /// When the sample was taken, in milliseconds since the Unix epoch.
     pub time_ms: u64,
-    /// Seconds since the node started (a smaller value than before means a restart).
-    pub uptime_s: u64,
     /// Its zone.
     pub zone: String,
-    /// What it serves: `storage` always, `s3` and `resp` when it has those listeners.
-    pub roles: Vec<String>,
-    /// What it runs on.
-    pub hardware: Hardware,
-    /// Bytes of records on disk, garbage not yet compacted included.
-    pub bytes_used: u64,
-    /// Bytes the data dirs' filesystems hold.
-    pub bytes_capacity: u64,
-    /// Shards held.
-    pub shards: u64,
+    /// What the live view passes on as it is (flattened into this object).
+    #[serde(flatten)]
+    pub gauges: NodeGauges,
     /// Data-plane frame body bytes received.
     pub data_bytes_in_total: u64,
     /// Data-plane frame body bytes sent.
@@ -46,18 +37,44 @@ pub struct NodeStats {
     pub latency: Vec<ClassHistogram>,
     /// Peer-plane traffic per member, as this node's side of each link counted it.
     pub peers: Vec<PeerTraffic>,
+    /// Shard bytes sent home by hint replay.
+    pub hint_bytes_moved_total: u64,
+    /// Bytes the scrubber has reread.
+    pub scrub_bytes_checked_total: u64,
+    /// Bytes this node's rebalancing passes moved to their new placement.
+    pub rebalance_bytes_moved_total: u64,
+    /// KV pool reads that found their value.
+    pub kv_hits_total: u64,
+    /// KV pool reads that did not.
+    pub kv_misses_total: u64,
+    /// The sequence number of the newest entry in this node's event log.
+    pub events_seq: u64,
+}
+
+/// A node's gauges and the totals shown as they are (not as rates): in [`NodeStats`] and,
+/// unchanged, in the live view (`super::LiveSample`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct NodeGauges {
+    /// Seconds since the node started (a smaller value than before means a restart).
+    pub uptime_s: u64,
+    /// What it serves: `storage` always, `s3` and `resp` when it has those listeners.
+    pub roles: Vec<String>,
+    /// What it runs on.
+    pub hardware: Hardware,
+    /// Bytes of records on disk, garbage not yet compacted included.
+    pub bytes_used: u64,
+    /// Bytes the data dirs' filesystems hold.
+    pub bytes_capacity: u64,
+    /// Shards held.
+    pub shards: u64,
     /// Hints kept, not yet replayed (repair work waiting).
     pub hints_pending: u64,
     /// Handed-off shards moved home.
     pub hints_replayed_total: u64,
     /// Missing shards rebuilt and put home.
     pub shards_repaired_total: u64,
-    /// Shard bytes sent home by hint replay.
-    pub hint_bytes_moved_total: u64,
     /// Whether a scrub pass runs now.
     pub scrub_running: bool,
-    /// Bytes the scrubber has reread.
-    pub scrub_bytes_checked_total: u64,
     /// Damaged records the scrubber found.
     pub scrub_corrupt_found_total: u64,
     /// Damaged shards the scrubber rebuilt.
@@ -70,27 +87,22 @@ pub struct NodeStats {
     pub maintenance_running: bool,
     /// Shards this node's rebalancing passes moved to their new placement.
     pub rebalance_shards_moved_total: u64,
-    /// Bytes of those shards.
-    pub rebalance_bytes_moved_total: u64,
-    /// KV pool reads that found their value.
-    pub kv_hits_total: u64,
-    /// KV pool reads that did not.
-    pub kv_misses_total: u64,
     /// Bytes the KV pool holds.
     pub kv_used_bytes: u64,
     /// The KV pool's capacity.
     pub kv_capacity_bytes: u64,
-    /// The sequence number of the newest entry in this node's event log.
-    pub events_seq: u64,
 }
 
 impl NodeStats {
-    /// The same node's counters when it started: every `*_total` and histogram at 0,
-    /// `uptime_s` seconds before this sample (gauges as now).
+    /// The same node's counters when it started: every counter this struct turns into rates
+    /// at 0, `uptime_s` seconds before this sample (gauges as now).
     pub fn at_start(&self) -> NodeStats {
         NodeStats {
-            time_ms: self.time_ms.saturating_sub(self.uptime_s * 1000),
-            uptime_s: 0,
+            time_ms: self.time_ms.saturating_sub(self.gauges.uptime_s * 1000),
+            gauges: NodeGauges {
+                uptime_s: 0,
+                ..self.gauges.clone()
+            },
             data_bytes_in_total: 0,
             data_bytes_out_total: 0,
             peer_bytes_in_total: 0,
@@ -113,14 +125,8 @@ impl NodeStats {
                     bytes_out_total: 0,
                 })
                 .collect(),
-            hints_replayed_total: 0,
-            shards_repaired_total: 0,
             hint_bytes_moved_total: 0,
             scrub_bytes_checked_total: 0,
-            scrub_corrupt_found_total: 0,
-            scrub_repaired_total: 0,
-            reprotect_stripes_repaired_total: 0,
-            rebalance_shards_moved_total: 0,
             rebalance_bytes_moved_total: 0,
             kv_hits_total: 0,
             kv_misses_total: 0,
@@ -209,13 +215,27 @@ pub fn node_stats(node: &Node, hardware: &Hardware) -> NodeStats {
     NodeStats {
         node_id: node.id.0,
         time_ms: unix_time_ms(),
-        uptime_s: node.started.elapsed().as_secs(),
         zone: node.config.zone.clone(),
-        roles,
-        hardware: hardware.clone(),
-        bytes_used: store.live_bytes + store.dead_bytes,
-        bytes_capacity: capacity_bytes(&node.config.data_dirs),
-        shards: metrics.shards.load(Ordering::Relaxed).max(0) as u64,
+        gauges: NodeGauges {
+            uptime_s: node.started.elapsed().as_secs(),
+            roles,
+            hardware: hardware.clone(),
+            bytes_used: store.live_bytes + store.dead_bytes,
+            bytes_capacity: capacity_bytes(&node.config.data_dirs),
+            shards: metrics.shards.load(Ordering::Relaxed).max(0) as u64,
+            hints_pending: node.hints.len() as u64,
+            hints_replayed_total: load(&metrics.hints_replayed_total),
+            shards_repaired_total: load(&metrics.shards_repaired_total),
+            scrub_running: metrics.scrub.running.load(Ordering::Relaxed),
+            scrub_corrupt_found_total: load(&metrics.scrub.corrupt_found_total),
+            scrub_repaired_total: load(&metrics.scrub.repaired_total),
+            members_lost: load(&metrics.members_lost),
+            reprotect_stripes_repaired_total: load(&metrics.reprotect_stripes_repaired_total),
+            maintenance_running: load(&metrics.maintenance_running) > 0,
+            rebalance_shards_moved_total: load(&metrics.rebalance_shards_moved_total),
+            kv_used_bytes: node.kv.gauges().used_bytes,
+            kv_capacity_bytes: node.kv.config().capacity_bytes,
+        },
         data_bytes_in_total: load(&metrics.data.bytes_in_total),
         data_bytes_out_total: load(&metrics.data.bytes_out_total),
         peer_bytes_in_total: load(&metrics.peer.bytes_in_total),
@@ -238,23 +258,11 @@ pub fn node_stats(node: &Node, hardware: &Hardware) -> NodeStats {
                 bytes_out_total: load(&peer.bytes_out_total),
             })
             .collect(),
-        hints_pending: node.hints.len() as u64,
-        hints_replayed_total: load(&metrics.hints_replayed_total),
-        shards_repaired_total: load(&metrics.shards_repaired_total),
         hint_bytes_moved_total: load(&metrics.hint_bytes_moved_total),
-        scrub_running: metrics.scrub.running.load(Ordering::Relaxed),
         scrub_bytes_checked_total: load(&metrics.scrub.bytes_checked_total),
-        scrub_corrupt_found_total: load(&metrics.scrub.corrupt_found_total),
-        scrub_repaired_total: load(&metrics.scrub.repaired_total),
-        members_lost: load(&metrics.members_lost),
-        reprotect_stripes_repaired_total: load(&metrics.reprotect_stripes_repaired_total),
-        maintenance_running: load(&metrics.maintenance_running) > 0,
-        rebalance_shards_moved_total: load(&metrics.rebalance_shards_moved_total),
         rebalance_bytes_moved_total: load(&metrics.rebalance_bytes_moved_total),
         kv_hits_total: load(&node.kv.counters.hits),
         kv_misses_total: load(&node.kv.counters.misses),
-        kv_used_bytes: node.kv.gauges().used_bytes,
-        kv_capacity_bytes: node.kv.config().capacity_bytes,
         events_seq: node.events.newest_seq(),
     }
 }

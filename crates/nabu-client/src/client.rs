@@ -194,9 +194,9 @@ impl Client {
     /// (the old one kept as [`Client::previous_ring`]) and new members get connections.
     /// Returns whether anything changed.
     pub fn apply_members(&self, epoch: u64, members: &[MemberEntry]) -> Result<bool> {
-        if members.is_empty() {
+        if !members.iter().any(|member| member.weight > 0) {
             return Err(ClientError::InvalidArgument(
-                "a member list has members".into(),
+                "a member list needs a member with a weight above 0".into(),
             ));
         }
         let addrs: Vec<MemberAddr> = members

@@ -21,6 +21,7 @@
 //! rebuild that moves only the missing shards is future work.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use nabu_core::id::{BlobId, StripeId};
@@ -32,6 +33,7 @@ use tokio::task::JoinSet;
 use crate::client::Client;
 use crate::error::{ClientError, Result};
 use crate::format::{KeyRecord, key_record_point, manifest_point};
+use crate::pacer::Pacer;
 use crate::read::BlobPlan;
 
 /// How many stripes are checked at once.
@@ -49,6 +51,9 @@ pub struct CheckOptions {
     /// once its new node has it durably; key records and manifests are written again to
     /// their current placement.
     pub rebalance: bool,
+    /// The most bytes per second repair and rebalancing send (stripes rewritten, shards
+    /// moved); `None`: as fast as the cluster takes them.
+    pub bytes_per_s: Option<u64>,
 }
 
 /// What a redundancy check found and did.
@@ -119,6 +124,7 @@ impl Client {
         mut progress: impl FnMut(&RedundancyReport),
     ) -> Result<RedundancyReport> {
         let mut report = RedundancyReport::default();
+        let pacer = options.bytes_per_s.map(|rate| Arc::new(Pacer::new(rate)));
         for namespace in self.reachable_namespaces().await? {
             report.namespaces += 1;
             // Reserved namespaces (`_system`) are replicated like namespace records.
@@ -141,7 +147,8 @@ impl Client {
                     .await?;
                 for listed in &page.keys {
                     report.keys += 1;
-                    self.check_key(&namespace, &listed.key, copies, options, &mut report)
+                    let pacer = pacer.clone();
+                    self.check_key(&namespace, &listed.key, copies, options, pacer, &mut report)
                         .await?;
                     progress(&report);
                 }
@@ -223,6 +230,7 @@ impl Client {
         key: &[u8],
         copies: usize,
         options: CheckOptions,
+        pacer: Option<Arc<Pacer>>,
         report: &mut RedundancyReport,
     ) -> Result<()> {
         let rewrite = options.repair || options.rebalance;
@@ -266,8 +274,12 @@ impl Client {
             while tasks.len() >= STRIPES_INFLIGHT_MAX {
                 settle(report, tasks.join_next().await);
             }
-            let (client, plan) = (self.clone(), plan.clone());
-            tasks.spawn(async move { client.check_stripe(&plan, index, options).await });
+            let (client, plan, pacer) = (self.clone(), plan.clone(), pacer.clone());
+            tasks.spawn(async move {
+                client
+                    .check_stripe(&plan, index, options, pacer.as_deref())
+                    .await
+            });
         }
         while !tasks.is_empty() {
             settle(report, tasks.join_next().await);
@@ -303,7 +315,13 @@ impl Client {
     }
 
     /// One stripe: its state, then what `options` ask.
-    async fn check_stripe(&self, plan: &BlobPlan, index: u64, options: CheckOptions) -> Checked {
+    async fn check_stripe(
+        &self,
+        plan: &BlobPlan,
+        index: u64,
+        options: CheckOptions,
+        pacer: Option<&Pacer>,
+    ) -> Checked {
         let manifest = Client::plan_manifest(plan);
         let layout = manifest.durability;
         let stripe_id = manifest.node_stripe_id(index as usize);
@@ -328,12 +346,17 @@ impl Client {
         };
         if options.rebalance
             && let Err(error) = self
-                .rebalance_stripe(stripe_id, layout, &answers, &mut checked)
+                .rebalance_stripe(stripe_id, layout, &answers, pacer, &mut checked)
                 .await
         {
             checked.failure = Some(what(error));
         }
         if state == StripeState::Degraded && options.repair {
+            if let Some(pacer) = pacer {
+                pacer
+                    .wait(Client::plan_manifest(plan).stripes[index as usize].stripe_bytes)
+                    .await;
+            }
             match self.rewrite_stripe(plan, index).await {
                 Ok(bytes) => {
                     checked.state = StripeState::Full;
@@ -395,6 +418,7 @@ impl Client {
         stripe_id: StripeId,
         layout: Durability,
         answers: &[(NodeId, Option<ShardInfo>)],
+        pacer: Option<&Pacer>,
         checked: &mut Checked,
     ) -> Result<()> {
         let width = layout.width();
@@ -427,6 +451,9 @@ impl Client {
             let Some(home) = free.pop_front() else {
                 continue;
             };
+            if let Some(pacer) = pacer {
+                pacer.wait(info.shard_bytes).await;
+            }
             let (got, body) = self.inner.pool.shard_get(holder, stripe_id).await?;
             if got != info {
                 continue; // changed under us; the next pass looks again

@@ -152,6 +152,10 @@ pub struct NodeConfig {
     /// lowest-id member that is up writes every degraded stripe back to full redundancy).
     /// Default 900,000 ms (15 min): long enough for a restart or a reboot.
     pub repair_after_ms: u64,
+    /// Bytes per second the coordinator's rebalancing and re-protection send (shards moved,
+    /// stripes read and written again), so client traffic keeps the network. Default
+    /// 128 MiB/s.
+    pub maintenance_bytes_per_s: u64,
     /// Bytes per second the scrubber rereads and verifies (0 turns scrubbing off), so client
     /// traffic keeps the disk. Default 32 MiB/s.
     pub scrub_bytes_per_s: u64,
@@ -317,6 +321,7 @@ impl Default for NodeConfig {
             hint_replay_bytes_per_s: 64 << 20,
             hints_max: 1_000_000,
             repair_after_ms: 900_000,
+            maintenance_bytes_per_s: 128 << 20,
             scrub_bytes_per_s: 32 << 20,
             scrub_interval_ms: 7 * 24 * 3_600_000,
             gc_touch_entries_max: 1_000_000,
@@ -449,6 +454,7 @@ impl NodeConfig {
             ("hints_max", u64::from(self.hints_max)),
             ("scrub_interval_ms", self.scrub_interval_ms),
             ("repair_after_ms", self.repair_after_ms),
+            ("maintenance_bytes_per_s", self.maintenance_bytes_per_s),
             ("gc_touch_entries_max", u64::from(self.gc_touch_entries_max)),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {

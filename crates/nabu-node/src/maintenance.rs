@@ -67,6 +67,7 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
         let options = CheckOptions {
             repair: !lost.is_subset(&covered),
             rebalance: rebalanced < epoch,
+            bytes_per_s: Some(node.config.maintenance_bytes_per_s),
         };
         // A node that just started has not heard from anyone yet and would think itself the
         // lowest-id member that is up.

@@ -122,6 +122,10 @@ impl Membership {
         ids.sort_unstable();
         ids.dedup();
         anyhow::ensure!(ids.len() == members.len(), "a member id is listed twice");
+        anyhow::ensure!(
+            members.iter().any(|member| member.weight > 0),
+            "no member has a weight above 0: nothing could be placed"
+        );
         let ring = ring_of(epoch, &members)?;
         let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
         if epoch <= view.epoch {

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
+use nabu_client::Pacer;
 use nabu_core::AlignedBuf;
 use nabu_core::ec::codec_for_id;
 use nabu_core::id::StripeId;
@@ -63,32 +64,10 @@ struct Retry {
     delay: Duration,
 }
 
-/// Spaces transfers so that their bytes average at most `bytes_per_s`.
-#[derive(Debug)]
-struct Pacer {
-    bytes_per_s: u64,
-    next: tokio::sync::Mutex<Instant>,
-}
-
-impl Pacer {
-    async fn wait(&self, bytes: u64) {
-        let start = {
-            let mut next = self.next.lock().await;
-            let start = (*next).max(Instant::now());
-            *next = start + Duration::from_secs_f64(bytes as f64 / self.bytes_per_s as f64);
-            start
-        };
-        tokio::time::sleep_until(start).await;
-    }
-}
-
 /// Replays hints until `shutdown` turns true.
 pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     let interval = Duration::from_millis(node.config.hint_replay_interval_ms);
-    let pacer = Arc::new(Pacer {
-        bytes_per_s: node.config.hint_replay_bytes_per_s,
-        next: tokio::sync::Mutex::new(Instant::now()),
-    });
+    let pacer = Arc::new(Pacer::new(node.config.hint_replay_bytes_per_s));
     let mut retries: HashMap<(StripeId, u32), Retry> = HashMap::new();
     loop {
         tokio::select! {

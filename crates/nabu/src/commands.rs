@@ -391,6 +391,7 @@ pub async fn scrub(args: &ScrubArgs) -> anyhow::Result<()> {
     let options = nabu_client::CheckOptions {
         repair: args.repair,
         rebalance: false,
+        bytes_per_s: None,
     };
     let report = client
         .check_redundancy(options, |report| {
@@ -554,10 +555,14 @@ async fn publish(
          (progress: `nabu status`).",
         members.len()
     );
+    // A node left out of the list need not take it; a member that did not catches up from
+    // its peers when its heartbeats reconnect.
     for (node, why) in refused {
-        eprintln!(
-            "warning: node {node} did not take the list yet ({why}); it catches up from its peers"
-        );
+        if members.iter().any(|member| member.id == node) {
+            eprintln!(
+                "warning: node {node} did not take the list yet ({why}); it catches up from its peers"
+            );
+        }
     }
     Ok(())
 }

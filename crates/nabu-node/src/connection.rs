@@ -33,7 +33,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
 
 use crate::handler::{self, OpError, Reply};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Traffic};
 use crate::node::{Node, until_stopped};
 
 /// Frames queued for one connection's writer before request tasks wait: bounds the memory of
@@ -108,6 +108,8 @@ pub type WriteHalf = Box<dyn AsyncWrite + Unpin + Send + Sync>;
 struct Connection {
     node: Arc<Node>,
     plane: Plane,
+    /// Whose byte counters this connection's traffic goes to (the peer once HELLO named it).
+    traffic: Traffic,
     reader: ReadHalf,
     buffer: BytesMut,
     decoder: FrameDecoder,
@@ -138,6 +140,7 @@ pub async fn serve(
     let limits = node.limits;
     let mut connection = Connection {
         plane,
+        traffic: Traffic { plane, peer: None },
         reader,
         buffer: BytesMut::with_capacity(HEADER_BYTES + usize::from(HELLO_META_BYTES_MAX)),
         decoder: FrameDecoder::new(limits.before_hello()),
@@ -271,6 +274,10 @@ impl Connection {
         self.send(frame).await?;
         self.decoder.set_limits(limits);
         self.authenticated = true;
+        if self.plane == Plane::Peer {
+            self.traffic.peer = crate::peer::member_of_client_name(&hello.client_name)
+                .and_then(|member| self.node.metrics.peer(member));
+        }
         self.node.metrics.count_request(Op::Hello, None);
         tracing::debug!(client = %hello.client_name, "authenticated");
         Ok(())
@@ -343,10 +350,9 @@ impl Connection {
     }
 
     async fn on_frame(&mut self, frame: Frame) -> Result<(), Ending> {
-        let counters = self.node.metrics.plane(self.plane);
-        counters
-            .bytes_in_total
-            .fetch_add(frame.body().len() as u64, Ordering::Relaxed);
+        self.node
+            .metrics
+            .count_bytes_in(&self.traffic, frame.body().len() as u64);
         match frame.header().kind() {
             FrameKind::Request => self.on_request(frame).await,
             FrameKind::Data => self.on_data(frame).await,
@@ -556,6 +562,7 @@ impl Connection {
         let node = Arc::clone(&self.node);
         let responses = self.responses.clone();
         let inflight = Arc::clone(&self.inflight);
+        let traffic = self.traffic.clone();
         let plane = self.plane;
         let op = request.op();
         let span = tracing::debug_span!("request", node = node.id.0, request_id, %op);
@@ -565,9 +572,14 @@ impl Connection {
         self.requests.spawn(
             async move {
                 let _inflight = hold;
+                let started = Instant::now();
                 let result = handler::execute(&node, request, body, body_crc).await;
                 drop(budget);
-                send_reply(&node, plane, &responses, &inflight, op, request_id, result).await;
+                send_reply(
+                    &node, &traffic, &responses, &inflight, op, request_id, result,
+                )
+                .await;
+                node.metrics.record_latency(op, started.elapsed());
             }
             .instrument(span),
         );
@@ -578,7 +590,7 @@ impl Connection {
 /// frame (see the module docs).
 async fn send_reply(
     node: &Node,
-    plane: Plane,
+    traffic: &Traffic,
     responses: &mpsc::Sender<Frame>,
     inflight: &Mutex<InflightRequests>,
     op: Op,
@@ -620,10 +632,7 @@ async fn send_reply(
         if responses.send(frame).await.is_err() {
             return;
         }
-        node.metrics
-            .plane(plane)
-            .bytes_out_total
-            .fetch_add(body_bytes, Ordering::Relaxed);
+        node.metrics.count_bytes_out(traffic, body_bytes);
     }
 }
 

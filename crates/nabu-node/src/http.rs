@@ -3,7 +3,8 @@
 //! `/healthz` says the process answers; `/readyz` says the store is open and the listeners
 //! serve (it turns 503 as shutdown begins, so a load balancer drains the node first);
 //! `/metrics` is the Prometheus text format; `/api/v1/cluster` is JSON ([`ClusterView`],
-//! public so that `nabu status` and the client parse the same types the node writes).
+//! public so that `nabu status` and the client parse the same types the node writes). The
+//! dashboard page and the rest of `/api/v1` are [`crate::dashboard`]'s routes, merged here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -135,7 +136,8 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, mut shutdown: watch::
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/cluster", get(cluster))
-        .with_state(node);
+        .with_state(Arc::clone(&node))
+        .merge(crate::dashboard::routes(node, shutdown.clone()));
     let stopped = async move {
         until_stopped(&mut shutdown).await;
     };

@@ -9,7 +9,8 @@
 //!   `docs/formats/protocol.md` (one connection handler, checked against the plane the HELLO
 //!   names): shard and metadata ops over the chunk store ([`nabu_store::Store`]);
 //! - the **management plane**: HTTP `/healthz`, `/readyz`, `/metrics` (Prometheus text),
-//!   `/api/v1/cluster` (JSON);
+//!   `/api/v1/cluster` (JSON), and the live [`dashboard`] at `/` with its JSON and
+//!   Server-Sent-Events API (`/api/v1/...`, `docs/api.md`);
 //! - optionally the **Redis-protocol gateway** ([`resp`], `resp_addr`): RESP2/RESP3 over the
 //!   in-memory KV pool ([`kv`]), each key forwarded to its owner node.
 //!
@@ -21,6 +22,8 @@
 //! damaged shards from the other members. One node also coordinates **maintenance**
 //! (`maintenance`): rebalancing after a membership change, re-protection once a member has
 //! been lost for `repair_after_ms`.
+//! What happens to the cluster (members up and down, repairs, corruption) goes to a bounded
+//! in-memory [`events`] log.
 //!
 //! **Invariants.** No input from a socket makes the node panic; every queue, table and buffer
 //! has a named bound (`connections_max`, `inflight_max`, the protocol's frame limits,
@@ -29,10 +32,13 @@
 
 mod config;
 mod connection;
+pub mod dashboard;
+pub mod events;
 mod gc;
 mod handler;
 mod hints;
 mod http;
+pub mod http_get;
 pub mod kv;
 mod liveness;
 mod maintenance;

@@ -6,9 +6,11 @@
 //! never answered) is down. A broken connection is re-made with exponential backoff, capped
 //! at [`RECONNECT_BACKOFF_MAX`], so a dead member costs one connect attempt per backoff.
 //! Nothing here changes placement: the state is reported (`/api/v1/cluster`, `/metrics`) for
-//! clients and operators to act on. The table follows the member list: a new member gets a
-//! heartbeat task, a removed one loses it; a peer that says (in its HELLO reply) it is on a
-//! newer ring epoch is asked for its member list, and every tenth heartbeat asks for it
+//! clients and operators to act on, and every change of a member's state is recorded in the
+//! node's event log ([`Event::NodeUp`], [`Event::NodeDown`]), checked every
+//! [`TRANSITION_CHECK_INTERVAL_MAX`] at most. The table follows the member list: a new member
+//! gets a heartbeat task, a removed one loses it; a peer that says (in its HELLO reply) it is
+//! on a newer ring epoch is asked for its member list, and every tenth heartbeat asks for it
 //! anyway, so a node that missed a change catches up within seconds.
 
 use std::collections::HashMap;
@@ -27,6 +29,7 @@ use tokio::time::{Instant, timeout};
 use tracing::Instrument;
 
 use crate::config::MemberConfig;
+use crate::events::Event;
 use crate::node::{Node, until_stopped};
 use crate::peer::PeerConnection;
 
@@ -35,6 +38,9 @@ const MEMBERS_CHECK_EVERY: u64 = 10;
 
 /// The longest wait between two attempts to reach a member.
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The longest time between two looks for members that changed state (the event log and the
+/// dashboard learn of a change at most this late after `down_after_ms` says so).
+pub const TRANSITION_CHECK_INTERVAL_MAX: Duration = Duration::from_millis(250);
 
 /// Whether a member answers heartbeats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +166,32 @@ impl Liveness {
             })
             .collect()
     }
+
+    /// The members whose state is no longer the one in `known` (member → state, updated in
+    /// place), as events. A member not in `known` was down (this node: up), so a new member
+    /// makes an event only once it answers; members no longer listed leave `known`.
+    fn changes(&self, known: &mut HashMap<u32, MemberState>) -> Vec<Event> {
+        let statuses = self.statuses();
+        known.retain(|id, _| statuses.iter().any(|status| status.config.id == *id));
+        let mut events = Vec::new();
+        for status in statuses {
+            let node = status.config.id;
+            let initial = if node == self.self_id {
+                MemberState::Up
+            } else {
+                MemberState::Down
+            };
+            let known = known.entry(node).or_insert(initial);
+            if *known != status.state {
+                *known = status.state;
+                events.push(match status.state {
+                    MemberState::Up => Event::NodeUp { node },
+                    MemberState::Down => Event::NodeDown { node },
+                });
+            }
+        }
+        events
+    }
 }
 
 /// Sends heartbeats to every other member until `shutdown` turns true, following changes of
@@ -168,6 +200,7 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     let mut tasks = JoinSet::new();
     let mut running: HashMap<u32, (Arc<Slot>, tokio::task::AbortHandle)> = HashMap::new();
     let mut changes = node.membership.subscribe();
+    tasks.spawn(record_changes(Arc::clone(&node)).in_current_span());
     loop {
         let slots = node.liveness.slots();
         running.retain(|id, (slot, task)| {
@@ -199,6 +232,21 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
         }
     }
     tasks.shutdown().await;
+}
+
+/// Records every member's change of state in the event log (members as the list changes:
+/// a new member is down until it answers, a removed one is forgotten).
+async fn record_changes(node: Arc<Node>) {
+    let heartbeat = Duration::from_millis(node.config.heartbeat_interval_ms);
+    let mut ticks = tokio::time::interval(heartbeat.min(TRANSITION_CHECK_INTERVAL_MAX));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut known = HashMap::new();
+    loop {
+        ticks.tick().await;
+        for event in node.liveness.changes(&mut known) {
+            node.events.record(event);
+        }
+    }
 }
 
 /// Keeps one connection to member `slot` and PINGs it, reconnecting with backoff.
@@ -293,4 +341,48 @@ async fn catch_up(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: u32) -> MemberConfig {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1000 + id as u16));
+        MemberConfig {
+            id,
+            zone: "z".to_owned(),
+            weight: 1,
+            data_addr: addr,
+            peer_addr: addr,
+            http_addr: addr,
+        }
+    }
+
+    #[test]
+    fn state_changes_become_events_once() {
+        let down_after = Duration::from_millis(20);
+        let liveness = Liveness::new(1, vec![member(1), member(2), member(3)], down_after);
+        let mut known = HashMap::new();
+        assert_eq!(
+            liveness.changes(&mut known),
+            [],
+            "nobody answered yet: no change"
+        );
+        let slots = liveness.slots();
+        liveness.heard(&slots[1]);
+        liveness.heard(&slots[2]);
+        assert_eq!(
+            liveness.changes(&mut known),
+            [Event::NodeUp { node: 2 }, Event::NodeUp { node: 3 }]
+        );
+        assert_eq!(liveness.changes(&mut known), [], "reported once");
+        // Let down_after pass without an answer from member 3.
+        let heard_again = std::time::Instant::now() + down_after * 2;
+        while std::time::Instant::now() < heard_again {
+            liveness.heard(&slots[1]);
+            std::thread::yield_now();
+        }
+        assert_eq!(liveness.changes(&mut known), [Event::NodeDown { node: 3 }]);
+    }
 }

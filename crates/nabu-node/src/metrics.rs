@@ -6,9 +6,23 @@
 //! the request path — and rendering is one function that writes the text format (version
 //! 0.0.4: `# HELP`, `# TYPE`, `name{labels} value`). A crate would add a dependency and
 //! dynamic label maps for no gain; the test parses the output to keep the format honest.
+//!
+//! **Latency histograms.** Each op class ([`OpClass`]) has a [`LatencyHistogram`]: fixed
+//! log-scale buckets (four per power of two of microseconds, so a reported quantile is within
+//! 25% of the truth) of relaxed atomics, recorded once per answered request. Readers take
+//! cumulative snapshots and subtract two of them for a window's quantiles
+//! ([`quantile_us`]); `/metrics` renders them as a Prometheus histogram with one bucket
+//! boundary per power of two.
+//!
+//! **Per-peer traffic.** The peer plane's bytes are also counted per member (the member a
+//! connection's HELLO names): bytes in and out of each peer-plane link, as the server side of
+//! that link sees them. Each peer-plane byte is counted once, by the node that accepted the
+//! connection, so a link's traffic is the sum of both ends' counters for each other.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use nabu_proto::ops::Plane;
 use nabu_proto::{ErrorCode, Op};
@@ -73,6 +87,36 @@ pub struct Metrics {
     pub rebalance_shards_moved_total: AtomicU64,
     /// Bytes of those shards.
     pub rebalance_bytes_moved_total: AtomicU64,
+    /// Request latency, one histogram per [`OpClass`] (indexed by [`OpClass::index`]).
+    latency: [LatencyHistogram; OpClass::ALL.len()],
+    /// Peer-plane bytes per member, in the order members first connected; at most
+    /// [`PEER_COUNTERS_MAX`].
+    peers: RwLock<Vec<Arc<PeerCounters>>>,
+}
+
+/// The most members whose peer-plane traffic is counted apart (the member list is far
+/// smaller; the bound keeps HELLOs naming ever new ids from growing the table).
+pub const PEER_COUNTERS_MAX: usize = 4096;
+
+/// Peer-plane traffic with one member.
+#[derive(Debug)]
+pub struct PeerCounters {
+    /// The member's id.
+    pub member: u32,
+    /// Frame body bytes received from it.
+    pub bytes_in_total: AtomicU64,
+    /// Frame body bytes sent to it.
+    pub bytes_out_total: AtomicU64,
+}
+
+/// Whose counters a connection's bytes go to: its plane's, and on the peer plane the
+/// member's once its HELLO has named it.
+#[derive(Debug, Clone)]
+pub struct Traffic {
+    /// The plane.
+    pub plane: Plane,
+    /// The peer member's counters, if known.
+    pub peer: Option<Arc<PeerCounters>>,
 }
 
 impl Default for Metrics {
@@ -99,6 +143,8 @@ impl Default for Metrics {
             reprotect_stripes_repaired_total: AtomicU64::new(0),
             rebalance_shards_moved_total: AtomicU64::new(0),
             rebalance_bytes_moved_total: AtomicU64::new(0),
+            latency: std::array::from_fn(|_| LatencyHistogram::default()),
+            peers: RwLock::new(Vec::new()),
         }
     }
 }
@@ -151,6 +197,73 @@ impl Metrics {
     pub fn count_request(&self, op: Op, outcome: Option<ErrorCode>) {
         let op_index = Op::ALL.iter().position(|&o| o == op).unwrap_or(0);
         self.requests[op_index][outcome_index(outcome)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests answered since start, every op and outcome together.
+    pub fn requests_total(&self) -> u64 {
+        self.requests
+            .iter()
+            .flatten()
+            .map(|counter| counter.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Records how long a request of `op` took, from its last byte in to its reply queued.
+    pub fn record_latency(&self, op: Op, elapsed: Duration) {
+        self.latency[OpClass::of(op).index()].record(elapsed);
+    }
+
+    /// The latency histogram of `class`.
+    pub fn latency(&self, class: OpClass) -> &LatencyHistogram {
+        &self.latency[class.index()]
+    }
+
+    /// Peer-plane traffic per member that has connected, in the order they first did.
+    pub fn peers(&self) -> Vec<Arc<PeerCounters>> {
+        self.peers
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The counters of member `member`'s peer-plane traffic (made on its first connection;
+    /// `None` past [`PEER_COUNTERS_MAX`] members).
+    pub fn peer(&self, member: u32) -> Option<Arc<PeerCounters>> {
+        let mut peers = self
+            .peers
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(peer) = peers.iter().find(|peer| peer.member == member) {
+            return Some(Arc::clone(peer));
+        }
+        if peers.len() >= PEER_COUNTERS_MAX {
+            return None;
+        }
+        let peer = Arc::new(PeerCounters {
+            member,
+            bytes_in_total: AtomicU64::new(0),
+            bytes_out_total: AtomicU64::new(0),
+        });
+        peers.push(Arc::clone(&peer));
+        Some(peer)
+    }
+
+    /// Counts `bytes` of frame bodies received on a connection.
+    pub fn count_bytes_in(&self, traffic: &Traffic, bytes: u64) {
+        let plane = self.plane(traffic.plane);
+        plane.bytes_in_total.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(peer) = &traffic.peer {
+            peer.bytes_in_total.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts `bytes` of frame bodies sent on a connection.
+    pub fn count_bytes_out(&self, traffic: &Traffic, bytes: u64) {
+        let plane = self.plane(traffic.plane);
+        plane.bytes_out_total.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(peer) = &traffic.peer {
+            peer.bytes_out_total.fetch_add(bytes, Ordering::Relaxed);
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -276,6 +389,8 @@ impl Metrics {
         }
         self.scrub.render(&mut out);
         render_members(&mut out, &snapshot.members);
+        self.render_peers(&mut out);
+        self.render_latency(&mut out);
         if let Some(store) = &snapshot.store {
             render_store(&mut out, store);
         }
@@ -350,6 +465,202 @@ impl Metrics {
             }
         }
     }
+}
+
+impl Metrics {
+    fn render_peers(&self, out: &mut String) {
+        type Field = fn(&PeerCounters) -> &AtomicU64;
+        let families: [(&str, &str, Field); 2] = [
+            (
+                "nabu_peer_bytes_in_total",
+                "Peer-plane frame body bytes received from each member (server side).",
+                |p| &p.bytes_in_total,
+            ),
+            (
+                "nabu_peer_bytes_out_total",
+                "Peer-plane frame body bytes sent to each member (server side).",
+                |p| &p.bytes_out_total,
+            ),
+        ];
+        for (name, help, field) in families {
+            family(out, name, "counter", help);
+            for peer in &self.peers() {
+                let value = field(peer).load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}{{member=\"{}\"}} {value}", peer.member);
+            }
+        }
+    }
+
+    fn render_latency(&self, out: &mut String) {
+        let name = "nabu_request_duration_seconds";
+        family(
+            out,
+            name,
+            "histogram",
+            "Request latency by op class, from the request's last byte to its reply queued.",
+        );
+        for class in OpClass::ALL {
+            let histogram = self.latency(class);
+            let counts = histogram.counts();
+            let class = class.name();
+            let mut cumulative = 0;
+            // One boundary per power of two: the first bucket of each octave starts there.
+            for (octave, chunk) in counts[1..].chunks(LATENCY_SUBBUCKETS).enumerate() {
+                cumulative += chunk.iter().sum::<u64>();
+                let le_seconds = (1u64 << (octave + 1)) as f64 / 1e6;
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{class=\"{class}\",le=\"{le_seconds}\"}} {}",
+                    cumulative + counts[0]
+                );
+            }
+            let total: u64 = counts.iter().sum();
+            let sum_seconds = histogram.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{class=\"{class}\",le=\"+Inf\"}} {total}"
+            );
+            let _ = writeln!(out, "{name}_sum{{class=\"{class}\"}} {sum_seconds}");
+            let _ = writeln!(out, "{name}_count{{class=\"{class}\"}} {total}");
+        }
+    }
+}
+
+/// Op classes that get a latency histogram each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpClass {
+    /// Shard and metadata reads and listings.
+    Read,
+    /// Shard and metadata writes and deletes, hints, garbage-collection sweeps.
+    Write,
+    /// KV pool ops.
+    Kv,
+    /// HELLO, PING, NODE_STATUS, MEMBERS_GET/PUT.
+    Control,
+}
+
+impl OpClass {
+    /// Every class, in index order.
+    pub const ALL: [OpClass; 4] = [OpClass::Read, OpClass::Write, OpClass::Kv, OpClass::Control];
+
+    /// The class of `op`.
+    pub fn of(op: Op) -> Self {
+        match op {
+            Op::ShardGet
+            | Op::ShardStat
+            | Op::ShardList
+            | Op::MetaGet
+            | Op::MetaList
+            | Op::MetaNamespaces => OpClass::Read,
+            Op::ShardPut
+            | Op::ShardDelete
+            | Op::MetaPut
+            | Op::MetaDelete
+            | Op::HintPut
+            | Op::GcSweep => OpClass::Write,
+            Op::KvPut
+            | Op::KvGet
+            | Op::KvDelete
+            | Op::KvExists
+            | Op::KvPrefixLookup
+            | Op::KvTtl
+            | Op::KvScan
+            | Op::KvPin => OpClass::Kv,
+            Op::Hello | Op::Ping | Op::NodeStatus | Op::MembersGet | Op::MembersPut => {
+                OpClass::Control
+            }
+        }
+    }
+
+    /// Its position in [`OpClass::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Its label (`read`, `write`, `kv`, `control`).
+    pub fn name(self) -> &'static str {
+        match self {
+            OpClass::Read => "read",
+            OpClass::Write => "write",
+            OpClass::Kv => "kv",
+            OpClass::Control => "control",
+        }
+    }
+}
+
+/// Sub-buckets per power of two in a [`LatencyHistogram`].
+pub const LATENCY_SUBBUCKETS: usize = 4;
+/// Powers of two a [`LatencyHistogram`] covers: 1 µs to 2^36 µs (19 hours).
+const LATENCY_OCTAVES: usize = 36;
+/// Buckets of a [`LatencyHistogram`]: one for 0 µs, then [`LATENCY_SUBBUCKETS`] per octave.
+pub const LATENCY_BUCKETS: usize = 1 + LATENCY_OCTAVES * LATENCY_SUBBUCKETS;
+
+/// A fixed-bucket log-scale histogram of microseconds. Bucket 0 holds 0 µs; bucket
+/// `1 + 4e + s` holds `[2^e (1 + s/4), 2^e (1 + (s+1)/4))` µs; longer times go to the last.
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS],
+    sum_us: AtomicU64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    /// Counts one `elapsed`.
+    pub fn record(&self, elapsed: Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.buckets[latency_bucket(us)].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Every bucket's count since start (subtract two snapshots for a window).
+    pub fn counts(&self) -> [u64; LATENCY_BUCKETS] {
+        std::array::from_fn(|index| self.buckets[index].load(Ordering::Relaxed))
+    }
+}
+
+/// The bucket of a latency of `us` microseconds.
+pub fn latency_bucket(us: u64) -> usize {
+    if us == 0 {
+        return 0;
+    }
+    let octave = 63 - us.leading_zeros() as usize;
+    // The two bits after the leading one: which quarter of the octave.
+    let quarter = (((u128::from(us)) << 2) >> octave) as usize - LATENCY_SUBBUCKETS;
+    (1 + octave * LATENCY_SUBBUCKETS + quarter).min(LATENCY_BUCKETS - 1)
+}
+
+/// The upper end of bucket `index`, in microseconds (rounded up).
+pub fn latency_bucket_upper_us(index: usize) -> u64 {
+    if index == 0 {
+        return 0;
+    }
+    let octave = (index - 1) / LATENCY_SUBBUCKETS;
+    let quarter = (index - 1) % LATENCY_SUBBUCKETS;
+    let scaled = (LATENCY_SUBBUCKETS + quarter + 1) as u64;
+    (scaled << octave).div_ceil(LATENCY_SUBBUCKETS as u64)
+}
+
+/// The `quantile` (0.0–1.0) of a histogram's `counts`, as its bucket's upper end in
+/// microseconds; `None` when the counts are all zero.
+pub fn quantile_us(counts: &[u64], quantile: f64) -> Option<u64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((total as f64 * quantile.clamp(0.0, 1.0)).ceil() as u64).max(1);
+    let mut seen = 0;
+    counts.iter().enumerate().find_map(|(index, count)| {
+        seen += count;
+        (seen >= rank).then(|| latency_bucket_upper_us(index))
+    })
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -448,5 +759,92 @@ mod tests {
         assert!(text.contains("nabu_requests_total{op=\"SHARD_GET\",outcome=\"CORRUPT\"} 1"));
         assert!(text.contains("nabu_requests_total{op=\"SHARD_GET\",outcome=\"other\"} 1"));
         assert_eq!(escape_label("a\"b\\c\n"), "a\\\"b\\\\c\\n");
+    }
+
+    #[test]
+    fn latency_buckets_are_quarter_octaves() {
+        assert_eq!(latency_bucket(0), 0);
+        assert_eq!(latency_bucket(1), 1);
+        assert_eq!(latency_bucket(2), 5);
+        assert_eq!(latency_bucket(3), 7);
+        assert_eq!(latency_bucket(1000), latency_bucket(1023));
+        assert_eq!(latency_bucket(u64::MAX), LATENCY_BUCKETS - 1);
+        for us in [1, 2, 3, 5, 100, 999, 1000, 1024, 65_537, 10_000_000] {
+            let bucket = latency_bucket(us);
+            let upper = latency_bucket_upper_us(bucket);
+            assert!(
+                upper >= us,
+                "{us} µs is at most its bucket's upper end {upper}"
+            );
+            assert!(
+                upper as f64 <= us as f64 * 1.25 + 1.0,
+                "{us} µs: {upper} is within 25%"
+            );
+            assert!(
+                latency_bucket_upper_us(bucket - 1) <= us,
+                "{us} µs is above the bucket below"
+            );
+        }
+    }
+
+    #[test]
+    fn quantiles_come_from_bucket_counts() {
+        let histogram = LatencyHistogram::default();
+        assert_eq!(quantile_us(&histogram.counts(), 0.5), None);
+        for _ in 0..98 {
+            histogram.record(Duration::from_micros(100));
+        }
+        histogram.record(Duration::from_millis(10));
+        histogram.record(Duration::from_millis(10));
+        let counts = histogram.counts();
+        let p50 = quantile_us(&counts, 0.5).expect("counted");
+        let p99 = quantile_us(&counts, 0.99).expect("counted");
+        assert!((100..=125).contains(&p50), "p50 {p50}");
+        assert!((10_000..=12_500).contains(&p99), "p99 {p99}");
+        // A window: the difference of two snapshots.
+        histogram.record(Duration::from_secs(1));
+        let window: Vec<u64> = histogram
+            .counts()
+            .iter()
+            .zip(counts)
+            .map(|(now, before)| now - before)
+            .collect();
+        let p50 = quantile_us(&window, 0.5).expect("counted");
+        assert!((1_000_000..=1_250_000).contains(&p50), "window p50 {p50}");
+    }
+
+    #[test]
+    fn peer_traffic_and_latency_are_rendered() {
+        let metrics = Metrics::default();
+        let peer = metrics.peer(2);
+        let again = metrics.peer(2).expect("counted");
+        assert!(
+            Arc::ptr_eq(peer.as_ref().expect("counted"), &again),
+            "one per member"
+        );
+        let traffic = Traffic {
+            plane: Plane::Peer,
+            peer,
+        };
+        metrics.count_bytes_in(&traffic, 10);
+        metrics.count_bytes_out(&traffic, 7);
+        let data = Traffic {
+            plane: Plane::Data,
+            peer: None,
+        };
+        metrics.count_bytes_in(&data, 5);
+        metrics.record_latency(Op::ShardGet, Duration::from_micros(3));
+        let text = metrics.render(&Snapshot::default());
+        assert!(text.contains("nabu_peer_bytes_in_total{member=\"2\"} 10"));
+        assert!(text.contains("nabu_peer_bytes_out_total{member=\"2\"} 7"));
+        assert!(text.contains("nabu_bytes_in_total{plane=\"peer\"} 10"));
+        assert!(text.contains("nabu_bytes_in_total{plane=\"data\"} 5"));
+        assert!(
+            text.contains("nabu_request_duration_seconds_bucket{class=\"read\",le=\"0.000002\"} 0")
+        );
+        assert!(
+            text.contains("nabu_request_duration_seconds_bucket{class=\"read\",le=\"0.000004\"} 1")
+        );
+        assert!(text.contains("nabu_request_duration_seconds_count{class=\"read\"} 1"));
     }
 }

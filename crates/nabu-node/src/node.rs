@@ -17,6 +17,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::events::{EVENTS_MAX, EventLog};
 use crate::gc::Touches;
 use crate::hints::Hints;
 use crate::liveness::{self, Liveness};
@@ -69,6 +70,11 @@ pub struct Node {
     pub cluster: nabu_client::Client,
     /// The RESP gateway's counters.
     pub resp_metrics: crate::resp::RespCounters,
+    /// What happened, as this node saw it: members up and down, repairs, rebalances,
+    /// corruption (`node.events.record(Event::…)`).
+    pub events: EventLog,
+    /// The dashboard's cluster-wide live view (fed while a page or script listens).
+    pub dashboard: crate::dashboard::Hub,
 }
 
 impl Node {
@@ -193,6 +199,8 @@ async fn open(config: NodeConfig, disk: Arc<dyn Disk>) -> anyhow::Result<Arc<Nod
         kv: crate::kv::KvPool::new(config.kv_pool_config()),
         cluster,
         resp_metrics: crate::resp::RespCounters::default(),
+        events: EventLog::new(config.id, EVENTS_MAX),
+        dashboard: crate::dashboard::Hub::default(),
         config,
     }))
 }

@@ -38,6 +38,19 @@ impl From<std::io::Error> for PeerError {
     }
 }
 
+/// The HELLO client name of node `self_id`'s peer connections: `nabu-node/<id> <purpose>`.
+/// The accepting node reads the id back ([`member_of_client_name`]) to count the link's
+/// traffic per member.
+pub fn client_name(self_id: u32, purpose: &str) -> String {
+    format!("nabu-node/{self_id} {purpose}")
+}
+
+/// The member id a [`client_name`] names, if it is one.
+pub fn member_of_client_name(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("nabu-node/")?;
+    rest.split(' ').next()?.parse().ok()
+}
+
 /// One authenticated peer-plane connection.
 pub struct PeerConnection {
     stream: TcpStream,
@@ -75,7 +88,7 @@ impl PeerConnection {
             plane: Plane::Peer,
             features: 0,
             token: token.clone(),
-            client_name: format!("nabu-node/{self_id} {purpose}"),
+            client_name: client_name(self_id, purpose),
         };
         let (reply, _) = peer.request(&hello, Bytes::new()).await?;
         let Response::Hello(reply) = reply else {
@@ -163,5 +176,20 @@ impl PeerConnection {
             return Err(anyhow::anyhow!("the reply body is not the declared length").into());
         }
         Ok((reply, collected.freeze()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_names_carry_the_member_id() {
+        assert_eq!(
+            member_of_client_name(&client_name(42, "heartbeat")),
+            Some(42)
+        );
+        assert_eq!(member_of_client_name("nabu-client"), None);
+        assert_eq!(member_of_client_name("nabu-node/x repair"), None);
     }
 }

@@ -619,6 +619,44 @@ async fn heartbeats_report_a_stopped_member_down_within_down_after() {
     }
     assert!(stopped_at.elapsed() < down_after * 3);
     assert_eq!(nodes[0].metric("nabu_member_up{member=\"3\"}").await, 0.0);
+
+    // Every change of state is in the event log, once.
+    let events = wait_for_events(&nodes[0], 3).await;
+    let changes: Vec<(&str, u64)> = events
+        .iter()
+        .map(|event| {
+            (
+                event["kind"].as_str().unwrap(),
+                event["node"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(changes[..2].contains(&("node_up", 2)), "{changes:?}");
+    assert!(changes[..2].contains(&("node_up", 3)), "{changes:?}");
+    assert_eq!(changes[2..], [("node_down", 3)]);
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    let (_, later) = http_get(nodes[0].addrs.http, "/api/v1/events?after=2")
+        .await
+        .unwrap();
+    let later: Vec<serde_json::Value> = serde_json::from_str(&later).unwrap();
+    assert_eq!(later.len(), 1, "only the events after sequence number 2");
+}
+
+/// `node`'s event log once it holds `count` entries (member state changes are recorded up to
+/// 250 ms after the heartbeats see them).
+async fn wait_for_events(node: &TestNode, count: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = http_get(node.addrs.http, "/api/v1/events").await.unwrap();
+        assert_eq!(status, 200);
+        let events: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+        if events.len() >= count {
+            return events;
+        }
+        assert!(Instant::now() < deadline, "events: {events:?}");
+        sleep(Duration::from_millis(25)).await;
+    }
 }
 
 async fn wait_for_states(node: &TestNode, expected: &[MemberState], within: Duration) {
@@ -696,4 +734,111 @@ async fn data_survives_a_restart_on_the_same_dirs() {
     assert_eq!(reply.hlc_timestamp, 5);
     assert_eq!(node.metric("nabu_shards").await, 1.0);
     assert_eq!(node.metric("nabu_meta_entries").await, 1.0);
+}
+
+// ---- the dashboard's API ----
+
+async fn get_json(node: &TestNode, path: &str) -> (u16, serde_json::Value) {
+    let (status, body) = http_get(node.addrs.http, path).await.unwrap();
+    let json = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{path}: {body}"));
+    (status, json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_api_serves_the_page_ring_placement_counters_and_the_stream() {
+    let node = TestNode::start(|_| {}).await;
+    let (status, page) = http_get(node.addrs.http, "/").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("/dashboard/app.js"),
+        "the page loads its script"
+    );
+    for asset in ["/dashboard/app.js", "/dashboard/style.css"] {
+        assert_eq!(
+            http_get(node.addrs.http, asset).await.unwrap().0,
+            200,
+            "{asset}"
+        );
+    }
+
+    let (status, ring) = get_json(&node, "/api/v1/ring").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        ring["points"].as_array().unwrap().len(),
+        150,
+        "one node of weight 1"
+    );
+    let (_, demo) = get_json(&node, "/api/v1/ring?demo=1000").await;
+    assert_eq!(demo["points"].as_array().unwrap().len(), 150_000);
+    assert_eq!(demo["demo"], true);
+    assert_eq!(get_json(&node, "/api/v1/ring?demo=0").await.0, 400);
+
+    // Placement is the ring's: the key record's point and nodes as the client computes them.
+    let (status, placement) = get_json(&node, "/api/v1/placement?key=models/a.bin").await;
+    assert_eq!(status, 200);
+    let point = nabu_client::format::key_record_point("default", b"models/a.bin");
+    assert_eq!(placement["key_record"]["point"], format!("{point:016x}"));
+    assert_eq!(
+        placement["key_record"]["nodes"],
+        serde_json::json!([{"id": 1, "state": "up"}])
+    );
+    assert_eq!(placement["object"], serde_json::Value::Null, "no such key");
+    let (_, placement) = get_json(&node, "/api/v1/placement?key=models/a.bin&demo=1000").await;
+    let expected: Vec<u32> = nabu_node::dashboard::demo_ring(1000)
+        .placement(point, 3)
+        .into_iter()
+        .map(|id| id.0)
+        .collect();
+    let placed: Vec<u32> = placement["key_record"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| node["id"].as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(
+        (placement["durability"].as_str(), placed),
+        (Some("ec:4+2"), expected)
+    );
+    let (status, missing) = get_json(&node, "/api/v1/placement?key=a&namespace=nope").await;
+    assert_eq!(status, 404, "{missing}");
+
+    let (_, counters) = get_json(&node, "/api/v1/node").await;
+    assert_eq!(counters["node_id"], 1);
+    assert!(counters["requests_total"].as_u64().is_some());
+    assert_eq!(
+        counters["latency"].as_array().unwrap().len(),
+        4,
+        "one histogram per op class"
+    );
+
+    let stats = first_stream_stats(node.addrs.http).await;
+    assert_eq!(stats["serving_node"], 1);
+    assert_eq!(stats["nodes"][0]["state"], "up");
+    assert_eq!(stats["nodes"][0]["reachable"], true);
+}
+
+/// The first `event: stats` message of `/api/v1/stream`, parsed.
+async fn first_stream_stats(addr: SocketAddr) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = "GET /api/v1/stream HTTP/1.1\r\nHost: node\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = String::from_utf8_lossy(&received);
+        if let Some(start) = text.find("event: stats\ndata: ") {
+            let data = &text[start + "event: stats\ndata: ".len()..];
+            if let Some(end) = data.find('\n') {
+                return serde_json::from_str(&data[..end]).unwrap();
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
+            .await
+            .expect("a stats message within WAIT")
+            .unwrap();
+        assert!(read > 0, "the stream ended: {text}");
+        received.extend_from_slice(&chunk[..read]);
+    }
 }

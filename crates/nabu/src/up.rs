@@ -369,7 +369,7 @@ fn print_endpoints(dir: &Path, cluster: &ClusterFile) {
         dir.display()
     );
     println!(
-        "{:<5} {:<8} {:<22} {:<22} {:<29} {:<22} http (/metrics, /api/v1/cluster)",
+        "{:<5} {:<8} {:<22} {:<22} {:<29} {:<22} http (dashboard, /metrics, /api/v1)",
         "node", "pid", "data", "peer", "s3", "resp (redis)"
     );
     for node in &cluster.nodes {
@@ -398,6 +398,12 @@ fn print_endpoints(dir: &Path, cluster: &ClusterFile) {
          {}/cluster.toml",
         dir.display()
     );
+    if let Some(node) = cluster.nodes.first() {
+        println!(
+            "dashboard: http://{}/ (every node serves it; API: docs/api.md)",
+            node.http_addr
+        );
+    }
 }
 
 async fn wait_ready(cluster: &ClusterFile, children: &mut [Child]) -> anyhow::Result<()> {

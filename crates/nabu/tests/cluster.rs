@@ -1,6 +1,7 @@
 //! Real-process cluster tests: the `nabu` binary, `nabu up`, SIGKILL and `nabu serve`.
 //! They run one at a time (nextest group `serial-cluster`).
 
+mod dashboard;
 mod kv;
 mod s3;
 mod support;

@@ -425,14 +425,19 @@ pub async fn http_raw(addr: SocketAddr, request: &[u8]) -> std::io::Result<(u16,
 }
 
 /// Checks the Prometheus text format: every sample line is `name{labels} value` with a
-/// `# TYPE` line for its family before it.
+/// `# TYPE` line for its family before it (a histogram's samples are `<family>_bucket`,
+/// `_sum` and `_count`).
 pub fn check_prometheus_text(text: &str) {
     let mut typed = std::collections::HashSet::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').unwrap();
-            assert!(["counter", "gauge"].contains(&kind), "{line}");
-            typed.insert(name.to_owned());
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            if kind == "histogram" {
+                typed.extend(["_bucket", "_sum", "_count"].map(|suffix| format!("{name}{suffix}")));
+            } else {
+                typed.insert(name.to_owned());
+            }
             continue;
         }
         if line.starts_with("# HELP ") || line.is_empty() {

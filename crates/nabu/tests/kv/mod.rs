@@ -12,21 +12,15 @@ use std::time::Duration;
 use nabu_client::{Client, ClientConfig, ClusterMap, KvItem, MemberAddr};
 use nabu_proto::ClusterToken;
 
-use crate::support::{TestCluster, http_ok};
+use crate::support::{TestCluster, http_ok, test_python};
 
 /// The Python interpreter with redis-py installed.
 fn python() -> PathBuf {
-    if let Some(path) = std::env::var_os("NABU_TEST_PYTHON") {
-        return PathBuf::from(path);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} is missing: run scripts/test (it creates the venv with redis-py) or set \
-         NABU_TEST_PYTHON to a python that has redis-py",
-        venv.display()
-    );
-    venv
+    test_python(
+        "NABU_TEST_PYTHON",
+        ".venv",
+        "run scripts/test (it creates the venv with redis-py)",
+    )
 }
 
 fn script(name: &str) -> PathBuf {

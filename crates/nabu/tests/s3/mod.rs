@@ -6,28 +6,23 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::{TestCluster, nabu_binary};
+use crate::support::{TestCluster, nabu_binary, run_reported, test_python};
 
 /// The Python interpreter with the S3 clients installed.
 fn python() -> PathBuf {
-    if let Some(python) = std::env::var_os("NABU_S3_PYTHON") {
-        return PathBuf::from(python);
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/s3-venv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} is missing: scripts/test creates it (python3 -m venv target/s3-venv && \
-         target/s3-venv/bin/pip install -r crates/nabu/tests/python/requirements.txt), or set \
-         NABU_S3_PYTHON",
-        venv.display()
-    );
-    venv
+    test_python(
+        "NABU_S3_PYTHON",
+        "target/s3-venv",
+        "scripts/test creates it (python3 -m venv target/s3-venv && target/s3-venv/bin/pip \
+         install -r crates/nabu/tests/python/requirements.txt)",
+    )
 }
 
 /// Runs the pytest suite on `endpoints`, only the tests `marker` selects.
 fn pytest(cluster: &TestCluster, python: &Path, endpoints: &[String], marker: &str) {
     let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
-    let output = Command::new(python)
+    let mut pytest = Command::new(python);
+    pytest
         .args(["-m", "pytest", "-v", "--durations=8", "-m", marker])
         .arg(&tests)
         .current_dir(&tests)
@@ -36,23 +31,9 @@ fn pytest(cluster: &TestCluster, python: &Path, endpoints: &[String], marker: &s
         .env("NABU_BIN", nabu_binary())
         .env("NABU_S3_PYTHON", python)
         .env("NABU_S3_STATE", cluster.dir.path().join("s3-state"))
-        .env("TMPDIR", cluster.dir.path())
-        .output()
-        .expect("run pytest");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    println!("pytest -m '{marker}':\n{report}");
-    assert!(
-        output.status.success(),
-        "pytest -m '{marker}' failed:\n{report}"
-    );
-    assert!(
-        report.contains(" passed"),
-        "pytest -m '{marker}' ran no test:\n{report}"
-    );
+        .env("TMPDIR", cluster.dir.path());
+    // " passed": pytest ran a test (a marker that selects none fails the test).
+    run_reported(&mut pytest, &format!("pytest -m '{marker}'"), " passed");
 }
 
 fn endpoints(cluster: &TestCluster, skip: &[u32]) -> Vec<String> {

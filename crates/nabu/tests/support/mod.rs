@@ -256,6 +256,44 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// The Python interpreter a test drives real clients with: `$env_var` when set, else the venv
+/// `venv` (relative to the repository root), which must exist; `setup` says how to make it.
+pub fn test_python(env_var: &str, venv: &str, setup: &str) -> PathBuf {
+    if let Some(python) = std::env::var_os(env_var) {
+        return PathBuf::from(python);
+    }
+    let python = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(venv)
+        .join("bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: {setup}, or set {env_var}",
+        python.display()
+    );
+    python
+}
+
+/// Runs `command` (a test program), prints what it wrote, and fails the test with that
+/// unless it succeeded and wrote `expected`. Returns what it wrote.
+pub fn run_reported(command: &mut Command, what: &str, expected: &str) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|error| panic!("run {what}: {error}"));
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("{what}:\n{report}");
+    assert!(output.status.success(), "{what} failed:\n{report}");
+    assert!(
+        report.contains(expected),
+        "{what} did not report {expected:?}:\n{report}"
+    );
+    report
+}
+
 /// Polls `condition` until it holds, failing the test after `limit`.
 pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool, what: &str) {
     let deadline = Instant::now() + limit;

@@ -40,8 +40,6 @@ pub enum Event {
     RebalanceStarted {
         /// The ring epoch being moved to.
         ring_epoch: u64,
-        /// Stripes this node will look at.
-        stripes: u64,
     },
     /// A rebalance ended.
     RebalanceFinished {
@@ -56,8 +54,6 @@ pub enum Event {
     RepairStarted {
         /// The member whose shards are rebuilt.
         node: u32,
-        /// Stripes to repair.
-        stripes: u64,
     },
     /// A repair ended.
     RepairFinished {
@@ -70,12 +66,11 @@ pub enum Event {
         /// Shards that could not be rebuilt.
         failed: u64,
     },
-    /// A shard held here failed its checksum.
+    /// A shard held here failed its checksum (which shard of the stripe it is, is learnt
+    /// when it is rebuilt: the damaged record is not trusted).
     CorruptionFound {
         /// The stripe (64 hex).
         stripe_id: String,
-        /// The shard's index in its stripe.
-        shard_index: u8,
     },
     /// A corrupt shard was rebuilt from the other shards of its stripe.
     CorruptionRepaired {
@@ -208,7 +203,6 @@ mod tests {
         assert!(!newest.has_changed().expect("the log is alive"));
         log.record(Event::CorruptionFound {
             stripe_id: "ab".repeat(32),
-            shard_index: 2,
         });
         assert!(newest.has_changed().expect("the log is alive"));
         assert_eq!(*newest.borrow_and_update(), 1);

@@ -23,9 +23,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use nabu_client::CheckOptions;
+use nabu_client::{CheckOptions, RedundancyReport};
 use tokio::sync::watch;
 
+use crate::events::Event;
 use crate::liveness::{MemberState, MemberStatus};
 use crate::node::{Node, until_stopped};
 
@@ -109,13 +110,19 @@ async fn coordinate(node: &Node, options: CheckOptions, lost: &BTreeSet<u32>) ->
             ?lost,
             "members down longer than repair_after: restoring redundancy"
         );
+        for &member in lost {
+            node.events.record(Event::RepairStarted { node: member });
+        }
     }
     if options.rebalance {
         tracing::info!(
             epoch,
             "moving shards to the placement of the new member list"
         );
+        node.events
+            .record(Event::RebalanceStarted { ring_epoch: epoch });
     }
+    let mut totals = RedundancyReport::default();
     metrics.maintenance_running.store(1, Ordering::Relaxed);
     let mut done = false;
     for pass in 1..=REBALANCE_PASSES_MAX {
@@ -140,6 +147,11 @@ async fn coordinate(node: &Node, options: CheckOptions, lost: &BTreeSet<u32>) ->
         metrics
             .rebalance_bytes_moved_total
             .fetch_add(report.bytes_moved, Ordering::Relaxed);
+        totals.shards_moved += report.shards_moved;
+        totals.bytes_moved += report.bytes_moved;
+        totals.stripes_repaired += report.stripes_repaired;
+        totals.bytes_repaired += report.bytes_repaired;
+        totals.repair_failures = report.repair_failures + report.stripes_lost;
         let clean = report.repair_failures == 0 && report.stripes_lost == 0;
         tracing::info!(
             pass,
@@ -167,6 +179,23 @@ async fn coordinate(node: &Node, options: CheckOptions, lost: &BTreeSet<u32>) ->
         }
     }
     metrics.maintenance_running.store(0, Ordering::Relaxed);
+    if options.rebalance {
+        node.events.record(Event::RebalanceFinished {
+            ring_epoch: epoch,
+            shards_moved: totals.shards_moved,
+            bytes_moved: totals.bytes_moved,
+        });
+    }
+    if options.repair {
+        for &member in lost {
+            node.events.record(Event::RepairFinished {
+                node: member,
+                shards_repaired: totals.stripes_repaired,
+                bytes: totals.bytes_repaired,
+                failed: totals.repair_failures,
+            });
+        }
+    }
     done
 }
 

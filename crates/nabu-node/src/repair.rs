@@ -312,14 +312,17 @@ async fn rebuild(node: &Arc<Node>, hint: &Hint) -> anyhow::Result<Bytes> {
 }
 
 /// Rebuilds this node's own shard of `stripe_id` (the scrubber found it damaged) from the
-/// other members and writes it back; returns the shard's bytes (0 when the damaged copy was
-/// surplus and is dropped instead).
+/// other members and writes it back; returns the shard's index (0 for a whole copy) and bytes
+/// (0 when the damaged copy was surplus and is dropped instead).
 ///
 /// The damaged record's trailer is not trusted, so what the shard was is learnt from the
 /// others: a whole copy is any other member's intact copy; an erasure shard takes the index
 /// no other member holds (the lowest, should several be missing), is rebuilt with the
 /// stripe's codec, and is written only if the rebuilt stripe matches its BLAKE3 id.
-pub(crate) async fn rebuild_local(node: &Arc<Node>, stripe_id: StripeId) -> anyhow::Result<u64> {
+pub(crate) async fn rebuild_local(
+    node: &Arc<Node>,
+    stripe_id: StripeId,
+) -> anyhow::Result<(u8, u64)> {
     let sources = rebuild_sources(node, stripe_id, node.id.0);
     let mut held = Vec::new();
     for &source in &sources {
@@ -362,7 +365,7 @@ pub(crate) async fn rebuild_local(node: &Arc<Node>, stripe_id: StripeId) -> anyh
             let Some(index) = (0..width).find(|index| !taken.contains(index)) else {
                 // Every shard of the stripe lives elsewhere: this copy is surplus.
                 blocking(node, move |node| op(node.shards.delete(&stripe_id))).await?;
-                return Ok(0);
+                return Ok((0, 0));
             };
             let layout = ShardLayout::Erasure {
                 codec,
@@ -402,13 +405,17 @@ pub(crate) async fn rebuild_local(node: &Arc<Node>, stripe_id: StripeId) -> anyh
         }
     };
     let bytes = body.len() as u64;
+    let index = match info.layout {
+        ShardLayout::Erasure { index, .. } => index,
+        ShardLayout::Whole => 0,
+    };
     blocking(node, move |node| {
         op(node
             .shards
             .put(&stripe_id, &info, &body, info.shard_crc, &node.touches))
     })
     .await?;
-    Ok(bytes)
+    Ok((index, bytes))
 }
 
 /// Whether two erasure shards belong to one coding of a stripe.

@@ -31,6 +31,7 @@ use nabu_store::RecordCheck;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::events::Event;
 use crate::node::{Node, until_stopped};
 use crate::records::is_shard_key;
 
@@ -185,12 +186,22 @@ async fn pass(node: &Arc<Node>, shutdown: &watch::Receiver<bool>) {
             return;
         }
     };
+    for &stripe_id in &damaged {
+        node.events.record(Event::CorruptionFound {
+            stripe_id: stripe_id.to_string(),
+        });
+    }
     for stripe_id in damaged {
         match crate::repair::rebuild_local(node, stripe_id).await {
-            Ok(bytes) => {
+            Ok((shard_index, bytes)) => {
                 report.repaired += 1;
                 counters.repaired_total.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(%stripe_id, bytes, "scrub repaired a damaged shard");
+                tracing::info!(%stripe_id, shard_index, bytes, "scrub repaired a damaged shard");
+                node.events.record(Event::CorruptionRepaired {
+                    stripe_id: stripe_id.to_string(),
+                    shard_index,
+                    bytes,
+                });
             }
             Err(error) => {
                 report.unrepaired += 1;

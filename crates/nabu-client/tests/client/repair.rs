@@ -65,6 +65,18 @@ impl TestCluster {
             .expect("a number")
     }
 
+    /// How many events of `kind` node `id`'s event log holds (`/api/v1/events`).
+    pub(super) async fn events_of_kind(&self, id: NodeId, kind: &str) -> usize {
+        let addr = self.node(id).config.http_addr;
+        let mut stream = TcpStream::connect(addr).await.expect("connect http");
+        let request =
+            format!("GET /api/v1/events HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await.expect("read");
+        text.matches(&format!("\"kind\":\"{kind}\"")).count()
+    }
+
     /// `nabu_hints_pending` summed over the running nodes.
     async fn hints_pending(&self) -> u64 {
         let mut total = 0;

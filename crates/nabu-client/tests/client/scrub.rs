@@ -106,6 +106,14 @@ async fn the_scrubber_finds_every_flipped_shard_once_and_rebuilds_it() {
     );
     assert_eq!(repaired, FLIPPED as u64);
     assert_eq!(unrepaired, 0);
+    // The holders' event logs (the dashboard's Events view) say so too.
+    let (mut found_events, mut repaired_events) = (0, 0);
+    for node in &cluster.nodes {
+        let id = NodeId(node.id);
+        found_events += cluster.events_of_kind(id, "corruption_found").await;
+        repaired_events += cluster.events_of_kind(id, "corruption_repaired").await;
+    }
+    assert_eq!((found_events, repaired_events), (FLIPPED, FLIPPED));
 
     // Each rebuilt shard is back on its node under its index, and serves.
     for &(object, holder, index) in &damaged {

@@ -499,11 +499,11 @@ function describe(entry) {
   switch (entry.kind) {
     case "node_up": return `${node(entry.node)} up`;
     case "node_down": return `${node(entry.node)} down`;
-    case "rebalance_started": return `rebalance to epoch ${entry.ring_epoch} started (${entry.stripes} stripes)`;
+    case "rebalance_started": return `rebalance to epoch ${entry.ring_epoch} started`;
     case "rebalance_finished": return `rebalance to epoch ${entry.ring_epoch} finished: ${entry.shards_moved} shards, ${bytes(entry.bytes_moved)}`;
-    case "repair_started": return `repair of ${node(entry.node)} started (${entry.stripes} stripes)`;
+    case "repair_started": return `repair of ${node(entry.node)} started`;
     case "repair_finished": return `repair of ${node(entry.node)} finished: ${entry.shards_repaired} shards, ${bytes(entry.bytes)}, ${entry.failed} failed`;
-    case "corruption_found": return `corrupt shard ${entry.shard_index} of stripe ${entry.stripe_id.slice(0, 12)}…`;
+    case "corruption_found": return `corrupt shard of stripe ${entry.stripe_id.slice(0, 12)}…`;
     case "corruption_repaired": return `repaired shard ${entry.shard_index} of stripe ${entry.stripe_id.slice(0, 12)}… (${bytes(entry.bytes)})`;
     default: return entry.kind;
   }

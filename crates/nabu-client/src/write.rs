@@ -412,16 +412,25 @@ impl Client {
         let (infos, bodies) = encode_shards(&stripe, layout, codec.as_deref())?;
         let width = layout.width();
         let walk = self.walk(stripe_id.ring_point(), width);
-        let fan = fan_out(&walk, width, |slot, node| {
+        let send = |slot: usize, node| {
             let (client, info, body) = (self.clone(), infos[slot], bodies[slot].clone());
             async move {
                 let pool = &client.inner.pool;
                 pool.shard_put(node, stripe_id, info, body).await.map(drop)
             }
-        })
-        .await;
-        let durable = fan.durable();
+        };
         let required = (layout.shards_needed() + 1).min(width);
+        let mut fan = fan_out(&walk, width, &send).await;
+        if fan.durable() < required {
+            // Short of its quorum, most often because nodes were slow to accept a connection
+            // on a busy host (a failed connect is not retried for `node_down_retry_after`):
+            // one more round after that. Shard puts are idempotent (held shards answer
+            // "already held").
+            tracing::info!(stripe = index, %stripe_id, durable = fan.durable(), required, "stripe short of its quorum; trying once more");
+            tokio::time::sleep(self.inner.config.node_down_retry_after).await;
+            fan = fan_out(&walk, width, &send).await;
+        }
+        let durable = fan.durable();
         if durable < required {
             for (node, error) in &fan.failures {
                 tracing::warn!(%node, %error, stripe = index, %stripe_id, "shard write failed");

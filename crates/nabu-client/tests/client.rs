@@ -730,14 +730,20 @@ async fn namespaces_are_stored_in_the_cluster_and_streams_are_bounded() {
     ));
 }
 
-/// A TCP proxy in front of one node's data plane whose replies can be held back (a node that
-/// accepted requests and then stopped answering, like one paused by SIGSTOP).
-async fn stalling_proxy(
-    target: std::net::SocketAddr,
-    stalled: Arc<std::sync::atomic::AtomicBool>,
-) -> std::net::SocketAddr {
+/// Faults a [`faulty_proxy`] injects between a client and one node.
+#[derive(Debug, Default)]
+struct Faults {
+    /// Milliseconds each forwarded chunk waits.
+    delay_ms: std::sync::atomic::AtomicU64,
+    /// Bumped to drop every connection opened before.
+    generation: std::sync::atomic::AtomicU64,
+    /// While set, the node's replies are held back (requests still reach it).
+    stalled: std::sync::atomic::AtomicBool,
+}
+
+/// A TCP proxy to `target` that applies `faults`; returns its address.
+async fn faulty_proxy(target: std::net::SocketAddr, faults: Arc<Faults>) -> std::net::SocketAddr {
     use std::sync::atomic::Ordering;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -747,40 +753,65 @@ async fn stalling_proxy(
             let Ok(node) = tokio::net::TcpStream::connect(target).await else {
                 continue;
             };
-            let (mut client_read, mut client_write) = client.into_split();
-            let (mut node_read, mut node_write) = node.into_split();
-            tokio::spawn(async move { tokio::io::copy(&mut client_read, &mut node_write).await });
-            let stalled = stalled.clone();
-            tokio::spawn(async move {
-                let mut buffer = vec![0u8; 64 << 10];
-                while let Ok(read @ 1..) = node_read.read(&mut buffer).await {
-                    while stalled.load(Ordering::Relaxed) {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    if client_write.write_all(&buffer[..read]).await.is_err() {
-                        break;
-                    }
-                }
-            });
+            let generation = faults.generation.load(Ordering::Relaxed);
+            let (client_read, client_write) = client.into_split();
+            let (node_read, node_write) = node.into_split();
+            let faults = Arc::clone(&faults);
+            tokio::spawn(forward(
+                client_read,
+                node_write,
+                Arc::clone(&faults),
+                generation,
+                false,
+            ));
+            tokio::spawn(forward(node_read, client_write, faults, generation, true));
         }
     });
     address
 }
 
-/// A client that reaches node 1 through [`stalling_proxy`]; the flag stalls it.
+/// Copies `from` to `to` with `faults` applied (`replies`: the node-to-client direction,
+/// which a stall holds back), until the connection ends or is dropped.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    faults: Arc<Faults>,
+    generation: u64,
+    replies: bool,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 64 << 10];
+    while let Ok(read @ 1..) = from.read(&mut buffer).await {
+        while replies && faults.stalled.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let delay = faults.delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        if faults.generation.load(Ordering::Relaxed) != generation
+            || to.write_all(&buffer[..read]).await.is_err()
+        {
+            return; // dropping both halves closes the connection
+        }
+    }
+}
+
+/// A client that reaches node 1 through a [`faulty_proxy`]; its `stalled` flag stalls it.
 async fn client_behind_stalling_proxy(
     cluster: &TestCluster,
     config: ClientConfig,
-) -> (Client, Arc<std::sync::atomic::AtomicBool>) {
-    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+) -> (Client, Arc<Faults>) {
+    let faults = Arc::new(Faults::default());
     let mut members = cluster.members.clone();
     let Endpoint::Tcp(target) = &members[0].data_addr else {
         panic!("tcp members");
     };
     let target = target.parse().expect("socket address");
-    members[0].data_addr = Endpoint::from(stalling_proxy(target, stalled.clone()).await);
+    members[0].data_addr = Endpoint::from(faulty_proxy(target, Arc::clone(&faults)).await);
     let map = ClusterMap::new(cluster.token.clone(), members);
-    (Client::new(map, config).expect("client"), stalled)
+    (Client::new(map, config).expect("client"), faults)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -790,10 +821,12 @@ async fn a_stalled_node_is_hedged_around() {
         request_timeout: Duration::from_secs(20),
         ..ClientConfig::default()
     };
-    let (client, stalled) = client_behind_stalling_proxy(&cluster, config).await;
+    let (client, faults) = client_behind_stalling_proxy(&cluster, config).await;
     let bytes = random_bytes(60, 16 * MIB + 5);
     client.put(NS, b"hedged", bytes.clone()).await.expect("put");
-    stalled.store(true, std::sync::atomic::Ordering::Relaxed);
+    faults
+        .stalled
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let started = std::time::Instant::now();
     let got = client
         .get(NS, b"hedged")
@@ -803,7 +836,9 @@ async fn a_stalled_node_is_hedged_around() {
     assert_same(&got, &bytes, "hedged");
     // Without hedging the read would wait for the 20 s request timeout.
     assert!(took < Duration::from_secs(8), "hedged read took {took:?}");
-    stalled.store(false, std::sync::atomic::Ordering::Relaxed);
+    faults
+        .stalled
+        .store(false, std::sync::atomic::Ordering::Relaxed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -816,11 +851,13 @@ async fn reads_ask_a_node_they_hedged_around_last() {
         hedge: nabu_client::Hedge::Fixed(hedge),
         ..ClientConfig::default()
     };
-    let (client, stalled) = client_behind_stalling_proxy(&cluster, config).await;
+    let (client, faults) = client_behind_stalling_proxy(&cluster, config).await;
     // 20 stripes: node 1 holds data shards of most of them.
     let bytes = random_bytes(61, 80 * MIB);
     client.put(NS, b"slow", bytes.clone()).await.expect("put");
-    stalled.store(true, std::sync::atomic::Ordering::Relaxed);
+    faults
+        .stalled
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let first = client.get(NS, b"slow").await.expect("first get");
     assert_same(&first, &bytes, "first");
     // Node 1 is still stalled, but reads now start with the other nodes: no hedge waits.
@@ -829,7 +866,9 @@ async fn reads_ask_a_node_they_hedged_around_last() {
     let took = started.elapsed();
     assert_same(&second, &bytes, "second");
     assert!(took < hedge, "the second read waited for a hedge: {took:?}");
-    stalled.store(false, std::sync::atomic::Ordering::Relaxed);
+    faults
+        .stalled
+        .store(false, std::sync::atomic::Ordering::Relaxed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

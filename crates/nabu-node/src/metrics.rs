@@ -387,7 +387,10 @@ impl Metrics {
             family(&mut out, name, kind, help);
             let _ = writeln!(out, "{name} {value}");
         }
-        self.scrub.render(&mut out);
+        for (name, kind, help, value) in self.scrub.families() {
+            family(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        }
         render_members(&mut out, &snapshot.members);
         self.render_peers(&mut out);
         self.render_latency(&mut out);

@@ -19,7 +19,6 @@
 //! Each pass's figures (records and bytes checked, damage found and repaired, how long it
 //! took) are kept in [`ScrubCounters`], exported in `/metrics` and `/api/v1/cluster`.
 
-use std::fmt::Write as _;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -78,11 +77,11 @@ pub struct PassReport {
 }
 
 impl ScrubCounters {
-    /// The Prometheus families.
-    pub fn render(&self, out: &mut String) {
+    /// The Prometheus families: name, kind, help, value.
+    pub fn families(&self) -> [(&'static str, &'static str, &'static str, f64); 8] {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let last = self.last_report();
-        let families: [(&str, &str, &str, f64); 8] = [
+        [
             (
                 "nabu_scrub_passes_total",
                 "counter",
@@ -131,13 +130,7 @@ impl ScrubCounters {
                 "How long the last scrub pass took.",
                 last.map_or(0.0, |report| report.seconds),
             ),
-        ];
-        for (name, kind, help, value) in families {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        }
+        ]
     }
 
     /// The last finished pass's report.

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,9 +23,8 @@ use nabu_client::{Client, ClientConfig, ClientError, ClusterMap, Endpoint, Membe
 use nabu_core::ring::NodeId;
 use nabu_proto::ops::MemberEntry;
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{MIB, NS, TestCluster, random_bytes};
+use super::{Faults, MIB, NS, TestCluster, faulty_proxy, random_bytes};
 
 /// Steps per seed.
 const STEPS: usize = 20;
@@ -33,67 +32,6 @@ const STEPS: usize = 20;
 const KEYS: u64 = 8;
 /// How long a read may keep failing after a step before the harness calls it a loss.
 const READ_DEADLINE: Duration = Duration::from_secs(20);
-
-/// Faults a proxy injects between the client and one node.
-#[derive(Debug, Default)]
-struct Faults {
-    /// Milliseconds each forwarded chunk waits.
-    delay_ms: AtomicU64,
-    /// Bumped to drop every connection opened before.
-    generation: AtomicU64,
-}
-
-/// A TCP proxy to `target` that applies `faults`; returns its address.
-async fn faulty_proxy(target: SocketAddr, faults: Arc<Faults>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(node) = tokio::net::TcpStream::connect(target).await else {
-                continue;
-            };
-            let generation = faults.generation.load(Ordering::Relaxed);
-            let (client_read, client_write) = client.into_split();
-            let (node_read, node_write) = node.into_split();
-            tokio::spawn(forward(
-                client_read,
-                node_write,
-                Arc::clone(&faults),
-                generation,
-            ));
-            tokio::spawn(forward(
-                node_read,
-                client_write,
-                Arc::clone(&faults),
-                generation,
-            ));
-        }
-    });
-    address
-}
-
-/// Copies `from` to `to`, delaying each chunk and stopping when the connection is dropped.
-async fn forward(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    faults: Arc<Faults>,
-    generation: u64,
-) {
-    let mut buffer = vec![0u8; 64 << 10];
-    while let Ok(read @ 1..) = from.read(&mut buffer).await {
-        let delay = faults.delay_ms.load(Ordering::Relaxed);
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-        }
-        if faults.generation.load(Ordering::Relaxed) != generation
-            || to.write_all(&buffer[..read]).await.is_err()
-        {
-            return; // dropping both halves closes the connection
-        }
-    }
-}
 
 /// What a key may read back as: one of these values (`None`: not found).
 type Expected = Vec<Option<Bytes>>;

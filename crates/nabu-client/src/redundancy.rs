@@ -86,7 +86,7 @@ pub struct RedundancyReport {
     pub bytes_moved: u64,
     /// Copies dropped from a node outside the placement once the placement held all shards.
     pub surplus_dropped: u64,
-    /// Repairs that failed.
+    /// Repairs that failed, and keys that could not be checked.
     pub repair_failures: u64,
     /// The first few repair failures, in words.
     pub failures: Vec<String>,
@@ -148,8 +148,15 @@ impl Client {
                 for listed in &page.keys {
                     report.keys += 1;
                     let pacer = pacer.clone();
-                    self.check_key(&namespace, &listed.key, copies, options, pacer, &mut report)
-                        .await?;
+                    // One key's trouble (its metadata unreadable for now) is reported, and the
+                    // pass goes on with the others.
+                    let checked = self
+                        .check_key(&namespace, &listed.key, copies, options, pacer, &mut report)
+                        .await;
+                    if let Err(error) = checked {
+                        let key = crate::error::KeyDisplay(&listed.key);
+                        report.failed(format!("{namespace}/{key}: {error}"));
+                    }
                     progress(&report);
                 }
                 match page.continuation {

@@ -228,7 +228,13 @@ impl Client {
     /// Asks up to three members (a different first one each time) for their member list and
     /// applies the newest ([`Client::apply_members`]). Returns whether it changed.
     pub async fn refresh_members(&self) -> Result<bool> {
-        const ASKED: usize = 3;
+        let (epoch, members) = self.newest_members(3).await?;
+        self.apply_members(epoch, &members)
+    }
+
+    /// The newest member list among the first `asked` members that answer (a different
+    /// first one each call): its epoch and members.
+    pub async fn newest_members(&self, asked: usize) -> Result<(u64, Vec<MemberEntry>)> {
         let ring = self.ring();
         let members = ring.members();
         let start = self
@@ -245,19 +251,16 @@ impl Client {
                         newest = Some(list);
                     }
                     answered += 1;
-                    if answered == ASKED {
+                    if answered == asked {
                         break;
                     }
                 }
                 Err(error) => last_error = Some(error),
             }
         }
-        match newest {
-            Some((epoch, members)) => self.apply_members(epoch, &members),
-            None => {
-                Err(last_error.unwrap_or_else(|| ClientError::InvalidArgument("no members".into())))
-            }
-        }
+        newest.ok_or_else(|| {
+            last_error.unwrap_or_else(|| ClientError::InvalidArgument("no members".into()))
+        })
     }
 
     /// The client's configuration.

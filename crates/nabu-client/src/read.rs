@@ -103,6 +103,16 @@ impl BlobPlan {
         Ok(Arc::new(Self { manifest, codec }))
     }
 
+    /// The manifest the plan reads.
+    pub(crate) fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The stripes' codec (`None` for whole copies).
+    pub(crate) fn codec(&self) -> Option<Arc<dyn ErasureCodec>> {
+        self.codec.clone()
+    }
+
     /// The stripes holding `range` (clamped to the blob).
     fn stripes_covering(&self, range: &Range<u64>) -> Range<u64> {
         let start = range.start / self.manifest.stripe_bytes;
@@ -336,17 +346,7 @@ impl Client {
             )
             .await?;
         let value = crate::client::live(stored, || what.clone())?;
-        let manifest = Manifest::decode(&value.value).map_err(|source| ClientError::Format {
-            what: what.clone(),
-            source,
-        })?;
-        if manifest.blob_id != blob_id {
-            return Err(ClientError::Corrupt {
-                what,
-                detail: format!("it describes blob {}", manifest.blob_id),
-            });
-        }
-        Ok(manifest)
+        decode_manifest(&value.value, blob_id, what)
     }
 
     async fn plan_for_key(&self, namespace: &str, key: &[u8]) -> Result<Arc<BlobPlan>> {
@@ -419,16 +419,6 @@ impl Client {
             Ok(Pieces(pieces)) => Ok(pieces.concat().into()),
             Err(failure) => Err(self.stripes_error(plan, vec![(index, failure)])),
         }
-    }
-
-    /// The manifest of `plan`.
-    pub(crate) fn plan_manifest(plan: &BlobPlan) -> &Manifest {
-        &plan.manifest
-    }
-
-    /// The codec of `plan` (`None` for whole copies).
-    pub(crate) fn plan_codec(plan: &BlobPlan) -> Option<Arc<dyn ErasureCodec>> {
-        plan.codec.clone()
     }
 
     /// The error for a read whose `failures` (stripe index, why) could not be read.
@@ -744,6 +734,21 @@ fn clamp_range(range: Range<u64>, size: u64) -> Result<Range<u64>> {
         )));
     }
     Ok(range.start..range.end.min(size))
+}
+
+/// The manifest stored as `bytes`, which must describe `blob_id` (`what` names it in errors).
+pub(crate) fn decode_manifest(bytes: &[u8], blob_id: BlobId, what: String) -> Result<Manifest> {
+    let manifest = Manifest::decode(bytes).map_err(|source| ClientError::Format {
+        what: what.clone(),
+        source,
+    })?;
+    if manifest.blob_id != blob_id {
+        return Err(ClientError::Corrupt {
+            what,
+            detail: format!("it describes blob {}", manifest.blob_id),
+        });
+    }
+    Ok(manifest)
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use nabu_core::id::{BlobId, StripeId};
+use nabu_core::id::StripeId;
 use nabu_core::policy::Durability;
 use nabu_core::ring::NodeId;
 use nabu_proto::ops::{LIST_LIMIT_MAX, MemberEntry, MetaTable, PutOutcome, ShardInfo, ShardLayout};
@@ -34,7 +34,8 @@ use crate::client::Client;
 use crate::error::{ClientError, Result};
 use crate::format::{KeyRecord, key_record_point, manifest_point};
 use crate::pacer::Pacer;
-use crate::read::BlobPlan;
+use crate::pool::MetaValue;
+use crate::read::{BlobPlan, decode_manifest};
 
 /// How many stripes are checked at once.
 const STRIPES_INFLIGHT_MAX: usize = 8;
@@ -243,39 +244,36 @@ impl Client {
         let rewrite = options.repair || options.rebalance;
         let point = key_record_point(namespace, key);
         let what = format!("key record {namespace}/{}", crate::error::KeyDisplay(key));
+        let table = MetaTable::KeyRecords;
         let Some(record) = self
-            .meta_read(MetaTable::KeyRecords, namespace, key, point, copies, &what)
+            .read_and_rewrite(table, namespace, key, point, copies, &what, rewrite, report)
             .await?
-            .filter(|value| !value.deleted)
         else {
             return Ok(()); // deleted since it was listed
         };
-        if rewrite {
-            self.meta_write(
-                MetaTable::KeyRecords,
-                namespace,
-                key,
-                point,
-                copies,
-                record.hlc_timestamp,
-                Some(record.value.clone()),
-                &what,
-            )
-            .await?;
-            report.metadata_rewritten += 1;
-        }
         // Reserved namespaces hold other records beside key records; they name no blob.
         let Ok(key_record) = KeyRecord::decode(&record.value) else {
             return Ok(());
         };
         let blob_id = key_record.blob_id;
-        let manifest = self.read_manifest(namespace, blob_id).await?;
-        if rewrite {
-            self.rewrite_manifest(namespace, blob_id, copies).await?;
-            report.metadata_rewritten += 1;
-        }
+        let what = format!("manifest of {blob_id}");
+        let (table, point) = (MetaTable::Manifests, manifest_point(&blob_id));
+        let stored = self
+            .read_and_rewrite(
+                table,
+                namespace,
+                blob_id.as_bytes(),
+                point,
+                copies,
+                &what,
+                rewrite,
+                report,
+            )
+            .await?
+            .ok_or_else(|| ClientError::NotFound(what.clone()))?;
+        let manifest = decode_manifest(&stored.value, blob_id, what)?;
         let plan = BlobPlan::new(manifest)?;
-        let stripes = Client::plan_manifest(&plan).stripes.len() as u64;
+        let stripes = plan.manifest().stripes.len() as u64;
         let mut tasks = JoinSet::new();
         for index in 0..stripes {
             while tasks.len() >= STRIPES_INFLIGHT_MAX {
@@ -294,31 +292,34 @@ impl Client {
         Ok(())
     }
 
-    /// Writes the manifest of `blob_id` again, as read (same timestamp).
-    async fn rewrite_manifest(
+    /// Reads a live metadata value and, with `rewrite`, writes it again to its placement
+    /// with its own timestamp (last-writer-wins makes that idempotent). `None`: not stored,
+    /// or a tombstone.
+    #[allow(clippy::too_many_arguments)]
+    async fn read_and_rewrite(
         &self,
+        table: MetaTable,
         namespace: &str,
-        blob_id: BlobId,
+        key: &[u8],
+        point: u64,
         copies: usize,
-    ) -> Result<()> {
-        let point = manifest_point(&blob_id);
-        let what = format!("manifest {blob_id}");
-        let key = blob_id.as_bytes();
+        what: &str,
+        rewrite: bool,
+        report: &mut RedundancyReport,
+    ) -> Result<Option<MetaValue>> {
         let value = self
-            .meta_read(MetaTable::Manifests, namespace, key, point, copies, &what)
+            .meta_read(table, namespace, key, point, copies, what)
             .await?
-            .ok_or_else(|| ClientError::NotFound(what.clone()))?;
-        self.meta_write(
-            MetaTable::Manifests,
-            namespace,
-            key,
-            point,
-            copies,
-            value.hlc_timestamp,
-            (!value.deleted).then_some(value.value),
-            &what,
-        )
-        .await
+            .filter(|value| !value.deleted);
+        if let Some(value) = &value
+            && rewrite
+        {
+            let (timestamp, bytes) = (value.hlc_timestamp, Some(value.value.clone()));
+            self.meta_write(table, namespace, key, point, copies, timestamp, bytes, what)
+                .await?;
+            report.metadata_rewritten += 1;
+        }
+        Ok(value)
     }
 
     /// One stripe: its state, then what `options` ask.
@@ -329,7 +330,7 @@ impl Client {
         options: CheckOptions,
         pacer: Option<&Pacer>,
     ) -> Checked {
-        let manifest = Client::plan_manifest(plan);
+        let manifest = plan.manifest();
         let layout = manifest.durability;
         let stripe_id = manifest.node_stripe_id(index as usize);
         let (state, answers) = self.stripe_state(stripe_id, layout).await;
@@ -361,7 +362,7 @@ impl Client {
         if state == StripeState::Degraded && options.repair {
             if let Some(pacer) = pacer {
                 pacer
-                    .wait(Client::plan_manifest(plan).stripes[index as usize].stripe_bytes)
+                    .wait(plan.manifest().stripes[index as usize].stripe_bytes)
                     .await;
             }
             match self.rewrite_stripe(plan, index).await {
@@ -486,7 +487,7 @@ impl Client {
 
     /// Reads stripe `index` of `plan` and writes it again through the writer's path.
     async fn rewrite_stripe(&self, plan: &BlobPlan, index: u64) -> Result<u64> {
-        let manifest = Client::plan_manifest(plan);
+        let manifest = plan.manifest();
         let whole = !matches!(manifest.durability, Durability::ErasureCoded { .. });
         if whole && manifest.shard_crcs.is_empty() {
             // Version-1 manifests keep whole copies under the stripe id itself; the writer
@@ -498,7 +499,7 @@ impl Client {
         let stripe: Bytes = self.read_stripe(plan, index).await?;
         let bytes = stripe.len() as u64;
         let written = self
-            .write_stripe(index, stripe, manifest.durability, Client::plan_codec(plan))
+            .write_stripe(index, stripe, manifest.durability, plan.codec())
             .await?;
         if !written.missing.is_empty() {
             return Err(ClientError::NotDurable {

@@ -527,19 +527,16 @@ pub async fn node_remove(cluster: &ClusterArg, id: u32, force: bool) -> anyhow::
     publish(&client, epoch + 1, &members, &format!("node {id} removed")).await
 }
 
-/// The newest member list a few members report.
+/// The newest member list any member reports (every reachable member is asked: a change
+/// is made against the newest).
 async fn current_members(
     client: &Client,
 ) -> anyhow::Result<(u64, Vec<nabu_proto::ops::MemberEntry>)> {
-    let mut newest: Option<(u64, Vec<nabu_proto::ops::MemberEntry>)> = None;
-    for member in client.ring().members() {
-        if let Ok(list) = client.pool().members_get(member.id).await
-            && newest.as_ref().is_none_or(|(epoch, _)| list.0 > *epoch)
-        {
-            newest = Some(list);
-        }
-    }
-    newest.context("no member answered with its member list")
+    let members = client.ring().members().len();
+    client
+        .newest_members(members)
+        .await
+        .context("no member answered with its member list")
 }
 
 /// Publishes the list and says what happened.

@@ -219,6 +219,19 @@ fn bad_cluster_file_and_missing_key_fail_with_one_clear_line() {
     );
 }
 
+/// `nabu status`'s table, and its row of node `id` (empty if none).
+fn status_row(cluster: &TestCluster, id: u32) -> (String, String) {
+    let status = cluster.nabu(&["status"]);
+    let table = String::from_utf8_lossy(&status.stdout).into_owned();
+    let prefix = format!("n{id} ");
+    let row = table
+        .lines()
+        .find(|line| line.starts_with(&prefix))
+        .unwrap_or_default()
+        .to_owned();
+    (table, row)
+}
+
 #[test]
 fn a_node_is_drained_then_removed_and_the_data_stays_whole() {
     let cluster = TestCluster::up(7);
@@ -227,12 +240,7 @@ fn a_node_is_drained_then_removed_and_the_data_stays_whole() {
     let put = cluster.nabu(&["put", "model", dir.join("model").to_str().unwrap()]);
     assert!(put.status.success(), "{}", stderr(&put));
 
-    let status = cluster.nabu(&["status"]);
-    let table = String::from_utf8_lossy(&status.stdout).into_owned();
-    let row = table
-        .lines()
-        .find(|line| line.starts_with("n7 "))
-        .unwrap_or("");
+    let (table, row) = status_row(&cluster, 7);
     assert!(
         !row.trim_end().ends_with(" 0"),
         "node 7 holds shards first:\n{table}"
@@ -258,12 +266,7 @@ fn a_node_is_drained_then_removed_and_the_data_stays_whole() {
     // the figure, not of this test).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let status = cluster.nabu(&["status"]);
-        let table = String::from_utf8_lossy(&status.stdout).into_owned();
-        let row = table
-            .lines()
-            .find(|line| line.starts_with("n7 "))
-            .unwrap_or("");
+        let (table, row) = status_row(&cluster, 7);
         if row.contains("drain") && row.trim_end().ends_with(" 0") {
             assert!(table.contains("ring epoch 2, 7 members"), "{table}");
             break;

@@ -50,6 +50,7 @@ mod peer;
 mod records;
 mod repair;
 pub mod resp;
+pub mod testing;
 mod scrub;
 mod server;
 mod shards;

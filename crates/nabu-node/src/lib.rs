@@ -50,10 +50,10 @@ mod peer;
 mod records;
 mod repair;
 pub mod resp;
-pub mod testing;
 mod scrub;
 mod server;
 mod shards;
+pub mod testing;
 
 use std::future::Future;
 use std::io;

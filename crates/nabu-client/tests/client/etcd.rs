@@ -93,7 +93,10 @@ async fn an_etcd_cluster_takes_two_nodes_that_join_by_themselves_under_load() {
 
     let client = cluster.client();
     let last = cluster.on_etcd_list(&client, &etcd, 8).await;
-    assert!(last > first, "each join is a new revision: {first} → {last}");
+    assert!(
+        last > first,
+        "each join is a new revision: {first} → {last}"
+    );
     assert_eq!(
         etcd.registered().await.expect("registered"),
         (1..=8).collect::<Vec<u32>>(),
@@ -140,7 +143,10 @@ async fn with_etcd_down_reads_and_writes_go_on_and_a_join_completes_when_it_retu
         put(&mut objects, seed).await;
     }
     for (key, bytes) in &objects {
-        let got = client.get(NS, key.as_bytes()).await.expect("a read with etcd down");
+        let got = client
+            .get(NS, key.as_bytes())
+            .await
+            .expect("a read with etcd down");
         assert_same(&got, bytes, key);
     }
     // A new node starts meanwhile: it serves, but cannot join until etcd is back.
@@ -154,16 +160,20 @@ async fn with_etcd_down_reads_and_writes_go_on_and_a_join_completes_when_it_retu
     assert_eq!(client.ring().members().len(), 6);
 
     server.restart().await;
-    eventually("node 7 joined and the shards sit on the 7-node placement", || async {
-        client.ring().members().len() == 7 && settled(&client).await
-    })
+    eventually(
+        "node 7 joined and the shards sit on the 7-node placement",
+        || async { client.ring().members().len() == 7 && settled(&client).await },
+    )
     .await;
     cluster.on_etcd_list(&client, &etcd, 7).await;
     for id in 1..=7 {
         assert_eq!(cluster.metric(NodeId(id), "nabu_etcd_connected").await, 1);
     }
     for (key, bytes) in &objects {
-        let got = client.get(NS, key.as_bytes()).await.expect("a read after the join");
+        let got = client
+            .get(NS, key.as_bytes())
+            .await
+            .expect("a read after the join");
         assert_same(&got, bytes, key);
     }
 }

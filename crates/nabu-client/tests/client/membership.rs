@@ -166,7 +166,10 @@ pub(super) async fn two_nodes_join_under_load(
         reads.load(Ordering::Relaxed) > 0,
         "the reader read during the change"
     );
-    for (key, bytes) in objects.iter().chain(acked.iter().map(|write| &write.object)) {
+    for (key, bytes) in objects
+        .iter()
+        .chain(acked.iter().map(|write| &write.object))
+    {
         let got = client.get(NS, key.as_bytes()).await.expect("get");
         assert_same(&got, bytes, key);
     }

@@ -558,6 +558,23 @@ impl Client {
         let failed_primaries = primary.len() - answers.iter().filter(|a| a.is_ok()).count();
         let mut answers: Vec<Option<MetaValue>> = answers.into_iter().flatten().collect();
         let absent_primaries = answers.iter().filter(|answer| answer.is_none()).count();
+        // After a membership change, until the rebalancer has rewritten it, a value may sit
+        // only on the previous ring's placement (or be newer there, written by a client
+        // still on that ring): those nodes are asked too when a primary lacks it.
+        let moved_from: Vec<NodeId> = match (&self.rings().previous, absent_primaries) {
+            (Some(previous), 1..) => previous
+                .placement(point, copies)
+                .into_iter()
+                .filter(|node| !primary.contains(node))
+                .collect(),
+            _ => Vec::new(),
+        };
+        if !moved_from.is_empty() {
+            let more = self
+                .gather(&moved_from, moved_from.len(), self.hedge_after(), &ask)
+                .await;
+            answers.extend(more.into_iter().flatten());
+        }
         if failed_primaries > 0 {
             // Some primaries are unreachable: the value may have been handed off. Every
             // handoff node is asked; after the first answer the slower ones get the same grace

@@ -29,7 +29,7 @@ fn etcd_membership(url: &str, prefix: &str) -> impl Fn(&mut NodeConfig) + use<> 
 impl TestCluster {
     /// Starts node `id` alone on its member list, as a new machine would be (under etcd it
     /// registers and joins by itself), configured by `configure`.
-    async fn start_alone(&mut self, id: u32, configure: impl Fn(&mut NodeConfig)) {
+    pub(super) async fn start_alone(&mut self, id: u32, configure: impl Fn(&mut NodeConfig)) {
         let socket = self._dir.path().join(format!("node-{id}.sock"));
         let listeners = Listeners::bind_loopback().await.expect("bind");
         let listeners = listeners.with_data_socket(&socket).expect("bind socket");

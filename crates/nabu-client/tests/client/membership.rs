@@ -269,3 +269,47 @@ async fn a_drained_node_ends_empty_while_reads_run() {
         assert_same(&got, bytes, key);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_on_the_new_ring_reads_everything_before_anything_moved() {
+    let mut cluster = TestCluster::start(6).await;
+    let writer = cluster.client();
+    let mut objects = Vec::new();
+    for seed in 0..48u64 {
+        let key = format!("early/{seed}");
+        let bytes = random_bytes(40_000 + seed, 64 * 1024 + seed as usize);
+        writer
+            .put(NS, key.as_bytes(), bytes.clone())
+            .await
+            .expect("put");
+        objects.push((key, bytes));
+    }
+    // Six empty nodes are up, and a client runs on a ring of all twelve, which no node knows
+    // yet: nothing has moved, and many keys have every metadata copy's new home on a new,
+    // empty node.
+    for id in 7..=12 {
+        cluster.start_alone(id, |_| {}).await;
+    }
+    let mut members: Vec<MemberEntry> = cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            let addrs = nabu_node::ListenerAddrs {
+                data: node.config.data_addr,
+                peer: node.config.peer_addr,
+                http: node.config.http_addr,
+            };
+            MemberConfig::new(node.id, "default", addrs).entry()
+        })
+        .collect();
+    members.sort_by_key(|member| member.id);
+    let reader = cluster.client();
+    assert!(reader.apply_members(2, &members).expect("apply"));
+    for (key, bytes) in &objects {
+        let got = reader
+            .get(NS, key.as_bytes())
+            .await
+            .unwrap_or_else(|error| panic!("{key} on the new ring: {error}"));
+        assert_same(&got, bytes, key);
+    }
+}

@@ -191,6 +191,8 @@ pub struct NodeConfig {
     pub resp_connections_max: u32,
     /// The chunk store's options.
     pub store: StoreOptions,
+    /// The cache tiers over the chunk store (`[tiers]`: DRAM, CXL; see `crate::tier`).
+    pub tiers: crate::tier::TierConfig,
 }
 
 /// One member of the static member list.
@@ -333,6 +335,7 @@ impl Default for NodeConfig {
             resp_password: String::new(),
             resp_connections_max: 1024,
             store: StoreOptions::default(),
+            tiers: crate::tier::TierConfig::default(),
         }
     }
 }
@@ -513,6 +516,9 @@ impl NodeConfig {
         }
         if self.request_bodies_bytes_max < self.kv_pool_config().value_bytes_max {
             return fail("request_bodies_bytes_max must be at least the largest KV value");
+        }
+        if let Some(problem) = self.tiers.problem() {
+            return fail(problem);
         }
         Ok(())
     }

@@ -43,6 +43,9 @@ pub struct ClusterView {
     /// Maintenance this node coordinated (the lowest-id member that is up does).
     #[serde(default)]
     pub maintenance: MaintenanceView,
+    /// This node's cache tiers (DRAM, CXL, NVMe) and the CXL memory it found.
+    #[serde(default)]
+    pub tiers: crate::tier::TiersView,
 }
 
 /// Rebalancing and re-protection in [`ClusterView`].
@@ -161,6 +164,7 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
     let rendered = tokio::task::spawn_blocking(move || {
         let mut text = node.metrics.render(&node.snapshot());
         crate::kv::render_metrics(&node, &mut text);
+        crate::tier::render_metrics(&node.tiers_view(), &mut text);
         text
     })
     .await;
@@ -256,5 +260,6 @@ fn cluster_view(node: &Node) -> ClusterView {
         },
         scrub: scrub_view(node),
         maintenance: maintenance_view(node),
+        tiers: node.tiers_view(),
     }
 }

@@ -53,6 +53,7 @@ pub mod resp;
 mod scrub;
 mod server;
 mod shards;
+pub mod tier;
 
 use std::future::Future;
 use std::io;

@@ -14,6 +14,10 @@ pub struct LocalSettings {
     pub resp_password: Option<String>,
     /// `--kv-bytes`: the KV pool's capacity (else the node's default).
     pub kv_bytes: Option<u64>,
+    /// `--tier-dram-bytes`: the DRAM tier's capacity (else the node's default).
+    pub tier_dram_bytes: Option<u64>,
+    /// `--tier-cxl-bytes`: the CXL tier's capacity (else the node's default: off).
+    pub tier_cxl_bytes: Option<u64>,
 }
 
 /// The TOML text of node `entry`'s config in a cluster of `all` nodes.
@@ -38,7 +42,7 @@ pub fn render(
 }
 
 /// Sets what `nabu up` owns in an existing node config: the RESP endpoint and password, and
-/// the KV pool's capacity when `--kv-bytes` was given. Everything else is left as it is.
+/// the KV pool's and tiers' capacities when `--kv-bytes`/`--tier-*-bytes` were given. Everything else is left as it is.
 pub fn apply(config: &mut NodeConfig, entry: &NodeEntry, settings: &LocalSettings) {
     if let (Some(addr), Some(password)) = (entry.resp_addr, &settings.resp_password) {
         config.resp_addr = Some(addr);
@@ -46,6 +50,12 @@ pub fn apply(config: &mut NodeConfig, entry: &NodeEntry, settings: &LocalSetting
     }
     if let Some(kv_bytes) = settings.kv_bytes {
         config.kv_bytes = kv_bytes;
+    }
+    if let Some(bytes) = settings.tier_dram_bytes {
+        config.tiers.dram_bytes = bytes;
+    }
+    if let Some(bytes) = settings.tier_cxl_bytes {
+        config.tiers.cxl_bytes = bytes;
     }
 }
 

@@ -39,7 +39,8 @@ pub fn detect_cxl(root: &Path) -> CxlHardware {
             .filter_map(|entry| {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let id: u32 = name.strip_prefix("node")?.parse().ok()?;
-                let cpus = std::fs::read_to_string(entry.path().join("cpulist")).unwrap_or_default();
+                let cpus =
+                    std::fs::read_to_string(entry.path().join("cpulist")).unwrap_or_default();
                 let memory = node_memory_bytes(&entry.path().join("meminfo"))?;
                 (cpus.trim().is_empty() && memory > 0).then_some((id, memory))
             })
@@ -100,8 +101,7 @@ mod tests {
         assert_eq!(memory_only.memory_only_numa_nodes, [(2, 16 << 30)]);
         assert!(memory_only.devices.is_empty());
         for device in ["mem0", "decoder0.0", "region0"] {
-            std::fs::create_dir_all(root.path().join("sys/bus/cxl/devices").join(device))
-                .unwrap();
+            std::fs::create_dir_all(root.path().join("sys/bus/cxl/devices").join(device)).unwrap();
         }
         let both = detect_cxl(root.path());
         assert_eq!(both.devices, ["decoder0.0", "mem0", "region0"]);

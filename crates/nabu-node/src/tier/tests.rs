@@ -96,7 +96,10 @@ fn reads_are_byte_identical_through_nvme_cxl_and_dram() {
     assert_eq!(read(&shards, &wanted.0), (wanted.1, wanted.2.clone()));
     assert_eq!(hits(tiers.cxl()), 1);
     assert_eq!(
-        (tiers.dram().unwrap().entries(), tiers.cxl().unwrap().entries()),
+        (
+            tiers.dram().unwrap().entries(),
+            tiers.cxl().unwrap().entries()
+        ),
         (1, 0),
         "exclusive: the promoted shard left CXL"
     );
@@ -111,7 +114,10 @@ fn reads_are_byte_identical_through_nvme_cxl_and_dram() {
     assert_eq!(hits(tiers.dram()), 2);
     assert_eq!(tiers.nvme.hits.load(Ordering::Relaxed), 1);
     // The checksum the reply frame carries is the bytes' own.
-    assert_eq!(crc32c::crc32c(&read(&shards, &wanted.0).1), wanted.1.shard_crc);
+    assert_eq!(
+        crc32c::crc32c(&read(&shards, &wanted.0).1),
+        wanted.1.shard_crc
+    );
 }
 
 #[test]
@@ -138,7 +144,9 @@ fn eviction_demotes_dram_to_cxl_to_nvme_and_never_loses_a_shard() {
     // Room for about 3 shards in DRAM and 5 in CXL; 30 shards read in a skewed order.
     let charge = heap_charge(SHARD_BYTES);
     let shards = shards_with(dir.path(), &config(3 * charge, 5 * SHARD_BYTES as u64));
-    let all: Vec<_> = (0..30).map(|n| shard(n, (n % 6) as u8, SHARD_BYTES)).collect();
+    let all: Vec<_> = (0..30)
+        .map(|n| shard(n, (n % 6) as u8, SHARD_BYTES))
+        .collect();
     all.iter().for_each(|wanted| put(&shards, wanted));
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for _ in 0..2_000 {
@@ -200,7 +208,11 @@ fn a_fill_racing_a_write_is_refused_by_the_generation() {
     assert!(heat >= 2);
     assert!(shards.delete(&old.0).unwrap());
     tiers.filled(&key, old.1, &old.2, heat, generation);
-    assert_eq!(tiers.dram().unwrap().entries(), 0, "the stale fill was refused");
+    assert_eq!(
+        tiers.dram().unwrap().entries(),
+        0,
+        "the stale fill was refused"
+    );
 }
 
 #[test]
@@ -277,7 +289,9 @@ fn byte_bounds_hold_under_concurrent_reads_and_writes() {
                         continue;
                     }
                     match shards.get(&wanted.0, None) {
-                        Ok(read) => assert_eq!((read.info, read.body), (wanted.1, wanted.2.clone())),
+                        Ok(read) => {
+                            assert_eq!((read.info, read.body), (wanted.1, wanted.2.clone()))
+                        }
                         Err(error) => assert_eq!(error.code, ErrorCode::NOT_FOUND),
                     }
                 }

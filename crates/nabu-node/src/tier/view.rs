@@ -182,7 +182,12 @@ pub fn render_metrics(view: &TiersView, out: &mut String) {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} {kind}");
         for tier in &view.tiers {
-            let _ = writeln!(out, "{name}{{tier=\"{}\"}} {}", tier.tier.label(), field(tier));
+            let _ = writeln!(
+                out,
+                "{name}{{tier=\"{}\"}} {}",
+                tier.tier.label(),
+                field(tier)
+            );
         }
     }
     let _ = writeln!(

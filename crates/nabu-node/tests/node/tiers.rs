@@ -27,7 +27,11 @@ async fn shard_gets_are_byte_identical_from_nvme_cxl_and_dram_and_counted() {
     let stripe_id = StripeId::of(&shard);
     put_shard(&mut client, stripe_id, whole_shard(&shard), shard.clone()).await;
     for (read, served_by) in [(1, TierName::Nvme), (2, TierName::Cxl), (3, TierName::Dram)] {
-        assert_eq!(get_shard(&mut client, stripe_id).await, shard, "read {read}");
+        assert_eq!(
+            get_shard(&mut client, stripe_id).await,
+            shard,
+            "read {read}"
+        );
         assert_eq!(tier(&node, served_by).await.hits, 1, "read {read}");
     }
     // A range of a cached shard is cut from the cached bytes.
@@ -45,10 +49,19 @@ async fn shard_gets_are_byte_identical_from_nvme_cxl_and_dram_and_counted() {
     assert_eq!(view.promote_hits, 2);
     // No CXL on this machine (or a fake root in the unit tests): shown as absent.
     assert_eq!(view.cxl_hardware, nabu_node::tier::detect_cxl("/".as_ref()));
-    assert_eq!(node.metric("nabu_tier_hits_total{tier=\"dram\"}").await, 2.0);
+    assert_eq!(
+        node.metric("nabu_tier_hits_total{tier=\"dram\"}").await,
+        2.0
+    );
     assert_eq!(node.metric("nabu_tier_hits_total{tier=\"cxl\"}").await, 1.0);
-    assert_eq!(node.metric("nabu_tier_hits_total{tier=\"nvme\"}").await, 1.0);
-    assert_eq!(node.metric("nabu_tier_misses_total{tier=\"cxl\"}").await, 1.0);
+    assert_eq!(
+        node.metric("nabu_tier_hits_total{tier=\"nvme\"}").await,
+        1.0
+    );
+    assert_eq!(
+        node.metric("nabu_tier_misses_total{tier=\"cxl\"}").await,
+        1.0
+    );
     let (_, stats) = get_json(&node, "/api/v1/node").await;
     assert!(stats["hardware"]["cxl"]["present"].is_boolean(), "{stats}");
 }
@@ -64,7 +77,13 @@ async fn tiny_tiers_evict_and_demote_without_losing_a_shard() {
     let mut client = node.client().await;
     let shards: Vec<Bytes> = (0..16).map(|n| pattern(64 << 10, n)).collect();
     for shard in &shards {
-        put_shard(&mut client, StripeId::of(shard), whole_shard(shard), shard.clone()).await;
+        put_shard(
+            &mut client,
+            StripeId::of(shard),
+            whole_shard(shard),
+            shard.clone(),
+        )
+        .await;
     }
     for round in 0..3 {
         for shard in &shards {
@@ -90,7 +109,13 @@ async fn a_restarted_node_serves_from_nvme_and_warms_up_again() {
         let mut node = TestNode::start(|config| config.data_dirs = vec![data_dir.clone()]).await;
         let mut client = node.client().await;
         for shard in &shards {
-            put_shard(&mut client, StripeId::of(shard), whole_shard(shard), shard.clone()).await;
+            put_shard(
+                &mut client,
+                StripeId::of(shard),
+                whole_shard(shard),
+                shard.clone(),
+            )
+            .await;
             for _ in 0..3 {
                 assert_eq!(get_shard(&mut client, StripeId::of(shard)).await, shard);
             }
@@ -100,7 +125,11 @@ async fn a_restarted_node_serves_from_nvme_and_warms_up_again() {
     }
     let node = TestNode::start(|config| config.data_dirs = vec![data_dir.clone()]).await;
     let mut client = node.client().await;
-    assert_eq!(tier(&node, TierName::Dram).await.entries, 0, "memory starts cold");
+    assert_eq!(
+        tier(&node, TierName::Dram).await.entries,
+        0,
+        "memory starts cold"
+    );
     for shard in &shards {
         assert_eq!(get_shard(&mut client, StripeId::of(shard)).await, shard);
     }

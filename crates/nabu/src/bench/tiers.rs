@@ -96,7 +96,10 @@ struct Gets {
 
 /// Runs the benchmark (see the module docs).
 pub async fn run(args: BenchTiersArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.shards > 0 && args.samples > 0, "--shards and --samples must be positive");
+    anyhow::ensure!(
+        args.shards > 0 && args.samples > 0,
+        "--shards and --samples must be positive"
+    );
     std::fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
     let work = args.dir.join(format!("run-{}", std::process::id()));
     let result = run_in(&args, &work).await;
@@ -106,17 +109,23 @@ pub async fn run(args: BenchTiersArgs) -> anyhow::Result<()> {
 
 async fn run_in(args: &BenchTiersArgs, work: &Path) -> anyhow::Result<()> {
     let direct_io = probe_direct(work)?;
-    let off = BenchNode::start(&work.join("off"), TierConfig {
-        dram_bytes: 0,
-        cxl_bytes: 0,
-        ..TierConfig::default()
-    })
+    let off = BenchNode::start(
+        &work.join("off"),
+        TierConfig {
+            dram_bytes: 0,
+            cxl_bytes: 0,
+            ..TierConfig::default()
+        },
+    )
     .await?;
-    let on = BenchNode::start(&work.join("on"), TierConfig {
-        dram_bytes: args.dram_bytes,
-        cxl_bytes: args.cxl_bytes,
-        ..TierConfig::default()
-    })
+    let on = BenchNode::start(
+        &work.join("on"),
+        TierConfig {
+            dram_bytes: args.dram_bytes,
+            cxl_bytes: args.cxl_bytes,
+            ..TierConfig::default()
+        },
+    )
     .await?;
     let shards: Vec<(StripeId, ShardInfo, Bytes)> = (0..args.shards).map(shard).collect();
     for (stripe_id, info, body) in &shards {
@@ -175,7 +184,11 @@ fn print_report(args: &BenchTiersArgs, replays: &[Replay], gets: &Gets) {
         gets.floor.p50_us,
         gets.dram.p50_us,
         gets.dram_over_floor,
-        if gets.direct_io { "O_DIRECT" } else { "buffered: no O_DIRECT here" },
+        if gets.direct_io {
+            "O_DIRECT"
+        } else {
+            "buffered: no O_DIRECT here"
+        },
         gets.nvme.p50_us,
         gets.nvme_over_dram
     );
@@ -208,7 +221,10 @@ impl BenchNode {
         }));
         let deadline = Instant::now() + Duration::from_secs(30);
         while nabu_node::http_get::get_status(addrs.http, "/readyz").await != Some(200) {
-            anyhow::ensure!(Instant::now() < deadline, "a benchmark node never became ready");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "a benchmark node never became ready"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(Self {
@@ -231,7 +247,11 @@ impl BenchNode {
         let start = Instant::now();
         let (_, body) = self.pool.shard_get(NodeId(1), stripe_id).await?;
         let elapsed = start.elapsed();
-        anyhow::ensure!(body.len() == SHARD_BYTES, "a GET returned {} bytes", body.len());
+        anyhow::ensure!(
+            body.len() == SHARD_BYTES,
+            "a GET returned {} bytes",
+            body.len()
+        );
         Ok(elapsed)
     }
 
@@ -281,7 +301,9 @@ fn workload(args: &BenchTiersArgs) -> Vec<u32> {
     let mut sequence: Vec<u32> = (0..args.reads)
         .map(|_| {
             let uniform = (next(&mut state) >> 11) as f64 / (1u64 << 53) as f64;
-            cumulative.partition_point(|&c| c < uniform).min(cumulative.len() - 1) as u32
+            cumulative
+                .partition_point(|&c| c < uniform)
+                .min(cumulative.len() - 1) as u32
         })
         .collect();
     let middle = sequence.len() / 2;

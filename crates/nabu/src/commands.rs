@@ -669,7 +669,11 @@ fn print_tiers(tiers: &[(u32, serde_json::Value)]) {
                 .collect();
             println!(
                 "n{id:<5} cxl memory: {devices} CXL bus devices; memory-only NUMA nodes: {}",
-                if numa.is_empty() { "none".to_owned() } else { numa.join(", ") }
+                if numa.is_empty() {
+                    "none".to_owned()
+                } else {
+                    numa.join(", ")
+                }
             );
         } else if view.get("cxl_hardware").is_some() {
             println!("n{id:<5} cxl memory: none detected");

@@ -162,24 +162,18 @@ impl Shards {
         let (info, record) = self
             .read_through(stripe_id)?
             .ok_or_else(|| not_found(stripe_id))?;
-        let (offset, length) = match range {
-            None => (0, info.shard_bytes),
-            Some(range) if range.offset >= info.shard_bytes => {
-                return Err(OpError::new(
-                    ErrorCode::BAD_REQUEST,
-                    format!(
-                        "range starts at {} but the shard has {} bytes",
-                        range.offset, info.shard_bytes
-                    ),
-                ));
-            }
-            Some(range) => (
-                range.offset,
-                range.bytes.min(info.shard_bytes - range.offset),
-            ),
-        };
-        let body = record.slice(offset as usize..(offset + length) as usize);
-        Ok(ShardRead { info, offset, body })
+        cut(info, &record, range)
+    }
+
+    /// The shard (or `range` of it) if the DRAM tier holds it; `None` otherwise (then call
+    /// [`get`](Self::get) off the async threads). Never blocks on the disk.
+    pub fn get_from_dram(
+        &self,
+        stripe_id: &StripeId,
+        range: Option<ByteRange>,
+    ) -> Option<Result<ShardRead, OpError>> {
+        let hit = self.tiers.read_dram(&shard_key(stripe_id))?;
+        Some(cut(hit.info, &hit.body, range))
     }
 
     /// The info of this node's shard of `stripe_id` (the shard is read and verified).
@@ -307,6 +301,28 @@ impl Shards {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(stripe_id);
     }
+}
+
+/// `range` of a whole shard's `record` (clipped to its end; all of it for `None`).
+fn cut(info: ShardInfo, record: &Bytes, range: Option<ByteRange>) -> Result<ShardRead, OpError> {
+    let (offset, length) = match range {
+        None => (0, info.shard_bytes),
+        Some(range) if range.offset >= info.shard_bytes => {
+            return Err(OpError::new(
+                ErrorCode::BAD_REQUEST,
+                format!(
+                    "range starts at {} but the shard has {} bytes",
+                    range.offset, info.shard_bytes
+                ),
+            ));
+        }
+        Some(range) => (
+            range.offset,
+            range.bytes.min(info.shard_bytes - range.offset),
+        ),
+    };
+    let body = record.slice(offset as usize..(offset + length) as usize);
+    Ok(ShardRead { info, offset, body })
 }
 
 fn not_found(stripe_id: &StripeId) -> OpError {

@@ -251,6 +251,13 @@ impl Tiers {
         self.cxl.as_ref()
     }
 
+    /// `key` if the DRAM tier holds it (a hit is counted; a miss is not, since the caller
+    /// goes on with [`read`](Self::read), which counts it): cheap enough for an async
+    /// thread, so a DRAM hit skips the blocking pool.
+    pub fn read_dram(&self, key: &[u8]) -> Option<CachedShard> {
+        self.dram.as_ref()?.get_if_held(key)
+    }
+
     /// Looks for `key` in DRAM, then CXL (promoting it into DRAM when hot enough).
     pub fn read(&self, key: &[u8]) -> TierRead {
         if let Some(dram) = &self.dram {
@@ -465,6 +472,25 @@ impl MemoryTier {
         self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `key`'s value if held as a heap value, counted as a hit; nothing is counted when it
+    /// is not held.
+    fn get_if_held(&self, key: &[u8]) -> Option<CachedShard> {
+        let mut inner = self.lock();
+        let entry = inner.values.get(key)?;
+        let Stored::Heap(body) = &entry.stored else {
+            return None;
+        };
+        let shard = CachedShard {
+            info: entry.info,
+            body: body.clone(),
+            generation: entry.generation,
+        };
+        inner.policy.access(key);
+        drop(inner);
+        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        Some(shard)
     }
 
     /// `key`'s value (counted as a hit or a miss); with `take`, it also leaves the tier (a

@@ -83,10 +83,14 @@ struct Replay {
     latency: Latency,
 }
 
-/// The three 1 MiB GET latencies.
+/// The three 1 MiB GET latencies, and two parts of the gap between the DRAM tier and the
+/// floor: a PING through the same client (the protocol's own round trip: framing and the
+/// tasks on both ends) and CRC32C over 1 MiB (the client checks every byte it receives).
 #[derive(Debug, Clone, Serialize)]
 struct Gets {
     direct_io: bool,
+    ping: Latency,
+    crc32c_1mib: Latency,
     floor: Latency,
     dram: Latency,
     nvme: Latency,
@@ -191,6 +195,10 @@ fn print_report(args: &BenchTiersArgs, replays: &[Replay], gets: &Gets) {
         },
         gets.nvme.p50_us,
         gets.nvme_over_dram
+    );
+    println!(
+        "  parts of the gap: PING through the same client {:.0} µs p50; CRC32C of 1 MiB {:.0} µs p50",
+        gets.ping.p50_us, gets.crc32c_1mib.p50_us
     );
 }
 
@@ -362,7 +370,18 @@ async fn gets(
     let dram_hits = |view: &TiersView| view.tier(TierName::Dram).map_or(0, |view| view.hits);
     let dram_before = dram_hits(&on.tiers().await?);
     let (mut floor, mut dram, mut nvme) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ping, mut crc) = (Vec::new(), Vec::new());
     while floor.len() < args.samples as usize {
+        for _ in 0..BATCH {
+            let start = Instant::now();
+            on.pool
+                .call(NodeId(1), &nabu_proto::ops::Ping, Bytes::new())
+                .await?;
+            ping.push(start.elapsed());
+            let start = Instant::now();
+            std::hint::black_box(nabu_client::value_crc32c(std::hint::black_box(&buffer)));
+            crc.push(start.elapsed());
+        }
         for _ in 0..BATCH {
             floor.push(floor_get(&mut floor_client, &mut buffer).await?);
         }
@@ -388,6 +407,8 @@ async fn gets(
     );
     Ok(Gets {
         direct_io,
+        ping: Latency::from_samples(ping),
+        crc32c_1mib: Latency::from_samples(crc),
         dram_over_floor: dram.p50_us / floor.p50_us,
         nvme_over_dram: nvme.p50_us / dram.p50_us,
         floor,

@@ -260,20 +260,20 @@ impl Tiers {
 
     /// Looks for `key` in DRAM, then CXL (promoting it into DRAM when hot enough).
     pub fn read(&self, key: &[u8]) -> TierRead {
-        if let Some(dram) = &self.dram {
-            if let Some(hit) = dram.get(key, false) {
-                return TierRead::Hit(hit);
-            }
+        if let Some(dram) = &self.dram
+            && let Some(hit) = dram.get(key, false)
+        {
+            return TierRead::Hit(hit);
         }
         let heat = self.heat().touch(key_hash(key), Instant::now());
         let promote = self.dram.is_some() && heat >= self.config.promote_hits;
-        if let Some(cxl) = &self.cxl {
-            if let Some(hit) = cxl.get(key, promote) {
-                if promote {
-                    self.insert_dram(key, &hit);
-                }
-                return TierRead::Hit(hit);
+        if let Some(cxl) = &self.cxl
+            && let Some(hit) = cxl.get(key, promote)
+        {
+            if promote {
+                self.insert_dram(key, &hit);
             }
+            return TierRead::Hit(hit);
         }
         TierRead::Miss {
             heat,

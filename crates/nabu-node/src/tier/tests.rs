@@ -311,3 +311,36 @@ fn byte_bounds_hold_under_concurrent_reads_and_writes() {
     assert!(dram.counters.demotions.load(Ordering::Relaxed) > 0);
     assert!(cxl.counters.demotions.load(Ordering::Relaxed) > 0);
 }
+
+#[test]
+fn the_tiers_table_parses_with_defaults_and_bad_values_are_refused() {
+    let config = crate::NodeConfig::from_toml(
+        "cluster_token = \"5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a\"\n\
+         [tiers]\ncxl_bytes = 1048576\ncxl_path = \"/dev/dax0.0\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.tiers.dram_bytes, TierConfig::default().dram_bytes);
+    assert_eq!(
+        config.tiers.cxl_path.as_deref(),
+        Some("/dev/dax0.0".as_ref())
+    );
+    config.validate().unwrap();
+    let refused = |tiers: &str| {
+        let text = format!(
+            "cluster_token = \"{}\"\n[tiers]\n{tiers}\n",
+            "5a".repeat(32)
+        );
+        crate::NodeConfig::from_toml(&text).unwrap_err().to_string()
+    };
+    assert!(refused("promote_hits = 0").contains("tiers.promote_hits"));
+    assert!(refused("promote_window_ms = 0").contains("tiers.promote_window_ms"));
+    assert!(refused("cxl_path = \"/dev/dax0.0\"").contains("tiers.cxl_bytes"));
+    let typo = format!(
+        "cluster_token = \"{}\"\n[tiers]\ndram_byte = 1\n",
+        "5a".repeat(32)
+    );
+    assert!(
+        crate::NodeConfig::from_toml(&typo).is_err(),
+        "unknown fields are refused"
+    );
+}

@@ -632,7 +632,7 @@ fn print_tiers(tiers: &[(u32, serde_json::Value)]) {
     }
     println!(
         "{:<6} {:<5} {:>22} {:>10} {:>10} {:>10} {:>10}",
-        "tier", "", "bytes / capacity", "hits", "misses", "promoted", "demoted"
+        "node", "tier", "bytes / capacity", "hits", "misses", "promoted", "demoted"
     );
     for (id, view) in tiers {
         for tier in view["tiers"].as_array().into_iter().flatten() {

@@ -53,8 +53,8 @@ pub mod resp;
 mod scrub;
 mod server;
 mod shards;
-pub mod tier;
 pub mod testing;
+pub mod tier;
 
 use std::future::Future;
 use std::io;

@@ -215,6 +215,8 @@ pub struct NodeConfig {
     pub resp_connections_max: u32,
     /// The chunk store's options.
     pub store: StoreOptions,
+    /// The cache tiers over the chunk store (`[tiers]`: DRAM, CXL; see `crate::tier`).
+    pub tiers: crate::tier::TierConfig,
 }
 
 /// Where a node's authoritative member list lives (`membership` in node.toml).
@@ -385,6 +387,7 @@ impl Default for NodeConfig {
             resp_password: String::new(),
             resp_connections_max: 1024,
             store: StoreOptions::default(),
+            tiers: crate::tier::TierConfig::default(),
         }
     }
 }
@@ -598,6 +601,9 @@ impl NodeConfig {
         }
         if self.request_bodies_bytes_max < self.kv_pool_config().value_bytes_max {
             return fail("request_bodies_bytes_max must be at least the largest KV value");
+        }
+        if let Some(problem) = self.tiers.problem() {
+            return fail(problem);
         }
         Ok(())
     }

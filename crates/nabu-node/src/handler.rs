@@ -119,8 +119,13 @@ pub async fn execute(
             })))
         }
         Request::ShardGet(get) => {
-            let read =
-                blocking(node, move |node| node.shards.get(&get.stripe_id, get.range)).await?;
+            // A DRAM-tier hit is served here; anything else may touch the disk.
+            let read = match node.shards.get_from_dram(&get.stripe_id, get.range) {
+                Some(read) => read?,
+                None => {
+                    blocking(node, move |node| node.shards.get(&get.stripe_id, get.range)).await?
+                }
+            };
             let whole = read.offset == 0 && read.body.len() as u64 == read.info.shard_bytes;
             let meta = Response::ShardGet(ShardGetReply {
                 shard: read.info,

@@ -44,6 +44,9 @@ pub struct ClusterView {
     /// Maintenance this node coordinated (the lowest-id member that is up does).
     #[serde(default)]
     pub maintenance: MaintenanceView,
+    /// This node's cache tiers (DRAM, CXL, NVMe) and the CXL memory it found.
+    #[serde(default)]
+    pub tiers: crate::tier::TiersView,
     /// Where the member list lives and whether this node follows it now.
     #[serde(default)]
     pub membership: MembershipView,
@@ -182,6 +185,7 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
     let rendered = tokio::task::spawn_blocking(move || {
         let mut text = node.metrics.render(&node.snapshot());
         crate::kv::render_metrics(&node, &mut text);
+        crate::tier::render_metrics(&node.tiers_view(), &mut text);
         text
     })
     .await;
@@ -277,6 +281,7 @@ fn cluster_view(node: &Node) -> ClusterView {
         },
         scrub: scrub_view(node),
         maintenance: maintenance_view(node),
+        tiers: node.tiers_view(),
         membership: MembershipView {
             kind: node.config.membership.name().to_owned(),
             etcd_endpoints: match node.config.membership {

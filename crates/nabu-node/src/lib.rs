@@ -54,6 +54,7 @@ mod scrub;
 mod server;
 mod shards;
 pub mod testing;
+pub mod tier;
 
 use std::future::Future;
 use std::io;

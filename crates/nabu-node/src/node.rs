@@ -79,6 +79,13 @@ pub struct Node {
 }
 
 impl Node {
+    /// The cache tiers' view (reads the store's figures).
+    pub fn tiers_view(&self) -> crate::tier::TiersView {
+        let shards = self.metrics.shards.load(Ordering::Relaxed).max(0) as u64;
+        let live_bytes = self.store.stats().live_bytes;
+        self.shards.tiers().view(live_bytes, shards)
+    }
+
     /// The NODE_STATUS reply (reads statvfs: call off the async threads).
     pub fn status(&self) -> NodeStatusReply {
         let stats = self.store.stats();
@@ -175,6 +182,9 @@ async fn open(config: NodeConfig, disk: Arc<dyn Disk>) -> anyhow::Result<Arc<Nod
     })
     .await??;
     metrics.shards.store(shard_count as i64, Ordering::Relaxed);
+    let cxl_hardware = crate::tier::detect_cxl(Path::new("/"));
+    let tiers = crate::tier::Tiers::new(&config.tiers, cxl_hardware)
+        .context("map the CXL tier's region (tiers.cxl_path, tiers.cxl_bytes)")?;
     let membership = Membership::open(&config)?;
     let view = membership.view();
     let cluster = crate::kv::route::cluster_client(&config)?;
@@ -183,7 +193,7 @@ async fn open(config: NodeConfig, disk: Arc<dyn Disk>) -> anyhow::Result<Arc<Nod
         id: NodeId(config.id),
         token: config.token()?,
         limits: config.limits(),
-        shards: Shards::new(Arc::clone(&store), Arc::clone(&metrics)),
+        shards: Shards::new(Arc::clone(&store), Arc::clone(&metrics), tiers),
         meta,
         hints,
         touches: Touches::new(config.gc_touch_entries_max as usize),

@@ -7,6 +7,11 @@
 //! served. A shard found corrupt is counted and logged once; a later PUT of the same shard
 //! rewrites it (the repair path for a node's own copy).
 //!
+//! **Reads go through the cache tiers** ([`crate::tier`]): SHARD_GET is served from DRAM or
+//! CXL memory when a tier holds the shard, else from the store, filling a tier by policy.
+//! Every write of a shard (put, delete, sweep) drops it from the tiers after the store
+//! changed. SHARD_STAT and the scrubber read the store itself.
+//!
 //! **A different shard of a held stripe is a CONFLICT.** The stripe id names the shard on a
 //! node, so a SHARD_PUT whose shard info (index, layout, lengths, checksum) differs from the
 //! held shard's is refused with `CONFLICT` and nothing changes; the caller must delete first.
@@ -26,6 +31,7 @@ use crate::gc::{Swept, Touches, Verdict};
 use crate::handler::OpError;
 use crate::metrics::Metrics;
 use crate::records::{SHARD_TRAILER_BYTES, decode_shard, shard_key, shard_trailer};
+use crate::tier::{TierRead, Tiers};
 
 /// Lock stripes serialising check-then-write per stripe id (two puts of different shards of
 /// one stripe must not both succeed).
@@ -41,6 +47,7 @@ pub struct Shards {
     metrics: Arc<Metrics>,
     write_locks: Vec<Mutex<()>>,
     corrupt: Mutex<HashSet<StripeId>>,
+    tiers: Tiers,
 }
 
 /// A shard read from disk, checksum verified.
@@ -64,14 +71,20 @@ impl AsRef<[u8]> for Owned {
 }
 
 impl Shards {
-    /// The shard side over `store`.
-    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>) -> Self {
+    /// The shard side over `store`, reads cached by `tiers`.
+    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>, tiers: Tiers) -> Self {
         Self {
             store,
             metrics,
             write_locks: (0..WRITE_LOCKS).map(|_| Mutex::new(())).collect(),
             corrupt: Mutex::new(HashSet::new()),
+            tiers,
         }
+    }
+
+    /// The cache tiers over the store.
+    pub fn tiers(&self) -> &Tiers {
+        &self.tiers
     }
 
     fn lock(&self, stripe_id: &StripeId) -> std::sync::MutexGuard<'_, ()> {
@@ -132,6 +145,7 @@ impl Shards {
         }
         let existed = self.store.contains(&key)?;
         self.store.put_parts(&key, &[shard, &shard_trailer(info)])?;
+        self.tiers.invalidate(&key);
         if !existed {
             self.metrics.shards.fetch_add(1, Ordering::Relaxed);
         }
@@ -146,26 +160,20 @@ impl Shards {
         range: Option<ByteRange>,
     ) -> Result<ShardRead, OpError> {
         let (info, record) = self
-            .read_verified(stripe_id)?
+            .read_through(stripe_id)?
             .ok_or_else(|| not_found(stripe_id))?;
-        let (offset, length) = match range {
-            None => (0, info.shard_bytes),
-            Some(range) if range.offset >= info.shard_bytes => {
-                return Err(OpError::new(
-                    ErrorCode::BAD_REQUEST,
-                    format!(
-                        "range starts at {} but the shard has {} bytes",
-                        range.offset, info.shard_bytes
-                    ),
-                ));
-            }
-            Some(range) => (
-                range.offset,
-                range.bytes.min(info.shard_bytes - range.offset),
-            ),
-        };
-        let body = record.slice(offset as usize..(offset + length) as usize);
-        Ok(ShardRead { info, offset, body })
+        cut(info, &record, range)
+    }
+
+    /// The shard (or `range` of it) if the DRAM tier holds it; `None` otherwise (then call
+    /// [`get`](Self::get) off the async threads). Never blocks on the disk.
+    pub fn get_from_dram(
+        &self,
+        stripe_id: &StripeId,
+        range: Option<ByteRange>,
+    ) -> Option<Result<ShardRead, OpError>> {
+        let hit = self.tiers.read_dram(&shard_key(stripe_id))?;
+        Some(cut(hit.info, &hit.body, range))
     }
 
     /// The info of this node's shard of `stripe_id` (the shard is read and verified).
@@ -179,7 +187,9 @@ impl Shards {
     /// Drops this node's shard of `stripe_id`; returns whether it held one.
     pub fn delete(&self, stripe_id: &StripeId) -> Result<bool, OpError> {
         let _guard = self.lock(stripe_id);
-        let existed = self.store.delete(&shard_key(stripe_id))?;
+        let key = shard_key(stripe_id);
+        let existed = self.store.delete(&key)?;
+        self.tiers.invalidate(&key);
         if existed {
             self.metrics.shards.fetch_sub(1, Ordering::Relaxed);
         }
@@ -201,12 +211,36 @@ impl Shards {
         };
         let swept = Swept::of(judge(stripe_id.as_bytes()), bytes);
         if let Swept::Deleted(_) = swept {
-            if self.store.delete(&key)? {
+            let existed = self.store.delete(&key)?;
+            self.tiers.invalidate(&key);
+            if existed {
                 self.metrics.shards.fetch_sub(1, Ordering::Relaxed);
             }
             self.forget_corrupt(stripe_id);
         }
         Ok(swept)
+    }
+
+    /// The shard and its info from the first tier holding it: DRAM, CXL, then the store
+    /// (whose read then fills a memory tier by policy).
+    fn read_through(&self, stripe_id: &StripeId) -> Result<Option<(ShardInfo, Bytes)>, OpError> {
+        if !self.tiers.enabled() {
+            let read = self.read_verified(stripe_id)?;
+            if read.is_some() {
+                self.tiers.nvme.hits.fetch_add(1, Ordering::Relaxed);
+            }
+            return Ok(read);
+        }
+        let key = shard_key(stripe_id);
+        let (heat, generation) = match self.tiers.read(&key) {
+            TierRead::Hit(hit) => return Ok(Some((hit.info, hit.body))),
+            TierRead::Miss { heat, generation } => (heat, generation),
+        };
+        let read = self.read_verified(stripe_id)?;
+        if let Some((info, body)) = &read {
+            self.tiers.filled(&key, *info, body, heat, generation);
+        }
+        Ok(read)
     }
 
     /// The stored shard and its info; `CORRUPT` if the store's record checksum fails.
@@ -267,6 +301,28 @@ impl Shards {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(stripe_id);
     }
+}
+
+/// `range` of a whole shard's `record` (clipped to its end; all of it for `None`).
+fn cut(info: ShardInfo, record: &Bytes, range: Option<ByteRange>) -> Result<ShardRead, OpError> {
+    let (offset, length) = match range {
+        None => (0, info.shard_bytes),
+        Some(range) if range.offset >= info.shard_bytes => {
+            return Err(OpError::new(
+                ErrorCode::BAD_REQUEST,
+                format!(
+                    "range starts at {} but the shard has {} bytes",
+                    range.offset, info.shard_bytes
+                ),
+            ));
+        }
+        Some(range) => (
+            range.offset,
+            range.bytes.min(info.shard_bytes - range.offset),
+        ),
+    };
+    let body = record.slice(offset as usize..(offset + length) as usize);
+    Ok(ShardRead { info, offset, body })
 }
 
 fn not_found(stripe_id: &StripeId) -> OpError {

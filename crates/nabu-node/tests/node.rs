@@ -842,3 +842,6 @@ async fn first_stream_stats(addr: SocketAddr) -> serde_json::Value {
         received.extend_from_slice(&chunk[..read]);
     }
 }
+
+#[path = "node/tiers.rs"]
+mod tiers;

@@ -15,6 +15,7 @@
 
 mod limits;
 mod report;
+pub mod tiers;
 mod workload;
 
 use std::path::{Path, PathBuf};

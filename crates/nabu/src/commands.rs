@@ -615,6 +615,7 @@ pub async fn status(cluster: &ClusterArg) -> anyhow::Result<()> {
         "node", "zone", "weight", "state", "used", "capacity", "shards"
     );
     let mut coordinated = Vec::new();
+    let mut tiers = Vec::new();
     for (id, zone, weight, http_addr) in members.rows {
         let weight = weight.map_or("-".to_owned(), |weight| weight.to_string());
         let view = tokio::time::timeout(Duration::from_secs(3), cluster_view(http_addr)).await;
@@ -639,6 +640,7 @@ pub async fn status(cluster: &ClusterArg) -> anyhow::Result<()> {
                 if maintenance["passes"].as_u64().unwrap_or(0) > 0 {
                     coordinated.push((id, maintenance.clone()));
                 }
+                tiers.push((id, view["tiers"].clone()));
             }
             _ => println!(
                 "n{id:<5} {zone:<10} {weight:>6} {:<6} {:>12} {:>12} {:>10}",
@@ -669,7 +671,65 @@ pub async fn status(cluster: &ClusterArg) -> anyhow::Result<()> {
             number("members_lost"),
         );
     }
+    print_tiers(&tiers);
     Ok(())
+}
+
+/// `nabu status`'s tier table: per node and tier, bytes held of the capacity, hits, misses,
+/// promotions and demotions; then the CXL memory each node found.
+fn print_tiers(tiers: &[(u32, serde_json::Value)]) {
+    if tiers.is_empty() {
+        return;
+    }
+    println!(
+        "{:<6} {:<5} {:>22} {:>10} {:>10} {:>10} {:>10}",
+        "node", "tier", "bytes / capacity", "hits", "misses", "promoted", "demoted"
+    );
+    for (id, view) in tiers {
+        for tier in view["tiers"].as_array().into_iter().flatten() {
+            let number = |field: &str| tier[field].as_u64().unwrap_or(0);
+            let name = tier["tier"].as_str().unwrap_or("?");
+            let held = match name {
+                "nvme" => human_bytes(number("bytes")),
+                _ if tier["enabled"].as_bool() != Some(true) => "off".to_owned(),
+                _ => format!(
+                    "{} / {}",
+                    human_bytes(number("bytes")),
+                    human_bytes(number("capacity_bytes"))
+                ),
+            };
+            println!(
+                "n{id:<5} {name:<5} {held:>22} {:>10} {:>10} {:>10} {:>10}",
+                number("hits"),
+                number("misses"),
+                number("promotions"),
+                number("demotions"),
+            );
+        }
+        let cxl = &view["cxl_hardware"];
+        if cxl["present"].as_bool() == Some(true) {
+            let devices = cxl["devices"].as_array().map_or(0, Vec::len);
+            let numa: Vec<String> = cxl["memory_only_numa_nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|node| {
+                    let bytes = node[1].as_u64().unwrap_or(0);
+                    format!("node{} ({})", node[0], human_bytes(bytes))
+                })
+                .collect();
+            println!(
+                "n{id:<5} cxl memory: {devices} CXL bus devices; memory-only NUMA nodes: {}",
+                if numa.is_empty() {
+                    "none".to_owned()
+                } else {
+                    numa.join(", ")
+                }
+            );
+        } else if view.get("cxl_hardware").is_some() {
+            println!("n{id:<5} cxl memory: none detected");
+        }
+    }
 }
 
 /// The members `nabu status` shows: (id, zone, weight, HTTP address), and the ring epoch.

@@ -96,6 +96,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// `prefix_lookup` latency (p50/p99) against the round-trip floor measured in the same run.
     KvBench(kv_bench::KvBenchArgs),
+    /// Cache tiers off vs on under a Zipf workload with a scan, and a 1 MiB GET from DRAM
+    /// against the loopback floor and NVMe, in one run (two nodes in this process).
+    BenchTiers(bench::tiers::BenchTiersArgs),
     /// Change the member list: add a running node, drain one, remove a drained one.
     Node {
         #[command(subcommand)]
@@ -222,6 +225,7 @@ fn main() -> std::process::ExitCode {
                 } => commands::key_delete(&cluster, &access_key_id).await,
             },
             Command::KvBench(args) => kv_bench::run(args).await,
+            Command::BenchTiers(args) => bench::tiers::run(args).await,
         }
     });
     match result {

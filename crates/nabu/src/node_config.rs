@@ -14,6 +14,10 @@ pub struct LocalSettings {
     pub resp_password: Option<String>,
     /// `--kv-bytes`: the KV pool's capacity (else the node's default).
     pub kv_bytes: Option<u64>,
+    /// `--tier-dram-bytes`: the DRAM tier's capacity (else the node's default).
+    pub tier_dram_bytes: Option<u64>,
+    /// `--tier-cxl-bytes`: the CXL tier's capacity (else the node's default: off).
+    pub tier_cxl_bytes: Option<u64>,
     /// Where the member list lives (`--membership`).
     pub membership: MembershipKind,
     /// etcd's client URLs (`--etcd`).
@@ -44,8 +48,8 @@ pub fn render(
 }
 
 /// Sets what `nabu up` owns in an existing node config: the RESP endpoint and password, the
-/// membership settings, and the KV pool's capacity when `--kv-bytes` was given. Everything
-/// else is left as it is.
+/// membership settings, and the KV pool's and tiers' capacities when `--kv-bytes` or
+/// `--tier-*-bytes` were given. Everything else is left as it is.
 pub fn apply(config: &mut NodeConfig, entry: &NodeEntry, settings: &LocalSettings) {
     if let (Some(addr), Some(password)) = (entry.resp_addr, &settings.resp_password) {
         config.resp_addr = Some(addr);
@@ -53,6 +57,12 @@ pub fn apply(config: &mut NodeConfig, entry: &NodeEntry, settings: &LocalSetting
     }
     if let Some(kv_bytes) = settings.kv_bytes {
         config.kv_bytes = kv_bytes;
+    }
+    if let Some(bytes) = settings.tier_dram_bytes {
+        config.tiers.dram_bytes = bytes;
+    }
+    if let Some(bytes) = settings.tier_cxl_bytes {
+        config.tiers.cxl_bytes = bytes;
     }
     config.membership = settings.membership;
     if settings.membership == MembershipKind::Etcd {

@@ -48,6 +48,14 @@ pub struct UpArgs {
     /// node's config, also for an existing cluster. Default: the node default (1 GiB).
     #[arg(long, value_name = "SIZE", value_parser = crate::bench::parse_size)]
     pub kv_bytes: Option<u64>,
+    /// The DRAM cache tier's capacity on every local node (0 turns it off); written into
+    /// each node's config. Default: the node default (256 MiB).
+    #[arg(long, value_name = "SIZE", value_parser = crate::bench::parse_size)]
+    pub tier_dram_bytes: Option<u64>,
+    /// The CXL cache tier's capacity on every local node (anonymous memory unless a node's
+    /// `tiers.cxl_path` names a DAX device or file). Default: the node default (off).
+    #[arg(long, value_name = "SIZE", value_parser = crate::bench::parse_size)]
+    pub tier_cxl_bytes: Option<u64>,
     /// Where the member list lives: `static` (in the nodes; the default for a new cluster)
     /// or `etcd` (in the etcd at --etcd: nodes register under a lease, join by themselves
     /// and watch the list). Kept in cluster.toml for later runs.
@@ -105,6 +113,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let settings = LocalSettings {
         resp_password: cluster.resp_password.clone(),
         kv_bytes: args.kv_bytes,
+        tier_dram_bytes: args.tier_dram_bytes,
+        tier_cxl_bytes: args.tier_cxl_bytes,
         membership: cluster.membership,
         etcd_endpoints: cluster.etcd_endpoints.clone(),
         etcd_prefix: cluster.etcd_prefix(),

@@ -166,6 +166,9 @@ pub struct Hardware {
     pub memory_bytes: Option<u64>,
     /// NVIDIA GPUs the driver lists (`/proc/driver/nvidia/gpus`), by model name.
     pub gpus: Vec<String>,
+    /// CXL memory (`/sys/bus/cxl/devices`, memory-only NUMA nodes).
+    #[serde(default)]
+    pub cxl: crate::tier::CxlHardware,
 }
 
 impl Hardware {
@@ -196,6 +199,7 @@ impl Hardware {
             cpus,
             memory_bytes,
             gpus,
+            cxl: crate::tier::detect_cxl(std::path::Path::new("/")),
         }
     }
 }

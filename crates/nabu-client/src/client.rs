@@ -540,6 +540,23 @@ impl Client {
         copies: usize,
         what: &str,
     ) -> Result<Option<MetaValue>> {
+        let (value, _) = self
+            .meta_read_placed(table, namespace, key, point, copies, what)
+            .await?;
+        Ok(value)
+    }
+
+    /// [`Client::meta_read`], and whether every node of the value's current placement holds
+    /// that newest value (so nothing needs writing to put it in place).
+    pub(crate) async fn meta_read_placed(
+        &self,
+        table: MetaTable,
+        namespace: &str,
+        key: &[u8],
+        point: u64,
+        copies: usize,
+        what: &str,
+    ) -> Result<(Option<MetaValue>, bool)> {
         let walk = self.walk(point, copies);
         let request = MetaGet {
             table,
@@ -557,6 +574,10 @@ impl Client {
             .await;
         let failed_primaries = primary.len() - answers.iter().filter(|a| a.is_ok()).count();
         let mut answers: Vec<Option<MetaValue>> = answers.into_iter().flatten().collect();
+        let primary_timestamps: Vec<Option<u64>> = answers
+            .iter()
+            .map(|answer| answer.as_ref().map(|value| value.hlc_timestamp))
+            .collect();
         let absent_primaries = answers.iter().filter(|answer| answer.is_none()).count();
         // After a membership change, until the rebalancer has rewritten it, a value may sit
         // only on the previous ring's placement (or be newer there, written by a client
@@ -591,10 +612,14 @@ impl Client {
             .max_by_key(|value| value.hlc_timestamp);
         if let Some(value) = newest {
             self.inner.hlc.observe(value.hlc_timestamp);
-            return Ok(Some(value));
+            let placed = primary_timestamps.len() == primary.len()
+                && primary_timestamps
+                    .iter()
+                    .all(|timestamp| *timestamp == Some(value.hlc_timestamp));
+            return Ok((Some(value), placed));
         }
         if failed_primaries == 0 || absent_primaries >= required {
-            return Ok(None);
+            return Ok((None, failed_primaries == 0));
         }
         Err(ClientError::MetadataUnavailable {
             what: what.to_owned(),

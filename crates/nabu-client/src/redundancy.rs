@@ -293,8 +293,8 @@ impl Client {
     }
 
     /// Reads a live metadata value and, with `rewrite`, writes it again to its placement
-    /// with its own timestamp (last-writer-wins makes that idempotent). `None`: not stored,
-    /// or a tombstone.
+    /// with its own timestamp (last-writer-wins makes that idempotent) unless every node of
+    /// the placement holds it already. `None`: not stored, or a tombstone.
     #[allow(clippy::too_many_arguments)]
     async fn read_and_rewrite(
         &self,
@@ -307,12 +307,13 @@ impl Client {
         rewrite: bool,
         report: &mut RedundancyReport,
     ) -> Result<Option<MetaValue>> {
-        let value = self
-            .meta_read(table, namespace, key, point, copies, what)
-            .await?
-            .filter(|value| !value.deleted);
+        let (value, placed) = self
+            .meta_read_placed(table, namespace, key, point, copies, what)
+            .await?;
+        let value = value.filter(|value| !value.deleted);
         if let Some(value) = &value
             && rewrite
+            && !placed
         {
             let (timestamp, bytes) = (value.hlc_timestamp, Some(value.value.clone()));
             self.meta_write(table, namespace, key, point, copies, timestamp, bytes, what)

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use nabu_client::{CheckOptions, RedundancyReport};
 use tokio::sync::watch;
 
+use crate::config::MembershipKind;
 use crate::events::Event;
 use crate::liveness::{MemberState, MemberStatus};
 use crate::node::{Node, until_stopped};
@@ -73,7 +74,15 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
         // A node that just started has not heard from anyone yet and would think itself the
         // lowest-id member that is up.
         let settling = node.started.elapsed() < Duration::from_millis(node.config.down_after_ms);
-        if !(options.repair || options.rebalance) || Instant::now() < next_try || settling {
+        // Under etcd, a new node runs on its config's list until it has read etcd's: it is
+        // not a member yet and must not coordinate anything.
+        let unsynced = node.config.membership == MembershipKind::Etcd
+            && node.membership.epoch() <= node.config.ring_epoch;
+        if !(options.repair || options.rebalance)
+            || Instant::now() < next_try
+            || settling
+            || unsynced
+        {
             continue;
         }
         let coordinator = statuses

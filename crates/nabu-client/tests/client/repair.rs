@@ -290,16 +290,20 @@ async fn a_hint_whose_home_stays_down_is_kept_across_a_restart_of_its_holder() {
     );
 
     cluster.restart(home).await;
-    eventually("shard 2 is home and gone from the holder", || async {
-        let home_has = matches!(fresh.pool().shard_stat(home, stripe_id).await, Ok(Some(_)));
-        let holder_has = matches!(
-            fresh.pool().shard_stat(holder, stripe_id).await,
-            Ok(Some(_))
-        );
-        home_has && !holder_has
-    })
+    // The replay puts the shard home, deletes the holder's copy, then drops the hint: all
+    // three are waited for.
+    eventually(
+        "shard 2 is home, gone from the holder, its hint done",
+        || async {
+            let home_has = matches!(fresh.pool().shard_stat(home, stripe_id).await, Ok(Some(_)));
+            let holder_has = matches!(
+                fresh.pool().shard_stat(holder, stripe_id).await,
+                Ok(Some(_))
+            );
+            home_has && !holder_has && cluster.metric(holder, "nabu_hints_pending").await == 0
+        },
+    )
     .await;
-    assert_eq!(cluster.metric(holder, "nabu_hints_pending").await, 0);
     assert_same(
         &fresh.get(NS, b"kept").await.expect("get"),
         &bytes,

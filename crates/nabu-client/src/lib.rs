@@ -42,6 +42,7 @@
 //! **Deliberately absent (later work):** ring epochs that change while a client runs.
 
 mod client;
+pub mod cluster_file;
 mod compose;
 pub mod config;
 pub mod connection;
@@ -49,6 +50,7 @@ mod error;
 pub mod format;
 mod gc;
 pub mod hlc;
+pub mod http_get;
 pub mod kv;
 mod list;
 mod pacer;

@@ -949,6 +949,8 @@ async fn replicas_3_survive_two_lost_nodes_and_none_reports_lost_stripes() {
 mod chaos;
 #[path = "client/gc.rs"]
 mod gc;
+#[path = "client/into.rs"]
+mod into;
 #[path = "client/membership.rs"]
 mod membership;
 #[path = "client/repair.rs"]

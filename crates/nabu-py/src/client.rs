@@ -355,7 +355,7 @@ impl PyClient {
         keys: Vec<Key>,
         buffers: Vec<Bound<'_, PyAny>>,
     ) -> PyResult<Vec<usize>> {
-        let (keys, buffers) = paired(keys, &buffers)?;
+        let (keys, buffers) = paired(keys, buffers)?;
         // SAFETY: the buffers are disjoint (checked), each slice the only one of its buffer,
         // all dropped before `buffers`.
         let slices: Vec<&mut [u8]> = buffers
@@ -542,7 +542,7 @@ impl PyClient {
         buffers: Vec<Bound<'_, PyAny>>,
         namespace: &str,
     ) -> PyResult<Vec<Option<usize>>> {
-        let (keys, buffers) = paired(keys, &buffers)?;
+        let (keys, buffers) = paired(keys, buffers)?;
         let values = block_on(py, self.client.kv_get(namespace, &keys))?;
         let mut written = Vec::with_capacity(values.len());
         for ((key, value), buffer) in keys.iter().zip(&values).zip(&buffers) {
@@ -604,7 +604,7 @@ impl PyClient {
 }
 
 /// Keys and writable, disjoint buffers of equal count.
-fn paired(keys: Vec<Key>, buffers: &[Bound<'_, PyAny>]) -> PyResult<(Vec<Vec<u8>>, Vec<Buffer>)> {
+fn paired(keys: Vec<Key>, buffers: Vec<Bound<'_, PyAny>>) -> PyResult<(Vec<Vec<u8>>, Vec<Buffer>)> {
     if keys.len() != buffers.len() {
         return Err(PyValueError::new_err(format!(
             "{} keys but {} buffers",
@@ -613,8 +613,8 @@ fn paired(keys: Vec<Key>, buffers: &[Bound<'_, PyAny>]) -> PyResult<(Vec<Vec<u8>
         )));
     }
     let buffers: Vec<Buffer> = buffers
-        .iter()
-        .map(Buffer::writable)
+        .into_iter()
+        .map(|buffer| Buffer::writable(&buffer))
         .collect::<PyResult<_>>()?;
     check_disjoint(&buffers)?;
     Ok((self::keys(keys), buffers))

@@ -13,7 +13,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use nabu_client::{Client, ClientConfig, ClusterMap, Endpoint, GcOptions, GcPhase, MemberAddr};
-use nabu_proto::ClusterToken;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
 use crate::cluster_file::ClusterFile;

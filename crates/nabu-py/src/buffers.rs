@@ -3,8 +3,10 @@
 
 use bytes::Bytes;
 use pyo3::buffer::PyUntypedBuffer;
-use pyo3::exceptions::{PyBufferError, PyValueError};
+use pyo3::exceptions::PyBufferError;
 use pyo3::prelude::*;
+
+use crate::errors::invalid_argument;
 
 /// A caller's buffer, held (exported) for as long as this lives: while it does, Python
 /// cannot resize or free the memory (a `bytearray` refuses to resize, numpy keeps the
@@ -90,7 +92,7 @@ pub(crate) fn check_disjoint(buffers: &[Buffer]) -> PyResult<()> {
         .collect();
     spans.sort_unstable();
     if spans.windows(2).any(|pair| pair[0].1 > pair[1].0) {
-        return Err(PyValueError::new_err(
+        return Err(invalid_argument(
             "the buffers overlap: each value needs memory of its own",
         ));
     }

@@ -9,12 +9,11 @@ use std::sync::OnceLock;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use nabu_client::cluster_file::{cluster_map, default_cluster};
 use nabu_client::{Client, ClientConfig, ClientError, KvItem, OpenObject, PutOptions};
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::buffers::{Buffer, check_disjoint};
-use crate::errors::to_py;
+use crate::errors::{invalid_argument, to_py};
 
 /// Calls of one batch (`put_many`, `get_many_into`, `get_ranges`, `stat_many`,
 /// `delete_many`) in flight at once; each object's stripes are read or written in parallel
@@ -170,7 +169,7 @@ impl PyObject {
         let size = self.object.info.size;
         let length = length.min(size.saturating_sub(offset)) as usize;
         if offset > size {
-            return Err(PyValueError::new_err(format!(
+            return Err(invalid_argument(format!(
                 "offset {offset} lies past the end of an object of {size} bytes"
             )));
         }
@@ -381,7 +380,7 @@ impl PyClient {
         ends: Vec<u64>,
     ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
         if keys.len() != starts.len() || keys.len() != ends.len() {
-            return Err(PyValueError::new_err(
+            return Err(invalid_argument(
                 "keys, starts and ends must be equally long",
             ));
         }
@@ -551,7 +550,7 @@ impl PyClient {
                 continue;
             };
             if value.len() > buffer.len() {
-                return Err(PyValueError::new_err(format!(
+                return Err(invalid_argument(format!(
                     "the value of {} is {} bytes, its buffer {}",
                     String::from_utf8_lossy(key),
                     value.len(),
@@ -606,7 +605,7 @@ impl PyClient {
 /// Keys and writable, disjoint buffers of equal count.
 fn paired(keys: Vec<Key>, buffers: Vec<Bound<'_, PyAny>>) -> PyResult<(Vec<Vec<u8>>, Vec<Buffer>)> {
     if keys.len() != buffers.len() {
-        return Err(PyValueError::new_err(format!(
+        return Err(invalid_argument(format!(
             "{} keys but {} buffers",
             keys.len(),
             buffers.len()

@@ -39,3 +39,8 @@ pub(crate) fn to_py(py: Python<'_>, error: &ClientError) -> PyErr {
         Err(_) => PyRuntimeError::new_err(message),
     }
 }
+
+/// `nabustore.InvalidArgument` (a `ValueError`) saying `message`.
+pub(crate) fn invalid_argument(message: impl Into<String>) -> PyErr {
+    Python::attach(|py| to_py(py, &ClientError::InvalidArgument(message.into())))
+}

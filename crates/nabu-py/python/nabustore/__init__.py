@@ -283,7 +283,7 @@ class Client:
         prefix = prefix.rstrip("/")
         generation = uuid.uuid4().hex
         old = self._checkpoint_index(prefix)
-        arrays = {name: np.ascontiguousarray(array) for name, array in tensors.items()}
+        arrays = {name: _st.contiguous(array) for name, array in tensors.items()}
         entries = {}
         items = []
         for number, (name, array) in enumerate(arrays.items()):

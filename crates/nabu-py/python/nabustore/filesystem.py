@@ -25,6 +25,23 @@ from . import Client
 from .errors import NotFound
 
 
+#: Bytes `get_file` reads into memory at a time.
+GET_FILE_CHUNK_BYTES = 64 << 20
+
+
+class _Borrowed:
+    """A caller's open file as a context manager that leaves it open."""
+
+    def __init__(self, file: Any):
+        self.file = file
+
+    def __enter__(self) -> Any:
+        return self.file
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
 def _entry(namespace: str, info: Any) -> dict[str, Any]:
     return {
         "name": f"{namespace}/{info.key}",
@@ -249,9 +266,17 @@ class NabuFileSystem(AbstractFileSystem):
             os.makedirs(lpath, exist_ok=True)
             return
         client, _, key = self._keyed(rpath)
-        with client.open(key) as reader, open(lpath, "wb") as out:
-            chunk = bytearray(min(reader.size, 64 << 20))
-            view = memoryview(chunk)
+        if outfile is None:
+            parent = os.path.dirname(lpath)
+            if parent:
+                os.makedirs(parent, exist_ok=True)
+        try:
+            reader = client.open(key)
+        except NotFound as error:
+            raise FileNotFoundError(rpath) from error
+        with reader, (open(lpath, "wb") if outfile is None else _Borrowed(outfile)) as out:
+            # Read a slice at a time into one reused buffer, then write it out.
+            view = memoryview(bytearray(min(reader.size, GET_FILE_CHUNK_BYTES)))
             offset = 0
             while offset < reader.size:
                 written = reader.read_into_at(offset, view)

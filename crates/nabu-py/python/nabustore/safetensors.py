@@ -127,6 +127,13 @@ def views(buffer: np.ndarray, tensors: Mapping[str, Any]) -> dict[str, np.ndarra
     return out
 
 
+def contiguous(array: np.ndarray) -> np.ndarray:
+    """`array` in C order (a copy only if it is not already; 0-d arrays stay 0-d, unlike
+    with `numpy.ascontiguousarray`)."""
+    array = np.asarray(array)
+    return array if array.flags.c_contiguous else array.copy(order="C")
+
+
 def serialize(
     tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
 ) -> bytearray:
@@ -137,7 +144,7 @@ def serialize(
     arrays = {}
     offset = 0
     for name, array in tensors.items():
-        array = np.ascontiguousarray(array)
+        array = contiguous(array)
         if array.dtype.byteorder == ">":
             array = array.astype(array.dtype.newbyteorder("<"))
         arrays[name] = (offset, array)

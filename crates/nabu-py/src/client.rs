@@ -196,7 +196,7 @@ impl PyClient {
     /// `./nabu-data/cluster.toml`, as the `nabu` commands. `tcp` avoids the nodes' Unix
     /// sockets; `stripes_inflight` bounds each call's parallel stripe reads and writes.
     #[new]
-    #[pyo3(signature = (cluster=None, namespace="default", *, tcp=false, stripes_inflight=16))]
+    #[pyo3(signature = (cluster=None, namespace="default", *, tcp=false, stripes_inflight=8))]
     fn new(
         py: Python<'_>,
         cluster: Option<String>,

@@ -121,7 +121,7 @@ class Client:
         namespace: str = "default",
         *,
         tcp: bool = False,
-        stripes_inflight: int = 16,
+        stripes_inflight: int = 8,
         _native: _NativeClient | None = None,
     ):
         self._native = _native or _NativeClient(

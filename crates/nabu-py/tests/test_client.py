@@ -180,3 +180,21 @@ def test_io_releases_the_gil(client, prefix):
     worker.join()
     assert target.all()
     assert counted > 10_000, f"the main thread ran only {counted} iterations during the reads"
+
+
+def test_the_type_stubs_name_every_native_method():
+    """`_native.pyi` declares every public method and property of the native classes."""
+    import ast
+    import pathlib
+
+    from nabustore import _native
+
+    stub = ast.parse((pathlib.Path(_native.__file__).parent / "_native.pyi").read_text())
+    declared = {
+        node.name: {item.name for item in node.body if isinstance(item, ast.FunctionDef)}
+        for node in stub.body
+        if isinstance(node, ast.ClassDef)
+    }
+    for name in ("Client", "Object", "ObjectInfo"):
+        public = {m for m in dir(getattr(_native, name)) if not m.startswith("_")}
+        assert public <= declared[name], f"{name}: not in the stub: {public - declared[name]}"

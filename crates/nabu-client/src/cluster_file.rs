@@ -99,8 +99,9 @@ impl ClusterFile {
 
     /// Writes the file atomically (temp file + rename) with mode 0600.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let text = toml::to_string_pretty(self)
-            .map_err(|error| ClientError::InvalidArgument(format!("encode cluster file: {error}")))?;
+        let text = toml::to_string_pretty(self).map_err(|error| {
+            ClientError::InvalidArgument(format!("encode cluster file: {error}"))
+        })?;
         write_secret_file(path, &text)
     }
 
@@ -179,7 +180,9 @@ pub async fn cluster_map_from_node(addr: SocketAddr) -> Result<ClusterMap> {
         .ok_or_else(|| invalid(format!("/api/v1/cluster of {addr} has no members")))?
         .iter()
         .map(|member| {
-            let id = member["id"].as_u64().ok_or_else(|| invalid("member id".into()))?;
+            let id = member["id"]
+                .as_u64()
+                .ok_or_else(|| invalid("member id".into()))?;
             let zone = member["zone"].as_str().unwrap_or("default");
             let data: SocketAddr = member["data_addr"]
                 .as_str()

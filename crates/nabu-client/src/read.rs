@@ -295,7 +295,10 @@ impl Client {
         offset: u64,
         buffer: &mut [u8],
     ) -> Result<usize> {
-        self.open(namespace, key).await?.read_into(offset, buffer).await
+        self.open(namespace, key)
+            .await?
+            .read_into(offset, buffer)
+            .await
     }
 
     /// Bytes `range` of the object under `key` (the end is clamped to the object's size);
@@ -417,7 +420,11 @@ impl Client {
         range: Range<u64>,
         out: &mut [u8],
     ) -> Result<()> {
-        assert_eq!(out.len() as u64, range.end - range.start, "buffer fits the range");
+        assert_eq!(
+            out.len() as u64,
+            range.end - range.start,
+            "buffer fits the range"
+        );
         let stripes = plan.stripes_covering(&range);
         let mut failures = Vec::new();
         let mut tasks = JoinSet::new();

@@ -165,7 +165,12 @@ impl PyObject {
     }
 
     /// Up to `length` bytes from `offset`.
-    fn read<'py>(&self, py: Python<'py>, offset: u64, length: u64) -> PyResult<Bound<'py, PyBytes>> {
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        offset: u64,
+        length: u64,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let size = self.object.info.size;
         let length = length.min(size.saturating_sub(offset)) as usize;
         if offset > size {
@@ -483,10 +488,7 @@ impl PyClient {
     /// Stores under `destination` what `source` holds, without moving bytes.
     fn copy(&self, py: Python<'_>, source: Key, destination: Key) -> PyResult<ObjectInfo> {
         let (source, destination) = (source.into_bytes(), destination.into_bytes());
-        let receipt = block_on(
-            py,
-            self.client.copy(&self.namespace, &source, &destination),
-        )?;
+        let receipt = block_on(py, self.client.copy(&self.namespace, &source, &destination))?;
         let info = block_on(py, self.client.stat(&self.namespace, &destination))?;
         debug_assert_eq!(info.blob_id, receipt.blob_id);
         Ok(ObjectInfo::new(&destination, info))
@@ -518,7 +520,8 @@ impl PyClient {
         let items: Vec<KvItem> = items
             .into_iter()
             .map(|(key, value)| {
-                let mut item = KvItem::new(key.into_bytes(), Buffer::readable(&value)?.into_bytes());
+                let mut item =
+                    KvItem::new(key.into_bytes(), Buffer::readable(&value)?.into_bytes());
                 item.ttl_ms = ttl_ms;
                 item.pin = pin;
                 Ok(item)

@@ -71,7 +71,10 @@ async fn reads_land_in_the_callers_buffer_in_place_and_a_node_loss_changes_nothi
     // Two nodes down: decoded around them, straight into the buffer.
     let opened = client.open(NS, b"into").await.expect("open");
     assert_eq!(opened.info.size, 3);
-    client.put(NS, b"into", large.clone()).await.expect("put again");
+    client
+        .put(NS, b"into", large.clone())
+        .await
+        .expect("put again");
     for id in [2, 5] {
         cluster.stop(nabu_core::ring::NodeId(id)).await;
     }
@@ -103,10 +106,20 @@ async fn a_rename_moves_the_key_not_the_bytes() {
         Err(ClientError::NotFound(_))
     ));
     let info = client.stat(NS, b"to").await.expect("stat");
-    assert_eq!((info.blob_id, info.size), (BlobId::of(&bytes), bytes.len() as u64));
+    assert_eq!(
+        (info.blob_id, info.size),
+        (BlobId::of(&bytes), bytes.len() as u64)
+    );
     assert_eq!(info.metadata, put_metadata());
-    assert_same(&client.get(NS, b"to").await.expect("get"), &bytes, "renamed");
-    client.rename(NS, b"to", b"to").await.expect("rename to itself");
+    assert_same(
+        &client.get(NS, b"to").await.expect("get"),
+        &bytes,
+        "renamed",
+    );
+    client
+        .rename(NS, b"to", b"to")
+        .await
+        .expect("rename to itself");
     assert!(client.stat(NS, b"to").await.is_ok(), "still there");
     assert!(matches!(
         client.rename(NS, b"gone", b"elsewhere").await,

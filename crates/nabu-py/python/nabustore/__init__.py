@@ -16,6 +16,7 @@ import asyncio
 import functools
 import io
 import json
+import mmap
 import uuid
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -43,6 +44,17 @@ CHECKPOINT_INDEX = "index.json"
 CHECKPOINT_DATA = "data"
 #: Tensors of a loaded checkpoint start at multiples of this in their shared buffer.
 CHECKPOINT_ALIGNMENT_BYTES = 64
+
+
+def empty_bytes(size: int) -> np.ndarray:
+    """A writable `uint8` array of `size` bytes in fresh anonymous memory (zero pages,
+    faulted in as they are written) that is not advised as transparent huge pages: numpy's
+    own allocations ask for huge pages, and the compaction that can cost made a 2 GiB load
+    up to 2x slower on a machine with `defrag = madvise` (scripts/bench-python)."""
+    if size == 0:
+        return np.empty(0, dtype=np.uint8)
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+    return np.frombuffer(mmap.mmap(-1, size, flags=flags), dtype=np.uint8)
 
 
 class ObjectReader(io.RawIOBase):
@@ -250,7 +262,7 @@ class Client:
                 header += reader.read_at(len(probe), 8 + length - len(probe))
             start = 8 + length
             tensors, metadata = _st.parse_header(header, size - start)
-            data = np.empty(size - start, dtype=np.uint8)
+            data = empty_bytes(size - start)
             if data.size:
                 written = reader.read_into_at(start, data)
                 if written != data.size:
@@ -333,7 +345,7 @@ class Client:
             layout[name] = (offset, entry)
             offset += entry["bytes"]
             offset += -offset % CHECKPOINT_ALIGNMENT_BYTES
-        buffer = np.empty(offset, dtype=np.uint8)
+        buffer = empty_bytes(offset)
         keys, views = [], []
         for offset, entry in layout.values():
             keys.append(entry["key"])
@@ -472,4 +484,5 @@ __all__ = [
     "Timeout",
     "Unavailable",
     "__version__",
+    "empty_bytes",
 ]

@@ -284,7 +284,7 @@ impl Client {
     ///
     /// After a membership change the previous ring's placement follows the current one
     /// (before the handoff nodes): until the rebalancer has moved a stripe, its shards are
-    /// there.
+    /// there. Draining members (weight 0) come last.
     pub fn walk(&self, point: u64, width: usize) -> Vec<NodeId> {
         let rings = self.rings();
         let nodes = rings.current.members().len();
@@ -299,6 +299,14 @@ impl Client {
             walk.retain(|node| !old.contains(node));
             let at = width.min(walk.len());
             walk.splice(at..at, old);
+        }
+        // Draining members own no part of the ring but hold what they held until they are
+        // empty: last, so reads and the rebalancer still find it (even after a later change
+        // has replaced the ring they last owned part of).
+        for member in rings.current.members() {
+            if member.weight == 0 && !walk.contains(&member.id) {
+                walk.push(member.id);
+            }
         }
         walk
     }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use nabu_proto::ClusterToken;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ClusterMap, Endpoint, MemberAddr};
+use crate::config::{ClusterMap, Endpoint, MemberAddr, MembershipKind};
 use crate::error::{ClientError, Result};
 
 /// Where clients look for the cluster when told nothing (`$NABU_CLUSTER` overrides it).
@@ -43,6 +43,12 @@ pub struct ClusterFile {
     /// generated on the first `nabu up` (added to an older file on its next `nabu up`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resp_password: Option<String>,
+    /// Where the member list lives: `"static"` (the default; omitted) or `"etcd"`.
+    #[serde(default, skip_serializing_if = "is_static")]
+    pub membership: MembershipKind,
+    /// etcd's client URLs (`membership = "etcd"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub etcd_endpoints: Vec<String>,
     /// One entry per node.
     #[serde(rename = "node")]
     pub nodes: Vec<NodeEntry>,
@@ -78,7 +84,18 @@ pub struct NodeEntry {
     pub config: PathBuf,
 }
 
+fn is_static(kind: &MembershipKind) -> bool {
+    *kind == MembershipKind::Static
+}
+
 impl ClusterFile {
+    /// The cluster's key prefix in etcd: `/nabu/` and a digest of the cluster token, so
+    /// clusters sharing one etcd never mix (and the token itself is not written there).
+    pub fn etcd_prefix(&self) -> String {
+        let digest = blake3::hash(self.cluster_token.as_bytes()).to_hex();
+        format!("/nabu/{}", &digest[..16])
+    }
+
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Self> {
         let text = fs::read_to_string(path).map_err(|source| ClientError::Io {
@@ -222,6 +239,8 @@ mod tests {
             s3_access_key: Some("NABUABCDEFGHIJKLMNOP".into()),
             s3_secret_key: Some("cd".repeat(20)),
             resp_password: Some("cd".repeat(16)),
+            membership: MembershipKind::Etcd,
+            etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
             nodes: vec![NodeEntry {
                 id: 1,
                 zone: "default".into(),

@@ -62,7 +62,9 @@ mod write;
 
 pub use client::{Client, ListPage, ListedKey, ObjectInfo, SYSTEM_NAMESPACE};
 pub use compose::{ComposeMode, ComposePart, PartHasher, PartHashes};
-pub use config::{ClientConfig, ClusterMap, Endpoint, Hedge, MemberAddr, builtin_namespaces};
+pub use config::{
+    ClientConfig, ClusterMap, Endpoint, Hedge, MemberAddr, MembershipKind, builtin_namespaces,
+};
 pub use error::{ClientError, Result};
 pub use format::{FormatError, KeyRecord, Manifest, StripeEntry, UserMetadata};
 pub use gc::{GcOptions, GcPhase, GcReport};

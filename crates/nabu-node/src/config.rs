@@ -106,6 +106,30 @@ pub struct NodeConfig {
     pub members: Vec<MemberConfig>,
     /// The ring epoch of the static member list. Default 1.
     pub ring_epoch: u64,
+    /// This node's ring weight when it adds itself to a member list (etcd join, or a node
+    /// alone); a listed member's weight is the list's. Default 1.
+    pub weight: u32,
+    /// Where the authoritative member list lives: `"static"` (the default: `members` above,
+    /// changed with `nabu node add|drain|remove`) or `"etcd"` (the list and its ring epoch
+    /// live in etcd at `etcd_endpoints`; the node registers there under a lease, joins by
+    /// itself and follows the list through a watch; `members` is then only the list a new
+    /// cluster starts from). See docs/membership.md.
+    pub membership: MembershipKind,
+    /// etcd's client URLs (`http://host:2379`), for `membership = "etcd"`. Default
+    /// `["http://127.0.0.1:2379"]`.
+    pub etcd_endpoints: Vec<String>,
+    /// The key prefix of this cluster's keys in etcd (so clusters can share one etcd):
+    /// `<prefix>/members` holds the member list, `<prefix>/nodes/<id>` each registered node.
+    /// Default `"/nabu/default"`; `nabu up` derives one from the cluster token.
+    pub etcd_prefix: String,
+    /// The TTL of the lease a node registers under: a node that stops renewing it (it died,
+    /// or lost etcd) leaves `<prefix>/nodes/` this long after. Liveness does not depend on
+    /// it (heartbeats decide up and down). Default 10,000 ms; at least 2,000.
+    pub etcd_lease_ttl_ms: u64,
+    /// Whether a node missing from etcd's member list adds itself (weight and addresses from
+    /// this config) when it first registers. A node removed while it runs does not add
+    /// itself back. Default true.
+    pub etcd_join: bool,
     /// How often this node PINGs every other member's peer plane. Default 500 ms.
     pub heartbeat_interval_ms: u64,
     /// A member not heard from for this long is reported down. Default 2,000 ms.
@@ -192,6 +216,10 @@ pub struct NodeConfig {
     /// The chunk store's options.
     pub store: StoreOptions,
 }
+
+/// Where a node's authoritative member list lives (`membership` in node.toml): defined
+/// in the client, which reads it from `cluster.toml` too.
+pub use nabu_client::MembershipKind;
 
 /// One member of the static member list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -304,6 +332,12 @@ impl Default for NodeConfig {
             cluster_token: String::new(),
             members: Vec::new(),
             ring_epoch: 1,
+            weight: 1,
+            membership: MembershipKind::Static,
+            etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
+            etcd_prefix: "/nabu/default".into(),
+            etcd_lease_ttl_ms: 10_000,
+            etcd_join: true,
             heartbeat_interval_ms: 500,
             down_after_ms: 2000,
             connections_max: limits.connections_max,
@@ -431,9 +465,42 @@ impl NodeConfig {
         self.validate_durations()?;
         self.validate_limits()?;
         self.validate_members()?;
+        self.validate_etcd()?;
         self.validate_kv()?;
         if let Err(error) = self.store_config().validate() {
             return fail(format!("store: {error}"));
+        }
+        Ok(())
+    }
+
+    fn validate_etcd(&self) -> Result<(), ConfigError> {
+        if self.membership != MembershipKind::Etcd {
+            return Ok(());
+        }
+        let fail = |message: String| Err(ConfigError::Invalid(message));
+        if self.etcd_endpoints.is_empty() {
+            return fail("membership = \"etcd\" needs etcd_endpoints (http://host:2379)".into());
+        }
+        if let Some(bad) = self
+            .etcd_endpoints
+            .iter()
+            .find(|url| !(url.starts_with("http://") || url.starts_with("https://")))
+        {
+            return fail(format!(
+                "etcd_endpoints: {bad:?} is not a URL like http://127.0.0.1:2379"
+            ));
+        }
+        if !self.etcd_prefix.starts_with('/') || self.etcd_prefix.ends_with('/') {
+            return fail(format!(
+                "etcd_prefix {:?} must start with / and not end with one (like /nabu/prod)",
+                self.etcd_prefix
+            ));
+        }
+        if self.etcd_lease_ttl_ms < 2_000 {
+            return fail(format!(
+                "etcd_lease_ttl_ms ({}) must be at least 2,000 (etcd leases count in seconds)",
+                self.etcd_lease_ttl_ms
+            ));
         }
         Ok(())
     }
@@ -556,6 +623,9 @@ impl NodeConfig {
                 "s3_addr {s3_addr} is also this node's data, peer or http address"
             ));
         }
+        if self.weight > WEIGHT_MAX {
+            return fail(format!("weight {} is over {WEIGHT_MAX}", self.weight));
+        }
         let mut ids = HashSet::new();
         let mut addrs = HashSet::new();
         for member in &members {
@@ -582,14 +652,19 @@ impl NodeConfig {
         if !self.members.is_empty() {
             return self.members.clone();
         }
-        vec![MemberConfig {
+        vec![self.own_member()]
+    }
+
+    /// This node as a member: its zone, `weight` and addresses.
+    pub fn own_member(&self) -> MemberConfig {
+        MemberConfig {
             id: self.id,
             zone: self.zone.clone(),
-            weight: 1,
+            weight: self.weight,
             data_addr: self.data_addr,
             peer_addr: self.peer_addr,
             http_addr: self.http_addr,
-        }]
+        }
     }
 
     /// The ring of the static member list at `ring_epoch`.

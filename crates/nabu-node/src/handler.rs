@@ -18,6 +18,7 @@ use nabu_proto::ops::{
 };
 use nabu_proto::{ErrorCode, ErrorFrame, Flags, Frame, FrameKind, ProtoError, Request, Response};
 
+use crate::config::MembershipKind;
 use crate::node::Node;
 use crate::records::MetaAddress;
 
@@ -193,6 +194,13 @@ pub async fn execute(
                 body: Bytes::from(body),
                 body_crc: None,
             })
+        }
+        Request::MembersPut(_) if node.config.membership == MembershipKind::Etcd => {
+            Err(OpError::new(
+                ErrorCode::BAD_REQUEST,
+                "this cluster's member list lives in etcd: change it there (`nabu node \
+                 add|drain|remove` with the cluster's etcd settings)",
+            ))
         }
         Request::MembersPut(MembersPut(header)) => {
             let entries =

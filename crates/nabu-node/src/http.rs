@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::config::MembershipKind;
 use crate::liveness::MemberState;
 use crate::node::{Node, capacity_bytes, until_stopped};
 
@@ -43,6 +44,26 @@ pub struct ClusterView {
     /// Maintenance this node coordinated (the lowest-id member that is up does).
     #[serde(default)]
     pub maintenance: MaintenanceView,
+    /// Where the member list lives and whether this node follows it now.
+    #[serde(default)]
+    pub membership: MembershipView,
+}
+
+/// The membership provider in [`ClusterView`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipView {
+    /// `static` or `etcd`.
+    pub kind: String,
+    /// etcd's endpoints (etcd only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub etcd_endpoints: Vec<String>,
+    /// The cluster's key prefix in etcd (etcd only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub etcd_prefix: String,
+    /// Whether the node is registered in etcd and watching the list now (etcd only; while
+    /// false it serves on the last list it applied).
+    #[serde(default)]
+    pub etcd_connected: bool,
 }
 
 /// Rebalancing and re-protection in [`ClusterView`].
@@ -256,5 +277,17 @@ fn cluster_view(node: &Node) -> ClusterView {
         },
         scrub: scrub_view(node),
         maintenance: maintenance_view(node),
+        membership: MembershipView {
+            kind: node.config.membership.name().to_owned(),
+            etcd_endpoints: match node.config.membership {
+                MembershipKind::Etcd => node.config.etcd_endpoints.clone(),
+                MembershipKind::Static => Vec::new(),
+            },
+            etcd_prefix: match node.config.membership {
+                MembershipKind::Etcd => node.config.etcd_prefix.clone(),
+                MembershipKind::Static => String::new(),
+            },
+            etcd_connected: node.metrics.etcd_connected.load(Ordering::Relaxed) == 1,
+        },
     }
 }

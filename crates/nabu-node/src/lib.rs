@@ -66,12 +66,16 @@ use nabu_store::{Disk, RealDisk};
 use tokio::net::{TcpListener, UnixListener};
 
 pub use config::{
-    ConfigError, DATA_SOCKET_PATH_BYTES_MAX, DirectIoOption, MemberConfig, NodeConfig,
-    REQUEST_BODY_BYTES_MAX_DEFAULT, StoreOptions,
+    ConfigError, DATA_SOCKET_PATH_BYTES_MAX, DirectIoOption, MemberConfig, MembershipKind,
+    NodeConfig, REQUEST_BODY_BYTES_MAX_DEFAULT, StoreOptions,
 };
 pub use connection::RESPONSE_QUEUE_FRAMES_MAX;
-pub use http::{ClusterView, DirView, MaintenanceView, MemberView, ScrubView, StoreView};
+pub use http::{
+    ClusterView, DirView, MaintenanceView, MemberView, MembershipView, ScrubView, StoreView,
+};
 pub use liveness::{MemberState, RECONNECT_BACKOFF_MAX};
+pub use membership::etcd::EtcdMembers;
+pub use membership::provider::{EpochMembers, MemberEdit, MemberListProvider, StaticMembers};
 pub use scrub::PassReport;
 
 /// The listeners of a node, already bound (so tests bind port 0 and read the ports).

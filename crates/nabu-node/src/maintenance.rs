@@ -173,8 +173,24 @@ async fn coordinate(node: &Node, options: CheckOptions, lost: &BTreeSet<u32>) ->
         if !clean {
             break;
         }
-        if report.shards_moved == 0 || !options.rebalance {
+        if !options.rebalance {
             done = true;
+            break;
+        }
+        if report.shards_moved == 0 {
+            // Shards still outside their placement with none moved: a placement node did
+            // not answer, or there is no room (a drain leaves fewer nodes than a stripe is
+            // wide). Not done: tried again after the retry interval.
+            done = report.shards_misplaced == 0;
+            if !done {
+                tracing::warn!(
+                    epoch,
+                    misplaced = report.shards_misplaced,
+                    retry_in_ms = node.config.hint_retry_backoff_max_ms,
+                    "shards outside their placement could not move (a placement node is \
+                     unreachable, or fewer nodes than a stripe is wide have weight)"
+                );
+            }
             break;
         }
     }

@@ -22,6 +22,9 @@ use tokio::sync::watch;
 
 use crate::config::{MemberConfig, NodeConfig};
 
+pub mod etcd;
+pub mod provider;
+
 /// The file a node keeps its last applied member list in.
 pub const MEMBERS_FILE: &str = "members.json";
 

@@ -77,6 +77,8 @@ pub struct Metrics {
     pub scrub: crate::scrub::ScrubCounters,
     /// Members not heard from for `repair_after_ms`.
     pub members_lost: AtomicU64,
+    /// 1 while this node's etcd session is up (registered and watching; `membership = "etcd"`).
+    pub etcd_connected: AtomicU64,
     /// Maintenance passes (rebalancing, re-protection) this node coordinated.
     pub maintenance_passes_total: AtomicU64,
     /// 1 while this node coordinates a maintenance pass.
@@ -138,6 +140,7 @@ impl Default for Metrics {
             hint_bytes_moved_total: AtomicU64::new(0),
             scrub: crate::scrub::ScrubCounters::default(),
             members_lost: AtomicU64::new(0),
+            etcd_connected: AtomicU64::new(0),
             maintenance_passes_total: AtomicU64::new(0),
             maintenance_running: AtomicU64::new(0),
             reprotect_stripes_repaired_total: AtomicU64::new(0),
@@ -332,6 +335,12 @@ impl Metrics {
                 "gauge",
                 "Members not heard from for repair_after_ms.",
                 self.members_lost.load(Ordering::Relaxed),
+            ),
+            (
+                "nabu_etcd_connected",
+                "gauge",
+                "1 while the node is registered in etcd and watching the member list.",
+                self.etcd_connected.load(Ordering::Relaxed),
             ),
             (
                 "nabu_maintenance_passes_total",

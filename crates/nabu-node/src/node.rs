@@ -17,6 +17,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::config::MembershipKind;
 use crate::events::{EVENTS_MAX, EventLog};
 use crate::gc::Touches;
 use crate::hints::Hints;
@@ -241,6 +242,11 @@ pub(crate) async fn serve(
         tasks.spawn(repair::run(Arc::clone(&node), stopped.clone()).in_current_span());
         tasks.spawn(scrub::run(Arc::clone(&node), stopped.clone()).in_current_span());
         tasks.spawn(maintenance::run(Arc::clone(&node), stopped.clone()).in_current_span());
+        if node.config.membership == MembershipKind::Etcd {
+            tasks.spawn(
+                crate::membership::etcd::run(Arc::clone(&node), stopped.clone()).in_current_span(),
+            );
+        }
         node.serving.store(true, Ordering::Relaxed);
         tracing::info!(
             members = node.membership.view().members.len(),

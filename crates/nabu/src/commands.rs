@@ -13,6 +13,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use nabu_client::{Client, ClientConfig, ClusterMap, Endpoint, GcOptions, GcPhase, MemberAddr};
+use nabu_node::{EtcdMembers, MemberEdit, MemberListProvider, MembershipKind, StaticMembers};
+use nabu_proto::ops::MemberEntry;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
 use crate::cluster_file::ClusterFile;
@@ -44,6 +46,32 @@ pub struct NamespaceArg {
 impl ClusterArg {
     pub(crate) async fn cluster_map(&self) -> anyhow::Result<ClusterMap> {
         Ok(nabu_client::cluster_file::cluster_map(&self.cluster, self.tcp).await?)
+    }
+
+    /// Where the cluster's member list lives: etcd where the cluster file (or the node asked)
+    /// says so, else the members themselves (reached through `client`).
+    pub async fn members_provider(
+        &self,
+        client: &Client,
+    ) -> anyhow::Result<Box<dyn MemberListProvider>> {
+        let etcd = match self.cluster.parse::<SocketAddr>() {
+            Ok(addr) => {
+                let view: nabu_node::ClusterView =
+                    serde_json::from_value(cluster_view(addr).await?)
+                        .context("parse /api/v1/cluster")?;
+                (view.membership.kind == "etcd")
+                    .then_some((view.membership.etcd_endpoints, view.membership.etcd_prefix))
+            }
+            Err(_) => {
+                let file = ClusterFile::load(Path::new(&self.cluster))?;
+                (file.membership == MembershipKind::Etcd)
+                    .then(|| (file.etcd_endpoints.clone(), file.etcd_prefix()))
+            }
+        };
+        Ok(match etcd {
+            Some((endpoints, prefix)) => Box::new(EtcdMembers::connect(&endpoints, &prefix).await?),
+            None => Box::new(StaticMembers::new(client.clone())),
+        })
     }
 
     /// A client of the cluster.
@@ -406,10 +434,7 @@ pub async fn scrub(args: &ScrubArgs) -> anyhow::Result<()> {
 /// `nabu node add ID --addr ADDR`: makes the running node at ADDR a member.
 pub async fn node_add(cluster: &ClusterArg, id: u32, addr: &str) -> anyhow::Result<()> {
     let client = cluster.client().await?;
-    let (epoch, mut members) = current_members(&client).await?;
-    if let Some(member) = members.iter().find(|member| member.id.0 == id) {
-        bail!("node {id} is already a member (weight {})", member.weight);
-    }
+    let provider = cluster.members_provider(&client).await?;
     // The newcomer says what it is: zone, weight and addresses from its own config.
     let endpoint: Endpoint = addr.parse()?;
     let map = ClusterMap::new(
@@ -430,36 +455,56 @@ pub async fn node_add(cluster: &ClusterArg, id: u32, addr: &str) -> anyhow::Resu
         .into_iter()
         .find(|member| member.id.0 == id)
         .with_context(|| format!("the node at {addr} does not list itself as node {id}"))?;
-    members.push(entry);
-    let epoch = epoch.max(their_epoch) + 1;
-    publish(&client, epoch, &members, &format!("node {id} added")).await
+    if provider.kind() == MembershipKind::Static {
+        let current = provider.current().await?;
+        if their_epoch > current.epoch {
+            bail!(
+                "node {id} is on ring epoch {their_epoch}, past the cluster's {}: it would \
+                 refuse the new list (was it part of another cluster? start it on a fresh \
+                 data dir)",
+                current.epoch
+            );
+        }
+    }
+    let edit = |members: &mut Vec<MemberEntry>| {
+        if let Some(member) = members.iter().find(|member| member.id.0 == id) {
+            bail!("node {id} is already a member (weight {})", member.weight);
+        }
+        members.push(entry.clone());
+        Ok(true)
+    };
+    change_members(provider.as_ref(), &edit, &format!("node {id} added")).await
 }
 
 /// `nabu node drain ID`: weight 0, so the cluster moves everything off the node.
 pub async fn node_drain(cluster: &ClusterArg, id: u32) -> anyhow::Result<()> {
     let client = cluster.client().await?;
-    let (epoch, mut members) = current_members(&client).await?;
-    let member = members
-        .iter_mut()
-        .find(|member| member.id.0 == id)
-        .with_context(|| format!("node {id} is not a member"))?;
-    if member.weight == 0 {
-        bail!("node {id} is draining already (weight 0)");
-    }
-    member.weight = 0;
-    publish(&client, epoch + 1, &members, &format!("node {id} draining")).await
+    let provider = cluster.members_provider(&client).await?;
+    let edit = |members: &mut Vec<MemberEntry>| {
+        let member = members
+            .iter_mut()
+            .find(|member| member.id.0 == id)
+            .with_context(|| format!("node {id} is not a member"))?;
+        if member.weight == 0 {
+            bail!("node {id} is draining already (weight 0)");
+        }
+        member.weight = 0;
+        Ok(true)
+    };
+    change_members(provider.as_ref(), &edit, &format!("node {id} draining")).await
 }
 
 /// `nabu node remove ID`: drops a drained, empty node from the member list (`force`: a node
 /// that is gone for good; the cluster re-protects what it held).
 pub async fn node_remove(cluster: &ClusterArg, id: u32, force: bool) -> anyhow::Result<()> {
     let client = cluster.client().await?;
-    let (epoch, mut members) = current_members(&client).await?;
-    let Some(at) = members.iter().position(|member| member.id.0 == id) else {
-        bail!("node {id} is not a member");
-    };
+    let provider = cluster.members_provider(&client).await?;
     if !force {
-        if members[at].weight != 0 {
+        let current = provider.current().await?;
+        let Some(member) = current.members.iter().find(|member| member.id.0 == id) else {
+            bail!("node {id} is not a member");
+        };
+        if member.weight != 0 {
             bail!(
                 "node {id} still owns part of the ring: `nabu node drain {id}` first (or --force for a node that is gone)"
             );
@@ -476,44 +521,33 @@ pub async fn node_remove(cluster: &ClusterArg, id: u32, force: bool) -> anyhow::
             );
         }
     }
-    members.remove(at);
-    publish(&client, epoch + 1, &members, &format!("node {id} removed")).await
+    let edit = |members: &mut Vec<MemberEntry>| {
+        let Some(at) = members.iter().position(|member| member.id.0 == id) else {
+            bail!("node {id} is not a member");
+        };
+        if !force && members[at].weight != 0 {
+            bail!("node {id} was given weight again meanwhile; not removing it");
+        }
+        members.remove(at);
+        Ok(true)
+    };
+    change_members(provider.as_ref(), &edit, &format!("node {id} removed")).await
 }
 
-/// The newest member list any member reports (every reachable member is asked: a change
-/// is made against the newest).
-async fn current_members(
-    client: &Client,
-) -> anyhow::Result<(u64, Vec<nabu_proto::ops::MemberEntry>)> {
-    let members = client.ring().members().len();
-    client
-        .newest_members(members)
-        .await
-        .context("no member answered with its member list")
-}
-
-/// Publishes the list and says what happened.
-async fn publish(
-    client: &Client,
-    epoch: u64,
-    members: &[nabu_proto::ops::MemberEntry],
+/// Changes the member list where it lives and says what happened.
+async fn change_members(
+    provider: &dyn MemberListProvider,
+    edit: &MemberEdit<'_>,
     what: &str,
 ) -> anyhow::Result<()> {
-    let refused = client.publish_members(epoch, members).await?;
+    let (list, _) = provider.update(edit).await?;
     println!(
-        "ring epoch {epoch}: {what}; {} members. The cluster moves data to the new placement \
-         (progress: `nabu status`).",
-        members.len()
+        "ring epoch {}: {what}; {} members ({} membership). The cluster moves data to the new \
+         placement (progress: `nabu status`).",
+        list.epoch,
+        list.members.len(),
+        provider.kind().name()
     );
-    // A node left out of the list need not take it; a member that did not catches up from
-    // its peers when its heartbeats reconnect.
-    for (node, why) in refused {
-        if members.iter().any(|member| member.id == node) {
-            eprintln!(
-                "warning: node {node} did not take the list yet ({why}); it catches up from its peers"
-            );
-        }
-    }
     Ok(())
 }
 
@@ -522,8 +556,13 @@ async fn publish(
 pub async fn status(cluster: &ClusterArg) -> anyhow::Result<()> {
     let members = status_members(cluster).await?;
     if let Some(epoch) = members.epoch {
-        println!("ring epoch {epoch}, {} members", members.rows.len());
+        let kind = members.kind.map_or("", |kind| kind.name());
+        println!(
+            "ring epoch {epoch}, {} members ({kind} membership)",
+            members.rows.len()
+        );
     }
+    let mut off_etcd = Vec::new();
     println!(
         "{:<6} {:<10} {:>6} {:<6} {:>12} {:>12} {:>10}",
         "node", "zone", "weight", "state", "used", "capacity", "shards"
@@ -544,6 +583,11 @@ pub async fn status(cluster: &ClusterArg) -> anyhow::Result<()> {
                     human_bytes(used),
                     human_bytes(capacity)
                 );
+                if view["membership"]["kind"] == "etcd"
+                    && view["membership"]["etcd_connected"] != true
+                {
+                    off_etcd.push(id);
+                }
                 let maintenance = &view["maintenance"];
                 if maintenance["passes"].as_u64().unwrap_or(0) > 0 {
                     coordinated.push((id, maintenance.clone()));
@@ -554,6 +598,13 @@ pub async fn status(cluster: &ClusterArg) -> anyhow::Result<()> {
                 "down", "-", "-", "-"
             ),
         }
+    }
+    if !off_etcd.is_empty() {
+        let nodes: Vec<String> = off_etcd.iter().map(|id| format!("n{id}")).collect();
+        println!(
+            "not connected to etcd now: {} (serving on their last member list)",
+            nodes.join(", ")
+        );
     }
     for (id, maintenance) in coordinated {
         let number = |field: &str| maintenance[field].as_u64().unwrap_or(0);
@@ -577,20 +628,25 @@ pub async fn status(cluster: &ClusterArg) -> anyhow::Result<()> {
 /// The members `nabu status` shows: (id, zone, weight, HTTP address), and the ring epoch.
 struct StatusMembers {
     epoch: Option<u64>,
+    kind: Option<MembershipKind>,
     rows: Vec<(u32, String, Option<u32>, SocketAddr)>,
 }
 
 async fn status_members(cluster: &ClusterArg) -> anyhow::Result<StatusMembers> {
     // The live member list, when a node answers; else what the cluster file or node says.
     if let Ok(client) = cluster.client().await
-        && let Ok((epoch, members)) = current_members(&client).await
+        && let Ok(provider) = cluster.members_provider(&client).await
+        && let Ok(list) = provider.current().await
+        && !list.members.is_empty()
     {
-        let rows = members
+        let rows = list
+            .members
             .into_iter()
             .map(|m| (m.id.0, m.zone, Some(m.weight), m.http_addr))
             .collect();
         return Ok(StatusMembers {
-            epoch: Some(epoch),
+            epoch: Some(list.epoch),
+            kind: Some(provider.kind()),
             rows,
         });
     }
@@ -608,7 +664,11 @@ async fn status_members(cluster: &ClusterArg) -> anyhow::Result<StatusMembers> {
                 Ok((m["id"].as_u64().context("id")? as u32, zone, weight, http))
             })
             .collect::<anyhow::Result<_>>()?;
-        return Ok(StatusMembers { epoch: None, rows });
+        return Ok(StatusMembers {
+            epoch: None,
+            kind: None,
+            rows,
+        });
     }
     let file = ClusterFile::load(Path::new(&cluster.cluster))?;
     let rows = file
@@ -616,7 +676,11 @@ async fn status_members(cluster: &ClusterArg) -> anyhow::Result<StatusMembers> {
         .into_iter()
         .map(|n| (n.id, n.zone, None, n.http_addr))
         .collect();
-    Ok(StatusMembers { epoch: None, rows })
+    Ok(StatusMembers {
+        epoch: None,
+        kind: None,
+        rows,
+    })
 }
 
 fn human_bytes(bytes: u64) -> String {

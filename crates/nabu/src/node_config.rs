@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use nabu_node::{ListenerAddrs, MemberConfig, NodeConfig};
+use nabu_node::{ListenerAddrs, MemberConfig, MembershipKind, NodeConfig};
 
 use crate::cluster_file::NodeEntry;
 
@@ -14,6 +14,12 @@ pub struct LocalSettings {
     pub resp_password: Option<String>,
     /// `--kv-bytes`: the KV pool's capacity (else the node's default).
     pub kv_bytes: Option<u64>,
+    /// Where the member list lives (`--membership`).
+    pub membership: MembershipKind,
+    /// etcd's client URLs (`--etcd`).
+    pub etcd_endpoints: Vec<String>,
+    /// The cluster's key prefix in etcd.
+    pub etcd_prefix: String,
 }
 
 /// The TOML text of node `entry`'s config in a cluster of `all` nodes.
@@ -37,8 +43,9 @@ pub fn render(
     Ok(config.to_toml())
 }
 
-/// Sets what `nabu up` owns in an existing node config: the RESP endpoint and password, and
-/// the KV pool's capacity when `--kv-bytes` was given. Everything else is left as it is.
+/// Sets what `nabu up` owns in an existing node config: the RESP endpoint and password, the
+/// membership settings, and the KV pool's capacity when `--kv-bytes` was given. Everything
+/// else is left as it is.
 pub fn apply(config: &mut NodeConfig, entry: &NodeEntry, settings: &LocalSettings) {
     if let (Some(addr), Some(password)) = (entry.resp_addr, &settings.resp_password) {
         config.resp_addr = Some(addr);
@@ -46,6 +53,11 @@ pub fn apply(config: &mut NodeConfig, entry: &NodeEntry, settings: &LocalSetting
     }
     if let Some(kv_bytes) = settings.kv_bytes {
         config.kv_bytes = kv_bytes;
+    }
+    config.membership = settings.membership;
+    if settings.membership == MembershipKind::Etcd {
+        config.etcd_endpoints.clone_from(&settings.etcd_endpoints);
+        config.etcd_prefix.clone_from(&settings.etcd_prefix);
     }
 }
 

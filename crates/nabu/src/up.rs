@@ -17,6 +17,8 @@ use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{SignalKind, signal};
 
+use nabu_node::MembershipKind;
+
 use crate::cluster_file::{ClusterFile, NodeEntry, write_secret_file};
 use crate::http_probe;
 use crate::node_config::LocalSettings;
@@ -46,6 +48,24 @@ pub struct UpArgs {
     /// node's config, also for an existing cluster. Default: the node default (1 GiB).
     #[arg(long, value_name = "SIZE", value_parser = crate::bench::parse_size)]
     pub kv_bytes: Option<u64>,
+    /// Where the member list lives: `static` (in the nodes; the default for a new cluster)
+    /// or `etcd` (in the etcd at --etcd: nodes register under a lease, join by themselves
+    /// and watch the list). Kept in cluster.toml for later runs.
+    #[arg(long, value_enum)]
+    pub membership: Option<MembershipArg>,
+    /// etcd's client URL(s), comma-separated, for `--membership etcd` (default
+    /// http://127.0.0.1:2379). etcd must be running; `nabu up` does not start it.
+    #[arg(long, value_name = "URL", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+}
+
+/// `--membership`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MembershipArg {
+    /// The member list lives in the nodes (the embedded default: nothing else to run).
+    Static,
+    /// The member list lives in etcd.
+    Etcd,
 }
 
 /// The RESP port's offset from the data port in a fixed port layout (the S3 gateway uses
@@ -63,9 +83,31 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         create_cluster(&dir, args.nodes.unwrap_or(6), args.base_port)?
     };
     ensure_resp(&mut cluster)?;
+    choose_membership(&mut cluster, &args)?;
+    if cluster.membership == MembershipKind::Etcd {
+        let endpoints = cluster.etcd_endpoints.join(",");
+        let members =
+            nabu_node::EtcdMembers::connect(&cluster.etcd_endpoints, &cluster.etcd_prefix())
+                .await
+                .with_context(|| format!("--membership etcd: is etcd running at {endpoints}?"))?;
+        let current = nabu_node::MemberListProvider::current(&members)
+            .await
+            .with_context(|| format!("--membership etcd: read the member list from {endpoints}"))?;
+        println!(
+            "membership: etcd at {endpoints} (prefix {}), {}",
+            cluster.etcd_prefix(),
+            match current.epoch {
+                0 => "a new member list".to_owned(),
+                epoch => format!("member list at ring epoch {epoch}"),
+            }
+        );
+    }
     let settings = LocalSettings {
         resp_password: cluster.resp_password.clone(),
         kv_bytes: args.kv_bytes,
+        membership: cluster.membership,
+        etcd_endpoints: cluster.etcd_endpoints.clone(),
+        etcd_prefix: cluster.etcd_prefix(),
     };
     update_node_configs(&cluster, &settings)?;
     let mut children = Vec::with_capacity(cluster.nodes.len());
@@ -96,6 +138,30 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     cluster.save(&cluster_path)?;
     println!("stopped: all nodes shut down");
+    Ok(())
+}
+
+/// Applies `--membership` and `--etcd` to the cluster (kept in cluster.toml), checking that
+/// etcd answers before any node starts.
+fn choose_membership(cluster: &mut ClusterFile, args: &UpArgs) -> anyhow::Result<()> {
+    match args.membership {
+        Some(MembershipArg::Etcd) => cluster.membership = MembershipKind::Etcd,
+        Some(MembershipArg::Static) => cluster.membership = MembershipKind::Static,
+        None if !args.etcd.is_empty() && cluster.membership == MembershipKind::Static => {
+            bail!("--etcd is for --membership etcd")
+        }
+        None => {}
+    }
+    match cluster.membership {
+        MembershipKind::Etcd => {
+            if !args.etcd.is_empty() {
+                cluster.etcd_endpoints.clone_from(&args.etcd);
+            } else if cluster.etcd_endpoints.is_empty() {
+                cluster.etcd_endpoints = vec!["http://127.0.0.1:2379".into()];
+            }
+        }
+        MembershipKind::Static => cluster.etcd_endpoints.clear(),
+    }
     Ok(())
 }
 
@@ -191,6 +257,8 @@ fn create_cluster(dir: &Path, nodes: usize, base_port: u16) -> anyhow::Result<Cl
         s3_access_key: None,
         s3_secret_key: None,
         resp_password: Some(random_secret(16)?),
+        membership: MembershipKind::Static,
+        etcd_endpoints: Vec::new(),
         nodes: entries,
     })
 }

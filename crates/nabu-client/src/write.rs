@@ -30,7 +30,8 @@ use nabu_core::id::{BlobId, StripeId};
 use nabu_core::policy::Durability;
 use nabu_core::ring::NodeId;
 use nabu_core::stripe::split_stripe;
-use nabu_proto::ops::{HintKind, HintPut, MetaTable, ShardInfo, ShardLayout};
+use nabu_proto::ErrorCode;
+use nabu_proto::ops::{HintKind, HintPut, MetaTable, Op, ShardInfo, ShardLayout};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::task::JoinSet;
 
@@ -421,6 +422,17 @@ impl Client {
         };
         let required = (layout.shards_needed() + 1).min(width);
         let mut fan = fan_out(&walk, width, &send).await;
+        // A node holding another shard of this very stripe: the cluster stores these bytes
+        // already (stripe ids are content ids), and rebalancing has moved its shards since,
+        // so they no longer sit at the slots this walk gives them. Complete that stripe
+        // where it is instead.
+        let stored =
+            fan.durable() < width && fan.failures.iter().any(|(_, e)| holds_other_shard(e));
+        if stored {
+            fan = self
+                .complete_stored_stripe(stripe_id, &walk, &infos, &bodies)
+                .await;
+        }
         if fan.durable() < required {
             // Short of its quorum, most often because nodes were slow to accept a connection
             // on a busy host (a failed connect is not retried for `node_down_retry_after`):
@@ -442,8 +454,10 @@ impl Client {
                 required,
             });
         }
-        self.send_hints(index, stripe_id, &walk, &infos, &fan.placed)
-            .await;
+        if !stored {
+            self.send_hints(index, stripe_id, &walk, &infos, &fan.placed)
+                .await;
+        }
         let missing: Vec<u8> = (0..width)
             .filter(|&slot| fan.placed[slot].is_none())
             .map(|slot| slot as u8)
@@ -478,7 +492,82 @@ impl Client {
     }
 }
 
+/// Whether `error` is a node's answer that it holds another shard of the stripe.
+fn holds_other_shard(error: &ClientError) -> bool {
+    matches!(
+        error,
+        ClientError::Remote {
+            op: Op::ShardPut,
+            code: ErrorCode::CONFLICT,
+            ..
+        }
+    )
+}
+
 impl Client {
+    /// Completes a stripe some nodes hold already: every node of the walk is asked which
+    /// shard it holds, and each shard no node holds goes to a node of the walk that holds
+    /// none of the stripe (in walk order). Where each shard is now is the result.
+    async fn complete_stored_stripe(
+        &self,
+        stripe_id: StripeId,
+        walk: &[NodeId],
+        infos: &[ShardInfo],
+        bodies: &[Bytes],
+    ) -> crate::client::FanOut {
+        let width = infos.len();
+        let mut stats = JoinSet::new();
+        for (position, &node) in walk.iter().enumerate() {
+            let client = self.clone();
+            stats.spawn(async move {
+                let held = client.inner.pool.shard_stat(node, stripe_id).await;
+                (position, node, held)
+            });
+        }
+        let mut answers = stats.join_all().await;
+        answers.sort_by_key(|(position, _, _)| *position);
+        let mut placed = vec![None; width];
+        let mut failures = Vec::new();
+        let mut free = Vec::new();
+        for (_, node, held) in answers {
+            match held {
+                Ok(Some(info)) => {
+                    if let ShardLayout::Erasure { index, .. } = info.layout
+                        && let Some(slot) = placed.get_mut(usize::from(index))
+                        && slot.is_none()
+                        && info == infos[usize::from(index)]
+                    {
+                        *slot = Some(node);
+                    }
+                }
+                Ok(None) => free.push(node),
+                Err(error) => failures.push((node, error)),
+            }
+        }
+        let mut puts = JoinSet::new();
+        let mut free = free.into_iter();
+        for slot in (0..width).filter(|&slot| placed[slot].is_none()) {
+            let Some(node) = free.next() else { break };
+            let (client, info, body) = (self.clone(), infos[slot], bodies[slot].clone());
+            puts.spawn(async move {
+                let put = client
+                    .inner
+                    .pool
+                    .shard_put(node, stripe_id, info, body)
+                    .await;
+                (slot, node, put)
+            });
+        }
+        for (slot, node, put) in puts.join_all().await {
+            match put {
+                Ok(_) => placed[slot] = Some(node),
+                Err(error) => failures.push((node, error)),
+            }
+        }
+        tracing::debug!(%stripe_id, held = placed.iter().flatten().count(), width, "completed a stripe the cluster already stored");
+        crate::client::FanOut { placed, failures }
+    }
+
     /// Sends the hints of one written stripe (see the module docs): `placed[slot]` is where
     /// shard `slot` went, `walk[slot]` its home.
     async fn send_hints(

@@ -947,6 +947,8 @@ async fn replicas_3_survive_two_lost_nodes_and_none_reports_lost_stripes() {
 
 #[path = "client/chaos.rs"]
 mod chaos;
+#[path = "client/etcd.rs"]
+mod etcd;
 #[path = "client/gc.rs"]
 mod gc;
 #[path = "client/into.rs"]

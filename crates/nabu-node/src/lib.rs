@@ -54,6 +54,7 @@ pub mod resp;
 mod scrub;
 mod server;
 mod shards;
+pub mod testing;
 
 use std::future::Future;
 use std::io;

@@ -185,6 +185,8 @@ pub struct Snapshot {
     pub bytes_capacity: u64,
     /// Seconds since start.
     pub uptime_s: u64,
+    /// The ring epoch of the member list this node runs on.
+    pub ring_epoch: u64,
 }
 
 impl Metrics {
@@ -287,6 +289,12 @@ impl Metrics {
                 "gauge",
                 "Shards held by this node.",
                 load(&self.shards),
+            ),
+            (
+                "nabu_ring_epoch",
+                "gauge",
+                "The ring epoch of the member list this node runs on.",
+                snapshot.ring_epoch,
             ),
             (
                 "nabu_corrupt_shards_total",

@@ -119,6 +119,7 @@ impl Node {
             hints_pending: self.hints.len() as u64,
             bytes_capacity: capacity_bytes(&self.config.data_dirs),
             uptime_s: self.started.elapsed().as_secs(),
+            ring_epoch: self.membership.epoch(),
         }
     }
 }

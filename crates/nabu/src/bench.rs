@@ -59,6 +59,11 @@ pub struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Measure only the limits (loopback TCP, the device) and print them, for scripts that
+    /// quote other figures against them (scripts/bench-repair). Needs no running cluster
+    /// with --limits-dir.
+    #[arg(long)]
+    pub limits_only: bool,
     /// Stop this node (SIGSTOP, pid from cluster.toml) during an extra 1 MiB GET pass.
     #[arg(long)]
     pub pause_node: Option<u32>,
@@ -164,6 +169,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     check_args(&args)?;
     let cluster_file = load_cluster_file(&args.cluster.cluster);
     let limits_dir = limits_dir(&args, cluster_file.as_ref())?;
+    if args.limits_only {
+        return print_limits(&limits_dir, args.json).await;
+    }
     // The benchmark is judged against loopback TCP: it measures the network path, so it
     // never takes a node's Unix socket.
     let tcp = ClusterArg {
@@ -216,6 +224,31 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report::render(&report));
+    }
+    Ok(())
+}
+
+/// `--limits-only`: the limits alone.
+async fn print_limits(dir: &Path, json: bool) -> anyhow::Result<()> {
+    eprintln!("measuring limits: loopback TCP, then {}", dir.display());
+    let loopback = limits::loopback().await?;
+    let dir = dir.to_owned();
+    let disk = tokio::task::spawn_blocking(move || limits::disk(&dir))
+        .await
+        .context("device limit task panicked")??;
+    if json {
+        let both = serde_json::json!({ "loopback": loopback, "disk": disk });
+        println!("{}", serde_json::to_string_pretty(&both)?);
+    } else {
+        println!(
+            "loopback TCP {:.2} GB/s (round trip p50 {:.0} µs); {} reads {:.2} GB/s, durable writes {:.2} GB/s ({})",
+            loopback.bytes_per_sec / 1e9,
+            loopback.round_trip.p50_us,
+            if disk.direct { "O_DIRECT" } else { "buffered" },
+            disk.read_bytes_per_sec / 1e9,
+            disk.durable_write_bytes_per_sec / 1e9,
+            disk.dir.display()
+        );
     }
     Ok(())
 }

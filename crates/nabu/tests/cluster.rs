@@ -290,3 +290,38 @@ fn a_node_is_drained_then_removed_and_the_data_stays_whole() {
     let scrub = cluster.nabu(&["scrub"]);
     assert!(scrub.status.success(), "{}", stderr(&scrub));
 }
+
+#[test]
+fn nabu_up_runs_through_etcd_and_a_new_node_joins_by_itself() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let etcd_dir = tempfile::tempdir().expect("temp dir");
+    let etcd = runtime.block_on(nabu_node::testing::EtcdServer::start(etcd_dir.path()));
+    let mut cluster = TestCluster::up_with(6, &["--membership", "etcd", "--etcd", &etcd.url()]);
+    let dir = cluster.dir.path().to_owned();
+    let data = random_file(&dir.join("model"), 9 << 20, 80);
+    let put = cluster.nabu(&["put", "model", dir.join("model").to_str().unwrap()]);
+    assert!(put.status.success(), "{}", stderr(&put));
+    let status = cluster.nabu(&["status"]);
+    let table = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(table.contains(", 6 members (etcd membership)"), "{table}");
+    assert!(!table.contains("not connected to etcd"), "{table}");
+
+    cluster.serve_new_node(7);
+    // Node 7 registers and adds itself; the cluster moves its share to it.
+    support::wait_until(
+        std::time::Duration::from_secs(60),
+        || {
+            let (table, row) = status_row(&cluster, 7);
+            table.contains(", 7 members (etcd membership)")
+                && !row.is_empty()
+                && !row.trim_end().ends_with(" 0")
+        },
+        "node 7 to join and hold shards",
+    );
+    let get = cluster.nabu(&["get", "model"]);
+    assert!(get.status.success(), "{}", stderr(&get));
+    assert!(get.stdout == data, "bytes differ after the join");
+}

@@ -50,26 +50,31 @@ impl TestCluster {
     }
 }
 
-/// A writer that puts new 4 MiB objects (one stripe each) until stopped, counting them in
-/// `written`; returns what was acknowledged.
-fn spawn_writer(
-    client: &Client,
-    stop: &Arc<AtomicBool>,
-    written: &Arc<AtomicU64>,
-) -> JoinHandle<Vec<(String, Bytes)>> {
-    let (client, stop, written) = (client.clone(), Arc::clone(stop), Arc::clone(written));
+/// A write the writer made, and how many members the ring it used had.
+struct Acked {
+    object: (String, Bytes),
+    members: usize,
+}
+
+/// A writer that puts new 4 MiB objects (one stripe each) until stopped; returns what was
+/// acknowledged.
+fn spawn_writer(client: &Client, stop: &Arc<AtomicBool>) -> JoinHandle<Vec<Acked>> {
+    let (client, stop) = (client.clone(), Arc::clone(stop));
     tokio::spawn(async move {
         let mut acked = Vec::new();
         let mut seed = 50_000;
         while !stop.load(Ordering::Relaxed) {
             let key = format!("live/{seed}");
             let bytes = random_bytes(seed, 4 * MIB);
+            let members = client.ring().members().len();
             client
                 .put(NS, key.as_bytes(), bytes.clone())
                 .await
                 .expect("a put during the membership change");
-            acked.push((key, bytes));
-            written.fetch_add(1, Ordering::Relaxed);
+            acked.push(Acked {
+                object: (key, bytes),
+                members,
+            });
             seed += 1;
         }
         acked
@@ -105,7 +110,7 @@ fn spawn_reader(
 }
 
 /// Whether every stripe is full and every shard on its current placement.
-async fn settled(client: &Client) -> bool {
+pub(super) async fn settled(client: &Client) -> bool {
     let report = client
         .check_redundancy(CheckOptions::default(), |_| {})
         .await
@@ -116,6 +121,21 @@ async fn settled(client: &Client) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_join_while_a_writer_and_a_reader_run_and_take_their_share() {
     let mut cluster = TestCluster::start(6).await;
+    two_nodes_join_under_load(&mut cluster, async |cluster, client| {
+        let members = cluster.join(&[7, 8], 2).await;
+        let refused = client.publish_members(2, &members).await.expect("publish");
+        assert!(refused.is_empty(), "every node takes the list: {refused:?}");
+    })
+    .await;
+}
+
+/// Nodes 7 and 8 join a 6-node cluster (through `join`) while a writer and a reader run: no
+/// read fails, every acknowledged write reads back, and the shards moved stay within 1.25×
+/// the ideal 2/8 of all shards.
+pub(super) async fn two_nodes_join_under_load(
+    cluster: &mut TestCluster,
+    join: impl AsyncFnOnce(&mut TestCluster, &Client),
+) {
     let client = cluster.client();
     let mut objects = Vec::new();
     for seed in 0..48u64 {
@@ -130,17 +150,14 @@ async fn two_nodes_join_while_a_writer_and_a_reader_run_and_take_their_share() {
     let objects = Arc::new(objects);
     let stop = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicU64::new(0));
-    let written = Arc::new(AtomicU64::new(0));
-    let writer = spawn_writer(&client, &stop, &written);
+    let writer = spawn_writer(&client, &stop);
     let reader = spawn_reader(&client, &objects, &stop, &reads);
 
-    let members = cluster.join(&[7, 8], 2).await;
-    // What the old ring placed: the first objects, the writer's so far, and the one it may
-    // have in flight (each one stripe).
-    let stripes_before = objects.len() as u64 + written.load(Ordering::Relaxed) + 1;
-    let refused = client.publish_members(2, &members).await.expect("publish");
-    assert!(refused.is_empty(), "every node takes the list: {refused:?}");
-    eventually("the shards sit on their new placement", || settled(&client)).await;
+    join(cluster, &client).await;
+    eventually("the shards sit on their new 8-node placement", || async {
+        client.ring().members().len() == 8 && settled(&client).await
+    })
+    .await;
 
     stop.store(true, Ordering::Relaxed);
     reader.await.expect("reader");
@@ -149,7 +166,10 @@ async fn two_nodes_join_while_a_writer_and_a_reader_run_and_take_their_share() {
         reads.load(Ordering::Relaxed) > 0,
         "the reader read during the change"
     );
-    for (key, bytes) in objects.iter().chain(&acked) {
+    for (key, bytes) in objects
+        .iter()
+        .chain(acked.iter().map(|write| &write.object))
+    {
         let got = client.get(NS, key.as_bytes()).await.expect("get");
         assert_same(&got, bytes, key);
     }
@@ -161,7 +181,10 @@ async fn two_nodes_join_while_a_writer_and_a_reader_run_and_take_their_share() {
             .metric(NodeId(id), "nabu_rebalance_shards_moved_total")
             .await;
     }
-    let shards = stripes_before * 6;
+    // What an old ring placed (each object one stripe): the first objects and the writer's
+    // made before it saw all 8 nodes.
+    let old_ring_writes = acked.iter().filter(|write| write.members < 8).count();
+    let shards = (objects.len() + old_ring_writes) as u64 * 6;
     let ideal = shards as f64 * 2.0 / 8.0;
     println!(
         "join: {moved} of {shards} shards moved ({:.2}× the ideal {ideal}); {} writes and {} \
@@ -170,6 +193,20 @@ async fn two_nodes_join_while_a_writer_and_a_reader_run_and_take_their_share() {
         acked.len(),
         reads.load(Ordering::Relaxed)
     );
+    // The same bytes again, under new keys: their stripes are stored already, with shards
+    // the rebalancer moved off the slots a writer would pick; the puts complete them.
+    for (key, bytes) in objects.iter() {
+        let again = format!("again/{key}");
+        client
+            .put(NS, again.as_bytes(), bytes.clone())
+            .await
+            .unwrap_or_else(|error| panic!("a put of bytes stored before the change: {error}"));
+        assert_same(
+            &client.get(NS, again.as_bytes()).await.expect("get"),
+            bytes,
+            &again,
+        );
+    }
     assert!(moved > 0, "nothing moved");
     assert!(
         moved as f64 <= 1.25 * ideal,

@@ -181,6 +181,48 @@ impl TestCluster {
         );
     }
 
+    /// Starts a new node `id` with `nabu serve`, configured like node 1 but with its own
+    /// id, free ports and data dir, and alone on its member list (as a new machine would
+    /// be); waits until it is ready. Returns its HTTP address.
+    pub fn serve_new_node(&mut self, id: u32) -> String {
+        let text = std::fs::read_to_string(&self.node(1).config).expect("node 1 config");
+        let mut config: toml::Table = text.parse().expect("node.toml parses");
+        let dir = self.dir.path().join(format!("n{id}"));
+        std::fs::create_dir_all(&dir).expect("node dir");
+        config.insert("id".into(), i64::from(id).into());
+        let data_dir = dir.join("data").to_string_lossy().into_owned();
+        config.insert("data_dirs".into(), vec![toml::Value::from(data_dir)].into());
+        for key in [
+            "members",
+            "data_socket",
+            "s3_addr",
+            "resp_addr",
+            "resp_password",
+        ] {
+            config.remove(key);
+        }
+        for key in ["data_addr", "peer_addr", "http_addr"] {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+            let addr = listener.local_addr().expect("addr").to_string();
+            config.insert(key.into(), addr.into());
+        }
+        let http_addr = config["http_addr"].as_str().expect("http_addr").to_owned();
+        let path = dir.join("node.toml");
+        std::fs::write(&path, toml::to_string(&config).expect("toml")).expect("write node.toml");
+        std::fs::File::create(dir.join("node.log")).expect("node log");
+        self.nodes.push(TestNode {
+            id,
+            pid: 0,
+            http_addr: http_addr.clone(),
+            s3_addr: None,
+            data_addr: config["data_addr"].as_str().expect("data_addr").to_owned(),
+            resp_addr: String::new(),
+            config: path,
+        });
+        self.restart(id);
+        http_addr
+    }
+
     fn node(&self, id: u32) -> &TestNode {
         self.nodes
             .iter()

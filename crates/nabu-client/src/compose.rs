@@ -79,6 +79,31 @@ impl Client {
         Ok((receipt, ComposeMode::Copied))
     }
 
+    /// Stores under `to` the object under `from` as it is now, with its user metadata,
+    /// without moving its bytes: a new key record naming the same blob (the reusing path
+    /// with one part reads nothing). Visible only once complete, as any put.
+    pub async fn copy(&self, namespace: &str, from: &[u8], to: &[u8]) -> Result<PutReceipt> {
+        let info = self.stat(namespace, from).await?;
+        let options = PutOptions {
+            metadata: info.metadata,
+            ..PutOptions::default()
+        };
+        let parts = [ComposePart::blob(info.blob_id)];
+        let (receipt, _) = self.put_composed(namespace, to, &parts, options).await?;
+        Ok(receipt)
+    }
+
+    /// Renames `from` to `to`: [`Client::copy`], then a tombstone for `from`. The pair is not
+    /// atomic, but never loses the object: a failure between the two leaves both keys.
+    /// Renaming a key to itself changes nothing.
+    pub async fn rename(&self, namespace: &str, from: &[u8], to: &[u8]) -> Result<PutReceipt> {
+        let receipt = self.copy(namespace, from, to).await?;
+        if from != to {
+            self.delete(namespace, from).await?;
+        }
+        Ok(receipt)
+    }
+
     /// The reusing path; `None` when the parts do not line up.
     async fn compose_reusing(
         &self,

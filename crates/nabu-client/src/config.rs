@@ -117,6 +117,29 @@ impl ClusterMap {
     }
 }
 
+/// Where a cluster's authoritative member list lives (`membership` in `node.toml` and
+/// `cluster.toml`; the node re-exports it as `nabu_node::MembershipKind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MembershipKind {
+    /// The list of the config, changed by `nabu node add|drain|remove` pushing a new list to
+    /// every member (MEMBERS_PUT); members catch up from each other.
+    #[default]
+    Static,
+    /// The list and its ring epoch live in etcd (the epoch is the list key's revision).
+    Etcd,
+}
+
+impl MembershipKind {
+    /// `static` or `etcd`, as configs spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Static => "static",
+            Self::Etcd => "etcd",
+        }
+    }
+}
+
 /// When a read asks for more shards than it needs, because some are slow.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Hedge {

@@ -42,6 +42,7 @@
 //! **Deliberately absent (later work):** ring epochs that change while a client runs.
 
 mod client;
+pub mod cluster_file;
 mod compose;
 pub mod config;
 pub mod connection;
@@ -49,6 +50,7 @@ mod error;
 pub mod format;
 mod gc;
 pub mod hlc;
+pub mod http_get;
 pub mod kv;
 mod list;
 mod pacer;
@@ -60,7 +62,9 @@ mod write;
 
 pub use client::{Client, ListPage, ListedKey, ObjectInfo, SYSTEM_NAMESPACE};
 pub use compose::{ComposeMode, ComposePart, PartHasher, PartHashes};
-pub use config::{ClientConfig, ClusterMap, Endpoint, Hedge, MemberAddr, builtin_namespaces};
+pub use config::{
+    ClientConfig, ClusterMap, Endpoint, Hedge, MemberAddr, MembershipKind, builtin_namespaces,
+};
 pub use error::{ClientError, Result};
 pub use format::{FormatError, KeyRecord, Manifest, StripeEntry, UserMetadata};
 pub use gc::{GcOptions, GcPhase, GcReport};

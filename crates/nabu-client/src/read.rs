@@ -152,6 +152,21 @@ impl OpenObject {
             range,
         ))
     }
+
+    /// Reads bytes `offset..offset + buffer.len()` of this version (the end clamped to the
+    /// object's size) straight into `buffer`, stripes in parallel (`stripes_inflight_max`):
+    /// each stripe's bytes are copied once, from the shards as they arrive into their place
+    /// in `buffer`, with no intermediate buffer for the whole range. Returns the bytes
+    /// written; bytes of `buffer` past them are left as they were.
+    pub async fn read_into(&self, offset: u64, buffer: &mut [u8]) -> Result<usize> {
+        let end = offset.saturating_add(buffer.len() as u64);
+        let range = clamp_range(offset..end, self.plan.manifest.blob_bytes)?;
+        let written = (range.end - range.start) as usize;
+        self.client
+            .fetch_range_into(&self.plan, range, &mut buffer[..written])
+            .await?;
+        Ok(written)
+    }
 }
 
 /// A blob being streamed in order, a stripe at a time, with the next few prefetched.
@@ -270,6 +285,22 @@ impl Client {
         self.fetch_range(&plan, 0..size).await
     }
 
+    /// Reads bytes `offset..offset + buffer.len()` of the object under `key` straight into
+    /// `buffer` (see [`OpenObject::read_into`]); returns the bytes written (fewer than
+    /// `buffer.len()` only when the object ends first).
+    pub async fn get_range_into(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        offset: u64,
+        buffer: &mut [u8],
+    ) -> Result<usize> {
+        self.open(namespace, key)
+            .await?
+            .read_into(offset, buffer)
+            .await
+    }
+
     /// Bytes `range` of the object under `key` (the end is clamped to the object's size);
     /// only the stripes holding them are read.
     pub async fn get_range(&self, namespace: &str, key: &[u8], range: Range<u64>) -> Result<Bytes> {
@@ -376,6 +407,24 @@ impl Client {
     /// buffer; every unreadable stripe is named in the error.
     async fn fetch_range(&self, plan: &Arc<BlobPlan>, range: Range<u64>) -> Result<Bytes> {
         let mut out = BytesMut::zeroed((range.end - range.start) as usize);
+        self.fetch_range_into(plan, range, &mut out).await?;
+        Ok(out.freeze())
+    }
+
+    /// Reads the stripes holding `range` (within the blob), at most `stripes_inflight_max` at
+    /// once, into `out` (exactly as long as the range); every unreadable stripe is named in
+    /// the error.
+    async fn fetch_range_into(
+        &self,
+        plan: &Arc<BlobPlan>,
+        range: Range<u64>,
+        out: &mut [u8],
+    ) -> Result<()> {
+        assert_eq!(
+            out.len() as u64,
+            range.end - range.start,
+            "buffer fits the range"
+        );
         let stripes = plan.stripes_covering(&range);
         let mut failures = Vec::new();
         let mut tasks = JoinSet::new();
@@ -404,7 +453,7 @@ impl Client {
             }
         }
         if failures.is_empty() {
-            Ok(out.freeze())
+            Ok(())
         } else {
             Err(self.stripes_error(plan, failures))
         }

@@ -951,6 +951,8 @@ mod chaos;
 mod etcd;
 #[path = "client/gc.rs"]
 mod gc;
+#[path = "client/into.rs"]
+mod into;
 #[path = "client/membership.rs"]
 mod membership;
 #[path = "client/repair.rs"]

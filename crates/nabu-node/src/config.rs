@@ -219,27 +219,9 @@ pub struct NodeConfig {
     pub tiers: crate::tier::TierConfig,
 }
 
-/// Where a node's authoritative member list lives (`membership` in node.toml).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MembershipKind {
-    /// The list of the config, changed by `nabu node add|drain|remove` pushing a new list to
-    /// every member (MEMBERS_PUT); members catch up from each other.
-    #[default]
-    Static,
-    /// The list and its ring epoch live in etcd (the epoch is the list key's revision).
-    Etcd,
-}
-
-impl MembershipKind {
-    /// `static` or `etcd`, as configs spell it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Static => "static",
-            Self::Etcd => "etcd",
-        }
-    }
-}
+/// Where a node's authoritative member list lives (`membership` in node.toml): defined
+/// in the client, which reads it from `cluster.toml` too.
+pub use nabu_client::MembershipKind;
 
 /// One member of the static member list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

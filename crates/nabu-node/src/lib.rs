@@ -38,7 +38,8 @@ mod gc;
 mod handler;
 mod hints;
 mod http;
-pub mod http_get;
+/// The minimal management-plane GET lives in the client (clients read `/api/v1/cluster`).
+pub use nabu_client::http_get;
 pub mod kv;
 mod liveness;
 mod maintenance;

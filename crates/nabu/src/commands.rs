@@ -14,7 +14,6 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use nabu_client::{Client, ClientConfig, ClusterMap, Endpoint, GcOptions, GcPhase, MemberAddr};
 use nabu_node::{EtcdMembers, MemberEdit, MemberListProvider, MembershipKind, StaticMembers};
-use nabu_proto::ClusterToken;
 use nabu_proto::ops::MemberEntry;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
@@ -46,11 +45,7 @@ pub struct NamespaceArg {
 
 impl ClusterArg {
     pub(crate) async fn cluster_map(&self) -> anyhow::Result<ClusterMap> {
-        if let Ok(addr) = self.cluster.parse::<SocketAddr>() {
-            return cluster_map_from_node(addr).await;
-        }
-        let file = ClusterFile::load(Path::new(&self.cluster))?;
-        cluster_map_from_file(&file, &self.cluster, self.tcp)
+        Ok(nabu_client::cluster_file::cluster_map(&self.cluster, self.tcp).await?)
     }
 
     /// Where the cluster's member list lives: etcd where the cluster file (or the node asked)
@@ -94,55 +89,13 @@ impl ClusterArg {
     }
 }
 
-fn is_socket(path: &Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    std::fs::metadata(path).is_ok_and(|meta| meta.file_type().is_socket())
-}
-
-/// The cluster map of a `cluster.toml` read from `path`: each node by its Unix socket where
-/// the file names one that exists on this host (unless `tcp`), else by TCP.
+/// The cluster map of a `cluster.toml` read from `path` (see `ClusterFile::cluster_map`).
 pub fn cluster_map_from_file(
     file: &ClusterFile,
     path: &str,
     tcp: bool,
 ) -> anyhow::Result<ClusterMap> {
-    let token = ClusterToken::from_hex(&file.cluster_token)
-        .with_context(|| format!("cluster_token in {path}"))?;
-    let members = file
-        .nodes
-        .iter()
-        .map(|node| {
-            let socket = node
-                .data_socket
-                .as_ref()
-                .filter(|path| !tcp && is_socket(path));
-            let endpoint = match socket {
-                Some(path) => Endpoint::Unix(path.clone()),
-                None => Endpoint::from(node.data_addr),
-            };
-            MemberAddr::new(node.id, node.zone.clone(), endpoint)
-        })
-        .collect();
-    Ok(ClusterMap::new(token, members))
-}
-
-async fn cluster_map_from_node(addr: SocketAddr) -> anyhow::Result<ClusterMap> {
-    let token = std::env::var("NABU_CLUSTER_TOKEN")
-        .context("--cluster is an address: set NABU_CLUSTER_TOKEN to the cluster token")?;
-    let token = ClusterToken::from_hex(token.trim()).context("NABU_CLUSTER_TOKEN")?;
-    let view = cluster_view(addr).await?;
-    let members = view["members"]
-        .as_array()
-        .context("/api/v1/cluster has no members")?
-        .iter()
-        .map(|member| -> anyhow::Result<MemberAddr> {
-            let id = member["id"].as_u64().context("member id")? as u32;
-            let zone = member["zone"].as_str().unwrap_or("default");
-            let data: SocketAddr = member["data_addr"].as_str().context("data_addr")?.parse()?;
-            Ok(MemberAddr::new(id, zone, data))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    Ok(ClusterMap::new(token, members))
+    Ok(file.cluster_map(path, tcp)?)
 }
 
 async fn cluster_view(http_addr: SocketAddr) -> anyhow::Result<serde_json::Value> {

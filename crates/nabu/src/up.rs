@@ -286,7 +286,7 @@ async fn ensure_dev_key(cluster: &mut ClusterFile, path: &Path) -> anyhow::Resul
         .context("create the development S3 access key")?;
     cluster.s3_access_key = Some(key.access_key_id);
     cluster.s3_secret_key = Some(key.secret_key);
-    cluster.save(path)
+    Ok(cluster.save(path)?)
 }
 
 /// The RESP address of each node: data port + 400 in the fixed layout, free ports with

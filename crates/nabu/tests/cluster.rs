@@ -3,6 +3,7 @@
 
 mod dashboard;
 mod kv;
+mod py;
 mod s3;
 mod support;
 

@@ -1,6 +1,7 @@
-//! A minimal HTTP/1.1 GET of a management plane: readiness checks and `nabu status` (in the
-//! `nabu` binary) and the dashboard's collection of every member's counters. The management
-//! plane is plain HTTP on a known address, and this avoids a client stack.
+//! A minimal HTTP/1.1 GET of a management plane: a client finding the cluster from one node's
+//! address (`/api/v1/cluster`), readiness checks and `nabu status` (in the `nabu` binary) and
+//! the dashboard's collection of every member's counters (`nabu_node::http_get` re-exports
+//! it). The management plane is plain HTTP on a known address, and this avoids a client stack.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use nabu_client::Client;
 use nabu_core::ring::NodeId;
 use nabu_node::testing::EtcdServer;
-use nabu_node::{EtcdMembers, Listeners, MemberListProvider, MembershipKind, NodeConfig};
+use nabu_node::{EtcdMembers, MemberListProvider, MembershipKind, NodeConfig};
 use nabu_proto::ops::MemberEntry;
 
 use super::membership::{settled, two_nodes_join_under_load};
 use super::repair::eventually;
-use super::{MIB, NS, TestCluster, TestNode, assert_same, node_config, random_bytes, spawn_node};
+use super::{MIB, NS, TestCluster, assert_same, node_config, random_bytes};
 
 /// Makes a node follow the member list in etcd at `url` under `prefix`.
 fn etcd_membership(url: &str, prefix: &str) -> impl Fn(&mut NodeConfig) + use<> {
@@ -30,20 +30,10 @@ impl TestCluster {
     /// Starts node `id` alone on its member list, as a new machine would be (under etcd it
     /// registers and joins by itself), configured by `configure`.
     pub(super) async fn start_alone(&mut self, id: u32, configure: impl Fn(&mut NodeConfig)) {
-        let socket = self._dir.path().join(format!("node-{id}.sock"));
-        let listeners = Listeners::bind_loopback().await.expect("bind");
-        let listeners = listeners.with_data_socket(&socket).expect("bind socket");
-        let addrs = listeners.addrs().expect("addrs");
+        let (listeners, addrs) = self.bind(id).await;
         let mut config = node_config(self._dir.path(), &self.token, id, addrs, Vec::new());
         configure(&mut config);
-        let (stop, task) = spawn_node(config.clone(), listeners);
-        self.nodes.push(TestNode {
-            id,
-            data_dir: config.data_dirs[0].clone(),
-            config,
-            stop: Some(stop),
-            task: Some(task),
-        });
+        self.spawn(config, listeners);
     }
 
     /// Waits until every node runs on the list in etcd, `members` long, at the list's ring

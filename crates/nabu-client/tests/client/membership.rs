@@ -21,32 +21,42 @@ impl TestCluster {
     pub(super) async fn join(&mut self, joining: &[u32], epoch: u64) -> Vec<MemberEntry> {
         let mut bound = Vec::new();
         for &id in joining {
-            let socket = self._dir.path().join(format!("node-{id}.sock"));
-            let listeners = Listeners::bind_loopback().await.expect("bind");
-            let listeners = listeners.with_data_socket(&socket).expect("bind socket");
-            let addrs = listeners.addrs().expect("addrs");
-            bound.push((id, listeners, MemberConfig::new(id, "default", addrs)));
+            let (listeners, addrs) = self.bind(id).await;
+            bound.push((id, listeners, addrs));
         }
         let mut members: Vec<MemberConfig> = self.nodes[0].config.members.clone();
-        members.extend(bound.iter().map(|(_, _, member)| member.clone()));
-        for (id, listeners, member) in bound {
-            let addrs = nabu_node::ListenerAddrs {
-                data: member.data_addr,
-                peer: member.peer_addr,
-                http: member.http_addr,
-            };
+        members.extend(
+            bound
+                .iter()
+                .map(|(id, _, addrs)| MemberConfig::new(*id, "default", *addrs)),
+        );
+        for (id, listeners, addrs) in bound {
             let mut config = node_config(self._dir.path(), &self.token, id, addrs, members.clone());
             config.ring_epoch = epoch;
-            let (stop, task) = spawn_node(config.clone(), listeners);
-            self.nodes.push(TestNode {
-                id,
-                data_dir: config.data_dirs[0].clone(),
-                config,
-                stop: Some(stop),
-                task: Some(task),
-            });
+            self.spawn(config, listeners);
         }
         members.iter().map(MemberConfig::entry).collect()
+    }
+
+    /// Binds node `id`'s listeners (loopback ports and its data socket).
+    pub(super) async fn bind(&self, id: u32) -> (Listeners, nabu_node::ListenerAddrs) {
+        let socket = self._dir.path().join(format!("node-{id}.sock"));
+        let listeners = Listeners::bind_loopback().await.expect("bind");
+        let listeners = listeners.with_data_socket(&socket).expect("bind socket");
+        let addrs = listeners.addrs().expect("addrs");
+        (listeners, addrs)
+    }
+
+    /// Starts a node on `listeners` with `config` and keeps it with the others.
+    pub(super) fn spawn(&mut self, config: nabu_node::NodeConfig, listeners: Listeners) {
+        let (stop, task) = spawn_node(config.clone(), listeners);
+        self.nodes.push(TestNode {
+            id: config.id,
+            data_dir: config.data_dirs[0].clone(),
+            config,
+            stop: Some(stop),
+            task: Some(task),
+        });
     }
 }
 

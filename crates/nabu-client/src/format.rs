@@ -509,7 +509,7 @@ fn decode_metadata(reader: &mut Reader<'_>) -> Result<UserMetadata, FormatError>
 
 /// Appends the CRC32C of everything so far.
 fn seal(out: &mut Vec<u8>) {
-    let crc = crc32c::crc32c(out);
+    let crc = nabu_core::checksum::crc32c(out);
     out.extend_from_slice(&crc.to_le_bytes());
 }
 
@@ -545,7 +545,7 @@ impl<'a> Reader<'a> {
         }
         let (body, crc) = bytes.split_at(bytes.len() - 4);
         let stored = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
-        let computed = crc32c::crc32c(body);
+        let computed = nabu_core::checksum::crc32c(body);
         if stored != computed {
             return Err(FormatError::ChecksumMismatch { stored, computed });
         }

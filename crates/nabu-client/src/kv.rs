@@ -45,12 +45,10 @@ pub fn kv_point(namespace: &str, key: &[u8]) -> u64 {
     u64::from_le_bytes(digest.as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
-/// The CRC32C (Castagnoli, as iSCSI) of a KV value, with carry-less-multiply SIMD picked at
-/// run time: on the KV path every value is checked on every read, so this runs at memory
-/// speed rather than at the ~8 GB/s of the one-`crc32`-instruction-per-word loop. Equal to
-/// `crc32c::crc32c` (a test checks).
+/// The CRC32C (Castagnoli, as iSCSI) of a KV value: [`nabu_core::checksum::crc32c`], the
+/// checksum of every record, frame and shard.
 pub fn value_crc32c(value: &[u8]) -> u32 {
-    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, value) as u32
+    nabu_core::checksum::crc32c(value)
 }
 
 /// One value to put.
@@ -527,7 +525,7 @@ mod tests {
         for length in [0, 1, 7, 63, 64, 255, 4096, 65_537, 1_000_003] {
             assert_eq!(
                 value_crc32c(&data[..length]),
-                crc32c::crc32c(&data[..length])
+                nabu_core::checksum::crc32c(&data[..length])
             );
         }
     }

@@ -634,7 +634,7 @@ fn encode_shards(
             layout: ShardLayout::Whole,
             stripe_bytes,
             shard_bytes: stripe_bytes,
-            shard_crc: crc32c::crc32c(stripe),
+            shard_crc: nabu_core::checksum::crc32c(stripe),
         };
         let width = layout.width();
         return Ok((vec![info; width], vec![stripe.clone(); width]));
@@ -667,7 +667,7 @@ fn encode_shards(
             },
             stripe_bytes,
             shard_bytes: shard_len as u64,
-            shard_crc: crc32c::crc32c(&shard),
+            shard_crc: nabu_core::checksum::crc32c(&shard),
         });
         bodies.push(Bytes::from_owner(ShardBuf(shard)));
     }
@@ -693,7 +693,7 @@ mod tests {
             assert_eq!(info.shard_bytes, body.len() as u64);
             assert_eq!(info.shard_bytes % 4096, 0);
             assert_eq!(info.stripe_bytes, 100_000);
-            assert_eq!(info.shard_crc, crc32c::crc32c(body));
+            assert_eq!(info.shard_crc, nabu_core::checksum::crc32c(body));
             assert!(
                 matches!(info.layout, ShardLayout::Erasure { index: i, .. } if usize::from(i) == index)
             );

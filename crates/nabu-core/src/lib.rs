@@ -3,6 +3,7 @@
 //! lets every node and every client compute the same placement on their own.
 
 pub mod aligned;
+pub mod checksum;
 pub mod ec;
 pub mod id;
 pub mod policy;

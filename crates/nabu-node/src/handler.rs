@@ -374,7 +374,7 @@ mod tests {
                 value_bytes: 10,
             }),
             body: Bytes::from_static(b"0123456789"),
-            body_crc: Some(crc32c::crc32c(b"0123456789")),
+            body_crc: Some(nabu_core::checksum::crc32c(b"0123456789")),
         };
         let frames = reply_frames(7, &reply, 4).unwrap();
         let bodies: Vec<&[u8]> = frames.iter().map(|f| &f.body()[..]).collect();
@@ -386,7 +386,10 @@ mod tests {
         // In one piece, the known checksum goes out as is, and it is the body's.
         let whole = reply_frames(7, &reply, 64).unwrap();
         assert_eq!(whole.len(), 1);
-        assert_eq!(whole[0].header().body_crc(), crc32c::crc32c(b"0123456789"));
+        assert_eq!(
+            whole[0].header().body_crc(),
+            nabu_core::checksum::crc32c(b"0123456789")
+        );
         let empty = Reply::bodiless(Response::Ping(PingReply));
         assert_eq!(reply_frames(1, &empty, 4).unwrap().len(), 1);
     }

@@ -280,7 +280,7 @@ mod tests {
             layout: ShardLayout::Whole,
             stripe_bytes: shard.len() as u64,
             shard_bytes: shard.len() as u64,
-            shard_crc: crc32c::crc32c(&shard),
+            shard_crc: nabu_core::checksum::crc32c(&shard),
         };
         let record = encode_shard(&info, &shard);
         assert_eq!(decode_shard(&record), Some((info, shard.len())));

@@ -301,7 +301,7 @@ async fn rebuild(node: &Arc<Node>, hint: &Hint) -> anyhow::Result<Bytes> {
             .flatten()
             .context("the codec rebuilt the shard")?,
     ));
-    let crc = crc32c::crc32c(&rebuilt);
+    let crc = nabu_core::checksum::crc32c(&rebuilt);
     if crc != wanted.shard_crc || rebuilt.len() as u64 != wanted.shard_bytes {
         anyhow::bail!(
             "the rebuilt shard fails its checksum ({crc:#010x}, want {:#010x})",
@@ -394,7 +394,7 @@ pub(crate) async fn rebuild_local(
                     .flatten()
                     .context("the codec rebuilt the shard")?,
             ));
-            let shard_crc = crc32c::crc32c(&body);
+            let shard_crc = nabu_core::checksum::crc32c(&body);
             (
                 ShardInfo {
                     shard_crc,
@@ -527,7 +527,7 @@ async fn fetch_shard(
             (Response::ShardGet(reply), body)
                 if reply.offset == 0
                     && body.len() as u64 == reply.shard.shard_bytes
-                    && crc32c::crc32c(&body) == reply.shard.shard_crc =>
+                    && nabu_core::checksum::crc32c(&body) == reply.shard.shard_crc =>
             {
                 anyhow::Ok((reply.shard, body))
             }

@@ -111,7 +111,7 @@ impl Shards {
         }
         // `shard_crc` is the body's checksum, verified as its frames arrived: no second pass.
         debug_assert_eq!(
-            crc32c::crc32c(shard),
+            nabu_core::checksum::crc32c(shard),
             shard_crc,
             "the body's combined checksum"
         );
@@ -264,7 +264,7 @@ impl Shards {
         debug_assert_eq!(shard_len + SHARD_TRAILER_BYTES, record.len());
         let record = Bytes::from_owner(Owned(record)).slice(..shard_len);
         debug_assert_eq!(
-            crc32c::crc32c(&record),
+            nabu_core::checksum::crc32c(&record),
             info.shard_crc,
             "stored shard vs shard_crc"
         );

@@ -325,7 +325,7 @@ mod tests {
             Flags::NONE,
             meta,
             body,
-            crc32c::crc32c(b"shard bytes"),
+            nabu_core::checksum::crc32c(b"shard bytes"),
         )
         .unwrap();
         assert_eq!(known.header(), computed.header());

@@ -138,7 +138,7 @@ impl FrameHeader {
             flags,
             meta_len,
             body_len,
-            body_crc: crc32c::crc32c(body),
+            body_crc: nabu_core::checksum::crc32c(body),
             header_crc: 0,
         };
         header.header_crc = header.compute_header_crc(meta);
@@ -157,7 +157,11 @@ impl FrameHeader {
         body: &[u8],
         body_crc: u32,
     ) -> Result<Self, ProtoError> {
-        debug_assert_eq!(crc32c::crc32c(body), body_crc, "a wrong known body CRC");
+        debug_assert_eq!(
+            nabu_core::checksum::crc32c(body),
+            body_crc,
+            "a wrong known body CRC"
+        );
         let mut header = Self::new(kind, op_code, request_id, flags, meta, &[])?;
         header.body_len = u32::try_from(body.len()).map_err(|_| ProtoError::FrameBodyTooLarge {
             request_id,
@@ -251,7 +255,10 @@ impl FrameHeader {
 
     fn compute_header_crc(&self, meta: &[u8]) -> u32 {
         let head = self.encode_without_crc();
-        crc32c::crc32c_append(crc32c::crc32c(&head[..HEADER_CRC_OFFSET]), meta)
+        nabu_core::checksum::crc32c_append(
+            nabu_core::checksum::crc32c(&head[..HEADER_CRC_OFFSET]),
+            meta,
+        )
     }
 
     /// Checks the header checksum over the header and `meta` (which must be `meta_len` bytes).
@@ -279,7 +286,7 @@ impl FrameHeader {
                 reason: "body length differs from body_len",
             });
         }
-        let computed = crc32c::crc32c(body);
+        let computed = nabu_core::checksum::crc32c(body);
         if computed != self.body_crc {
             return Err(ProtoError::BodyChecksumMismatch {
                 header: *self,
@@ -385,10 +392,16 @@ mod tests {
         assert_eq!(bytes[16..18], [1, 0]);
         assert_eq!(bytes[18..20], [4, 0]);
         assert_eq!(bytes[20..24], [5, 0, 0, 0]);
-        assert_eq!(bytes[24..28], crc32c::crc32c(b"body!").to_le_bytes());
+        assert_eq!(
+            bytes[24..28],
+            nabu_core::checksum::crc32c(b"body!").to_le_bytes()
+        );
         let mut covered = bytes[..28].to_vec();
         covered.extend_from_slice(b"meta");
-        assert_eq!(bytes[28..32], crc32c::crc32c(&covered).to_le_bytes());
+        assert_eq!(
+            bytes[28..32],
+            nabu_core::checksum::crc32c(&covered).to_le_bytes()
+        );
 
         let decoded = FrameHeader::decode(&bytes, &Limits::default()).unwrap();
         assert_eq!(decoded, header);

@@ -353,7 +353,7 @@ fn read_payload(
         tail
     };
     let body_crc = segment::body_crc(stored_key, &payload);
-    let record_crc = crc32c::crc32c_append(body_crc, &head[..56]);
+    let record_crc = nabu_core::checksum::crc32c_append(body_crc, &head[..56]);
     if record_crc != header.record_crc {
         return Err(segment.corrupt(offset, &FormatError::RecordChecksum));
     }

@@ -143,7 +143,7 @@ impl RecordHeader {
         out[field::SEGMENT_ID..][..8].copy_from_slice(&self.segment_id.to_le_bytes());
         out[field::RECORD_OFFSET..][..8].copy_from_slice(&self.record_offset.to_le_bytes());
         out[field::RECORD_CRC..][..4].copy_from_slice(&self.record_crc.to_le_bytes());
-        let header_crc = crc32c::crc32c(&out[..field::HEADER_CRC]);
+        let header_crc = nabu_core::checksum::crc32c(&out[..field::HEADER_CRC]);
         out[field::HEADER_CRC..][..4].copy_from_slice(&header_crc.to_le_bytes());
     }
 
@@ -156,7 +156,9 @@ impl RecordHeader {
         if bytes[..4] != RECORD_MAGIC {
             return Err(FormatError::BadMagic);
         }
-        if u32_at(bytes, field::HEADER_CRC) != crc32c::crc32c(&bytes[..field::HEADER_CRC]) {
+        if u32_at(bytes, field::HEADER_CRC)
+            != nabu_core::checksum::crc32c(&bytes[..field::HEADER_CRC])
+        {
             return Err(FormatError::HeaderChecksum);
         }
         let kind = match bytes[field::KIND] {
@@ -200,12 +202,12 @@ impl RecordHeader {
 /// CRC32C over key then payload: the part of the record checksum a caller computes before the
 /// writer assigns sequence and place.
 pub fn body_crc(key: &[u8], payload: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(key), payload)
+    nabu_core::checksum::crc32c_append(nabu_core::checksum::crc32c(key), payload)
 }
 
 /// The record checksum: the body checksum continued over header bytes 0..56.
 fn record_crc(body_crc: u32, header: &[u8]) -> u32 {
-    crc32c::crc32c_append(body_crc, &header[..field::RECORD_CRC])
+    nabu_core::checksum::crc32c_append(body_crc, &header[..field::RECORD_CRC])
 }
 
 /// A verified record: its header and the checksum of its key and payload.
@@ -272,10 +274,10 @@ impl EncodedRecord {
         let mut at = payload_offset(key.len(), payload_len);
         let mut buf = AlignedBuf::zeroed(record_bytes(key.len(), payload_len));
         buf[RECORD_HEADER_BYTES..][..key.len()].copy_from_slice(key);
-        let mut crc = crc32c::crc32c(key);
+        let mut crc = nabu_core::checksum::crc32c(key);
         for part in parts {
             buf[at..][..part.len()].copy_from_slice(part);
-            crc = crc32c::crc32c_append(crc, part);
+            crc = nabu_core::checksum::crc32c_append(crc, part);
             at += part.len();
         }
         Self {
@@ -345,7 +347,7 @@ pub fn encode_file_header(segment_id: u64) -> AlignedBuf {
     buf[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     buf[12..16].copy_from_slice(&(BLOCK_BYTES as u32).to_le_bytes());
     buf[16..24].copy_from_slice(&segment_id.to_le_bytes());
-    let crc = crc32c::crc32c(&buf[..60]);
+    let crc = nabu_core::checksum::crc32c(&buf[..60]);
     buf[60..64].copy_from_slice(&crc.to_le_bytes());
     buf
 }
@@ -356,7 +358,7 @@ pub fn decode_file_header(bytes: &[u8]) -> Result<u64, FormatError> {
     if bytes[..8] != FILE_MAGIC {
         return Err(FormatError::BadMagic);
     }
-    if u32_at(bytes, 60) != crc32c::crc32c(&bytes[..60]) {
+    if u32_at(bytes, 60) != nabu_core::checksum::crc32c(&bytes[..60]) {
         return Err(FormatError::HeaderChecksum);
     }
     let version = u32_at(bytes, 8);
@@ -435,7 +437,7 @@ mod tests {
         let mut header = encode_file_header(5);
         assert_eq!(decode_file_header(&header), Ok(5));
         header[8] = 2;
-        let crc = crc32c::crc32c(&header[..60]);
+        let crc = nabu_core::checksum::crc32c(&header[..60]);
         header[60..64].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(
             decode_file_header(&header),

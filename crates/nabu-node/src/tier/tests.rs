@@ -54,7 +54,7 @@ fn shard(n: u32, index: u8, len: usize) -> (StripeId, ShardInfo, Bytes) {
         },
         stripe_bytes: len as u64 * 4,
         shard_bytes: len as u64,
-        shard_crc: crc32c::crc32c(&body),
+        shard_crc: nabu_core::checksum::crc32c(&body),
     };
     (stripe_id, info, body)
 }
@@ -65,7 +65,7 @@ fn put(shards: &Shards, (stripe_id, info, body): &(StripeId, ShardInfo, Bytes)) 
             stripe_id,
             info,
             body,
-            crc32c::crc32c(body),
+            nabu_core::checksum::crc32c(body),
             &Touches::new(16),
         )
         .unwrap();
@@ -115,7 +115,7 @@ fn reads_are_byte_identical_through_nvme_cxl_and_dram() {
     assert_eq!(tiers.nvme.hits.load(Ordering::Relaxed), 1);
     // The checksum the reply frame carries is the bytes' own.
     assert_eq!(
-        crc32c::crc32c(&read(&shards, &wanted.0).1),
+        nabu_core::checksum::crc32c(&read(&shards, &wanted.0).1),
         wanted.1.shard_crc
     );
 }

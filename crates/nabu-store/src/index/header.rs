@@ -51,7 +51,7 @@ impl Header {
         out[24..32].copy_from_slice(&self.entry_count.to_le_bytes());
         out[32..40].copy_from_slice(&self.generation.to_le_bytes());
         out[40..44].copy_from_slice(&u32::from(self.clean).to_le_bytes());
-        let crc = crc32c::crc32c(&out[..44]);
+        let crc = nabu_core::checksum::crc32c(&out[..44]);
         out[44..48].copy_from_slice(&crc.to_le_bytes());
     }
 
@@ -74,7 +74,7 @@ impl Header {
             });
         }
         let crc = read_u32(bytes, 44);
-        if crc != crc32c::crc32c(&bytes[..44]) {
+        if crc != nabu_core::checksum::crc32c(&bytes[..44]) {
             return Err(IndexError::CorruptHeader("checksum mismatch"));
         }
         if read_u32(bytes, 12) != SLOT_BYTES as u32 {

@@ -8,6 +8,17 @@ use super::*;
 
 const MIB: usize = 1 << 20;
 
+/// Puts `shard` as a whole copy under its content id.
+async fn put_whole(client: &mut Client, shard: &Bytes) {
+    put_shard(
+        client,
+        StripeId::of(shard),
+        whole_shard(shard),
+        shard.clone(),
+    )
+    .await;
+}
+
 async fn tier(node: &TestNode, name: TierName) -> TierView {
     node.cluster().await.tiers.tier(name).unwrap().clone()
 }
@@ -77,13 +88,7 @@ async fn tiny_tiers_evict_and_demote_without_losing_a_shard() {
     let mut client = node.client().await;
     let shards: Vec<Bytes> = (0..16).map(|n| pattern(64 << 10, n)).collect();
     for shard in &shards {
-        put_shard(
-            &mut client,
-            StripeId::of(shard),
-            whole_shard(shard),
-            shard.clone(),
-        )
-        .await;
+        put_whole(&mut client, shard).await;
     }
     for round in 0..3 {
         for shard in &shards {
@@ -109,13 +114,7 @@ async fn a_restarted_node_serves_from_nvme_and_warms_up_again() {
         let mut node = TestNode::start(|config| config.data_dirs = vec![data_dir.clone()]).await;
         let mut client = node.client().await;
         for shard in &shards {
-            put_shard(
-                &mut client,
-                StripeId::of(shard),
-                whole_shard(shard),
-                shard.clone(),
-            )
-            .await;
+            put_whole(&mut client, shard).await;
             for _ in 0..3 {
                 assert_eq!(get_shard(&mut client, StripeId::of(shard)).await, shard);
             }

@@ -109,7 +109,7 @@ impl RedundancyReport {
 
 /// One stripe's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StripeState {
+pub(crate) enum StripeState {
     Full,
     Degraded,
     Lost,
@@ -378,8 +378,8 @@ impl Client {
     }
 
     /// The stripe's state by the shards found along its walk, and every reachable node's
-    /// answer (`None`: holds no shard of it).
-    async fn stripe_state(
+    /// answer (`None`: holds no shard of it), in walk order.
+    pub(crate) async fn stripe_state(
         &self,
         stripe_id: StripeId,
         layout: Durability,

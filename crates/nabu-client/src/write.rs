@@ -430,7 +430,7 @@ impl Client {
             fan.durable() < width && fan.failures.iter().any(|(_, e)| holds_other_shard(e));
         if stored {
             fan = self
-                .complete_stored_stripe(stripe_id, &walk, &infos, &bodies)
+                .complete_stored_stripe(stripe_id, layout, &infos, &bodies)
                 .await;
         }
         if fan.durable() < required {
@@ -505,33 +505,25 @@ fn holds_other_shard(error: &ClientError) -> bool {
 }
 
 impl Client {
-    /// Completes a stripe some nodes hold already: every node of the walk is asked which
-    /// shard it holds, and each shard no node holds goes to a node of the walk that holds
-    /// none of the stripe (in walk order). Where each shard is now is the result.
+    /// Completes a stripe some nodes hold already: every node of its walk is asked which
+    /// shard it holds ([`Client::stripe_state`]), and each shard no node holds goes to a node
+    /// of the walk that holds none of the stripe (in walk order). Where each shard is now is
+    /// the result.
     async fn complete_stored_stripe(
         &self,
         stripe_id: StripeId,
-        walk: &[NodeId],
+        layout: Durability,
         infos: &[ShardInfo],
         bodies: &[Bytes],
     ) -> crate::client::FanOut {
         let width = infos.len();
-        let mut stats = JoinSet::new();
-        for (position, &node) in walk.iter().enumerate() {
-            let client = self.clone();
-            stats.spawn(async move {
-                let held = client.inner.pool.shard_stat(node, stripe_id).await;
-                (position, node, held)
-            });
-        }
-        let mut answers = stats.join_all().await;
-        answers.sort_by_key(|(position, _, _)| *position);
+        let (_, answers) = self.stripe_state(stripe_id, layout).await;
         let mut placed = vec![None; width];
         let mut failures = Vec::new();
         let mut free = Vec::new();
-        for (_, node, held) in answers {
+        for (node, held) in answers {
             match held {
-                Ok(Some(info)) => {
+                Some(info) => {
                     if let ShardLayout::Erasure { index, .. } = info.layout
                         && let Some(slot) = placed.get_mut(usize::from(index))
                         && slot.is_none()
@@ -540,8 +532,7 @@ impl Client {
                         *slot = Some(node);
                     }
                 }
-                Ok(None) => free.push(node),
-                Err(error) => failures.push((node, error)),
+                None => free.push(node),
             }
         }
         let mut puts = JoinSet::new();

@@ -77,7 +77,9 @@ pub use http::{
 };
 pub use liveness::{MemberState, RECONNECT_BACKOFF_MAX};
 pub use membership::etcd::EtcdMembers;
-pub use membership::provider::{EpochMembers, MemberEdit, MemberListProvider, StaticMembers};
+pub use membership::provider::{
+    EpochMembers, ListUpdate, MemberEdit, MemberListProvider, StaticMembers,
+};
 pub use scrub::PassReport;
 
 /// The listeners of a node, already bound (so tests bind port 0 and read the ports).

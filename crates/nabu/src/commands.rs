@@ -540,7 +540,8 @@ async fn change_members(
     edit: &MemberEdit<'_>,
     what: &str,
 ) -> anyhow::Result<()> {
-    let (list, _) = provider.update(edit).await?;
+    let update = provider.update(edit).await?;
+    let list = &update.list;
     println!(
         "ring epoch {}: {what}; {} members ({} membership). The cluster moves data to the new \
          placement (progress: `nabu status`).",
@@ -548,6 +549,11 @@ async fn change_members(
         list.members.len(),
         provider.kind().name()
     );
+    for (node, why) in &update.not_taken {
+        eprintln!(
+            "warning: node {node} did not take the list yet ({why}); it catches up from its peers"
+        );
+    }
     Ok(())
 }
 

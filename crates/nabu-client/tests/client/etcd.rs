@@ -192,9 +192,9 @@ async fn concurrent_member_list_changes_in_etcd_lose_none() {
                 members.push(entry.clone());
                 Ok(true)
             };
-            let (list, changed) = etcd.update(&add).await.expect("update");
-            assert!(changed);
-            list.epoch
+            let update = etcd.update(&add).await.expect("update");
+            assert!(update.changed);
+            update.list.epoch
         });
     }
     let mut epochs: Vec<u64> = changes.join_all().await;

@@ -36,7 +36,7 @@ use nabu_proto::ops::MemberEntry;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::provider::{EpochMembers, MemberEdit, MemberListProvider};
+use super::provider::{EpochMembers, ListUpdate, MemberEdit, MemberListProvider};
 use crate::config::{MemberConfig, MembershipKind};
 use crate::node::{Node, until_stopped};
 
@@ -162,7 +162,7 @@ impl MemberListProvider for EtcdMembers {
         }))
     }
 
-    async fn update(&self, edit: &MemberEdit<'_>) -> anyhow::Result<(EpochMembers, bool)> {
+    async fn update(&self, edit: &MemberEdit<'_>) -> anyhow::Result<ListUpdate> {
         let key = self.members_key();
         loop {
             let seen = self.read().await?;
@@ -171,11 +171,15 @@ impl MemberListProvider for EtcdMembers {
                 .map(|list| list.members.clone())
                 .unwrap_or_default();
             if !edit(&mut members)? {
-                let unchanged = seen.unwrap_or(EpochMembers {
+                let list = seen.unwrap_or(EpochMembers {
                     epoch: 0,
                     members: Vec::new(),
                 });
-                return Ok((unchanged, false));
+                return Ok(ListUpdate {
+                    list,
+                    changed: false,
+                    not_taken: Vec::new(),
+                });
             }
             if !members.iter().any(|member| member.weight > 0) {
                 bail!("no member would have a weight above 0: nothing could be placed");
@@ -207,7 +211,11 @@ impl MemberListProvider for EtcdMembers {
                     .map(|header| header.revision())
                     .context("etcd's reply has no header")?;
                 let epoch = u64::try_from(revision).context("a negative etcd revision")?;
-                return Ok((EpochMembers { epoch, members }, true));
+                return Ok(ListUpdate {
+                    list: EpochMembers { epoch, members },
+                    changed: true,
+                    not_taken: Vec::new(),
+                });
             }
             tracing::debug!("the member list changed under this update; reading it again");
         }
@@ -361,7 +369,7 @@ async fn ensure_listed(
         }
         Ok(changed)
     };
-    let (list, changed) = members.update(&edit).await?;
+    let ListUpdate { list, changed, .. } = members.update(&edit).await?;
     if list.members.iter().any(|member| member.id == own.id) {
         if changed {
             tracing::info!(

@@ -8,6 +8,7 @@
 
 use async_trait::async_trait;
 use nabu_client::Client;
+use nabu_core::ring::NodeId;
 use nabu_proto::ops::MemberEntry;
 
 use crate::config::MembershipKind;
@@ -25,6 +26,18 @@ pub struct EpochMembers {
     pub members: Vec<MemberEntry>,
 }
 
+/// What [`MemberListProvider::update`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListUpdate {
+    /// The list in force after it (the unchanged one when the edit changed nothing).
+    pub list: EpochMembers,
+    /// Whether this call changed the list.
+    pub changed: bool,
+    /// Members that did not take the new list yet, and why (static membership only: they
+    /// catch up from their peers; under etcd every node follows the list itself).
+    pub not_taken: Vec<(NodeId, String)>,
+}
+
 /// Where a cluster's authoritative member list lives.
 #[async_trait]
 pub trait MemberListProvider: Send + Sync + std::fmt::Debug {
@@ -35,9 +48,8 @@ pub trait MemberListProvider: Send + Sync + std::fmt::Debug {
     async fn current(&self) -> anyhow::Result<EpochMembers>;
 
     /// Applies `edit` to the current list and makes the result the next epoch, starting over
-    /// from a fresh read when another change got in first. Returns the list in force after
-    /// it (the unchanged one when `edit` changed nothing) and whether this call changed it.
-    async fn update(&self, edit: &MemberEdit<'_>) -> anyhow::Result<(EpochMembers, bool)>;
+    /// from a fresh read when another change got in first.
+    async fn update(&self, edit: &MemberEdit<'_>) -> anyhow::Result<ListUpdate>;
 }
 
 /// The static provider: every member keeps the list (`members.json`), a change goes to each
@@ -72,23 +84,29 @@ impl MemberListProvider for StaticMembers {
         Ok(EpochMembers { epoch, members })
     }
 
-    async fn update(&self, edit: &MemberEdit<'_>) -> anyhow::Result<(EpochMembers, bool)> {
+    async fn update(&self, edit: &MemberEdit<'_>) -> anyhow::Result<ListUpdate> {
         let mut list = self.current().await?;
         if !edit(&mut list.members)? {
-            return Ok((list, false));
+            return Ok(ListUpdate {
+                list,
+                changed: false,
+                not_taken: Vec::new(),
+            });
         }
         list.epoch += 1;
         let refused = self
             .client
             .publish_members(list.epoch, &list.members)
             .await?;
-        // A node left out of the list need not take it; a member that did not catches up
-        // from its peers when its heartbeats reconnect.
-        for (node, why) in refused {
-            if list.members.iter().any(|member| member.id == node) {
-                tracing::warn!(%node, %why, "a member did not take the list yet; it catches up from its peers");
-            }
-        }
-        Ok((list, true))
+        // A node left out of the list need not take it.
+        let not_taken = refused
+            .into_iter()
+            .filter(|(node, _)| list.members.iter().any(|member| member.id == *node))
+            .collect();
+        Ok(ListUpdate {
+            list,
+            changed: true,
+            not_taken,
+        })
     }
 }

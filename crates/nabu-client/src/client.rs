@@ -110,6 +110,25 @@ impl FanOut {
     pub(crate) fn durable(&self) -> usize {
         self.placed.iter().flatten().count()
     }
+
+    /// Why the failed nodes did not take their copy, for an error message: `node 2 answered
+    /// …; node 5: …`.
+    pub(crate) fn why(&self) -> String {
+        let answers: Vec<String> = self
+            .failures
+            .iter()
+            .map(|(node, error)| {
+                let answer = error.to_string();
+                // Most errors name their node already.
+                if answer.starts_with(&format!("node {node}")) {
+                    answer
+                } else {
+                    format!("node {node}: {answer}")
+                }
+            })
+            .collect();
+        answers.join("; ")
+    }
 }
 
 impl Client {
@@ -684,6 +703,7 @@ impl Client {
                 durable: fan_out.durable(),
                 wanted: copies,
                 required,
+                why: fan_out.why(),
             });
         }
         if fan_out.durable() < copies {

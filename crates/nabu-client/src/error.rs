@@ -50,7 +50,10 @@ pub enum ClientError {
     },
 
     /// A write could not make enough copies durable; nothing became visible.
-    #[error("{what} is not durable: {durable} of {wanted} copies written, {required} required")]
+    #[error(
+        "{what} is not durable: {durable} of {wanted} copies written, {required} required{}",
+        if why.is_empty() { String::new() } else { format!(" ({why})") }
+    )]
     NotDurable {
         /// What was being written (`stripe 3 of blob …`, `key record …`).
         what: String,
@@ -60,6 +63,9 @@ pub enum ClientError {
         wanted: usize,
         /// The least the client acknowledges.
         required: usize,
+        /// What the nodes that did not take a copy answered (`node 3: no space left …`), one
+        /// line per distinct answer; empty where nothing failed outright.
+        why: String,
     },
 
     /// Bytes failed verification after every alternative was tried (a stripe whose BLAKE3

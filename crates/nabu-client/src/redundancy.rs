@@ -421,7 +421,9 @@ impl Client {
     /// Moves the stripe's shards held outside its current placement to placement nodes that
     /// hold none of it (walk order), each deleted from its old node once its new one has it
     /// durably; a copy outside the placement whose shard the placement already holds is
-    /// dropped once the placement holds every shard.
+    /// dropped once the placement holds every shard. Where every placement node holds a
+    /// shard but two of them hold the same one (a hint replay and a move can both deliver
+    /// one index), the later of those two makes room for the missing shard.
     async fn rebalance_stripe(
         &self,
         stripe_id: StripeId,
@@ -432,12 +434,12 @@ impl Client {
     ) -> Result<()> {
         let width = layout.width();
         let placement = self.ring().placement(stripe_id.ring_point(), width);
-        let mut placed: Vec<ShardInfo> = Vec::new();
+        let mut placed: Vec<(NodeId, ShardInfo)> = Vec::new();
         let mut free: VecDeque<NodeId> = VecDeque::new();
         let mut outside: Vec<(NodeId, ShardInfo)> = Vec::new();
         for &(node, info) in answers {
             match (placement.contains(&node), info) {
-                (true, Some(info)) => placed.push(info),
+                (true, Some(info)) => placed.push((node, info)),
                 (true, None) => free.push_back(node),
                 (false, Some(info)) => outside.push((node, info)),
                 (false, None) => {}
@@ -447,18 +449,28 @@ impl Client {
             let already_placed = match info.layout {
                 ShardLayout::Erasure { index, .. } => placed
                     .iter()
-                    .any(|held| matches!(held.layout, ShardLayout::Erasure { index: i, .. } if i == index)),
+                    .any(|(_, held)| erasure_index(held) == Some(index)),
                 ShardLayout::Whole => placed.len() >= width,
             };
             if already_placed {
-                if distinct_shards(placed.iter()) >= width {
+                if distinct_shards(placed.iter().map(|(_, held)| held)) >= width {
                     self.inner.pool.shard_delete(holder, stripe_id).await?;
                     checked.surplus_dropped += 1;
                 }
                 continue;
             }
-            let Some(home) = free.pop_front() else {
-                continue;
+            let home = match free.pop_front() {
+                Some(home) => home,
+                None => {
+                    let Some(position) = later_duplicate(&placed) else {
+                        continue;
+                    };
+                    // Its index stays on the other placement node that holds it.
+                    let (node, _) = placed.remove(position);
+                    self.inner.pool.shard_delete(node, stripe_id).await?;
+                    checked.surplus_dropped += 1;
+                    node
+                }
             };
             if let Some(pacer) = pacer {
                 pacer.wait(info.shard_bytes).await;
@@ -477,7 +489,7 @@ impl Client {
                 Err(error) => return Err(error),
             };
             self.inner.pool.shard_delete(holder, stripe_id).await?;
-            placed.push(info);
+            placed.push((home, info));
             if stored {
                 checked.moved += 1;
                 checked.moved_bytes += bytes;
@@ -508,10 +520,32 @@ impl Client {
                 durable: written.written,
                 wanted: manifest.durability.width(),
                 required: manifest.durability.width(),
+                why: format!("shards {:?} found no node to take them", written.missing),
             });
         }
         Ok(bytes)
     }
+}
+
+/// The index of an erasure-coded shard; `None` for a whole copy.
+fn erasure_index(info: &ShardInfo) -> Option<u8> {
+    match info.layout {
+        ShardLayout::Erasure { index, .. } => Some(index),
+        ShardLayout::Whole => None,
+    }
+}
+
+/// The position in `placed` (walk order) of the last erasure-coded shard whose index an
+/// earlier entry holds too. Every mover looking at one stripe picks the same one, so two
+/// movers never drop both copies of an index.
+fn later_duplicate(placed: &[(NodeId, ShardInfo)]) -> Option<usize> {
+    (0..placed.len()).rev().find(|&position| {
+        let index = erasure_index(&placed[position].1);
+        index.is_some()
+            && placed[..position]
+                .iter()
+                .any(|(_, held)| erasure_index(held) == index)
+    })
 }
 
 /// What checking one stripe found and did.

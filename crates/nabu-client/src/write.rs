@@ -452,6 +452,7 @@ impl Client {
                 durable,
                 wanted: width,
                 required,
+                why: fan.why(),
             });
         }
         if !stored {

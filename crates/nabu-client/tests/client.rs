@@ -63,9 +63,7 @@ impl TestCluster {
         // A fresh token per cluster: tests run in parallel, and a port freed by a stopped node
         // may be bound by another test's node; with a shared token a hint replay (or any
         // client) could then authenticate to the wrong cluster and "succeed" there.
-        let mut secret = [0u8; 32];
-        rand::rng().fill_bytes(&mut secret);
-        let token = ClusterToken::new(&secret).expect("token");
+        let token = fresh_token();
         let mut listeners = Vec::new();
         for id in 1..=count {
             let socket = dir.path().join(format!("node-{id}.sock"));
@@ -140,6 +138,13 @@ impl TestCluster {
             result.expect("node shut down cleanly");
         }
     }
+}
+
+/// A new random cluster token.
+fn fresh_token() -> ClusterToken {
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    ClusterToken::new(&secret).expect("token")
 }
 
 /// The config of test node `id` under `dir`: its addresses, socket, data dir, `members`.
@@ -739,6 +744,9 @@ struct Faults {
     generation: std::sync::atomic::AtomicU64,
     /// While set, the node's replies are held back (requests still reach it).
     stalled: std::sync::atomic::AtomicBool,
+    /// When not 0, every connection is cut after this many forwarded chunks (each way):
+    /// the bytes in flight are lost, as a lossy link loses them under TCP.
+    cut_every: std::sync::atomic::AtomicU64,
 }
 
 /// A TCP proxy to `target` that applies `faults`; returns its address.
@@ -782,7 +790,13 @@ async fn forward(
     use std::sync::atomic::Ordering;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buffer = vec![0u8; 64 << 10];
+    let mut chunks = 0u64;
     while let Ok(read @ 1..) = from.read(&mut buffer).await {
+        chunks += 1;
+        let cut_every = faults.cut_every.load(Ordering::Relaxed);
+        if cut_every > 0 && chunks % cut_every == 0 {
+            return; // this chunk is lost, and the connection with it
+        }
         while replies && faults.stalled.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

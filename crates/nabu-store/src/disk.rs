@@ -64,7 +64,17 @@ pub trait Disk: Send + Sync + fmt::Debug {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the entries of directory `path` durable (`fsync` on the directory).
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Holds directory `path` for this store alone until the returned guard drops, or fails
+    /// with [`io::ErrorKind::WouldBlock`] while another holder has it. Disks no other
+    /// process can see (the fault-injecting test disk) need no lock and hold nothing.
+    fn lock_dir(&self, path: &Path) -> io::Result<Option<File>> {
+        let _ = path;
+        Ok(None)
+    }
 }
+
+/// The file in each data dir whose advisory lock (`flock`) marks the dir as in use.
+pub const LOCK_FILE_NAME: &str = "LOCK";
 
 /// One open file, positioned I/O only.
 ///
@@ -167,6 +177,22 @@ impl Disk for RealDisk {
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         fs::create_dir_all(path)
+    }
+
+    /// An exclusive `flock` on `path/LOCK`: the kernel drops it when the holder closes the
+    /// file or dies, so a crashed node never leaves a stale lock behind.
+    fn lock_dir(&self, path: &Path) -> io::Result<Option<File>> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path.join(LOCK_FILE_NAME))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(fs::TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
+            Err(fs::TryLockError::Error(error)) => Err(error),
+        }
     }
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<OsString>> {

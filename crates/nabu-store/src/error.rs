@@ -31,6 +31,13 @@ pub enum StoreError {
     /// The data dir's device is full; nothing of the failed write is visible.
     #[error("no space left on the device of {}", dir.display())]
     NoSpace { dir: PathBuf },
+    /// Another store (another node process, most likely) has the data dir open.
+    #[error(
+        "data dir {} is in use by another process (it holds the lock on its LOCK file); \
+         two nodes must not share a data dir",
+        dir.display()
+    )]
+    DirInUse { dir: PathBuf },
     /// The data dir failed to open, so its keys cannot be served.
     #[error("data dir {} is unavailable: {reason}", dir.display())]
     DirUnavailable { dir: PathBuf, reason: String },

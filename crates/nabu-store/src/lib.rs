@@ -27,7 +27,7 @@ mod writer;
 
 pub use compact::CompactionReport;
 pub use config::{GROUP_COMMIT_RECORDS_LIMIT, StoreConfig};
-pub use disk::{DirectIo, Disk, DiskFile, IoMode, OpenOptions, RealDisk};
+pub use disk::{DirectIo, Disk, DiskFile, IoMode, LOCK_FILE_NAME, OpenOptions, RealDisk};
 pub use error::StoreError;
 pub use fault::FaultDisk;
 pub use index::IndexError;

@@ -52,6 +52,8 @@ struct OpenDir {
     queue: Option<SyncSender<WriteRequest>>,
     writer: Option<JoinHandle<()>>,
     recovery: RecoveryReport,
+    /// The dir's lock, released when the store (after its writer thread) is dropped.
+    _lock: Option<std::fs::File>,
 }
 
 /// A data dir slot: open, or failed at open with the reason.
@@ -155,6 +157,8 @@ impl Store {
         for path in &config.data_dirs {
             match open_dir(&config, disk.clone(), path) {
                 Ok(open) => dirs.push(DirSlot::Open(open)),
+                // Not a failed disk to serve around: another node has it.
+                Err(error @ StoreError::DirInUse { .. }) => return Err(error),
                 Err(error) => {
                     let reason = error.to_string();
                     dirs.push(DirSlot::Failed {
@@ -418,6 +422,14 @@ fn open_dir(config: &StoreConfig, disk: Arc<dyn Disk>, path: &Path) -> Result<Op
         create: false,
         direct_io: config.direct_io,
     };
+    disk.create_dir_all(path)
+        .map_err(|e| StoreError::io("create data dir", path, e))?;
+    let lock = disk.lock_dir(path).map_err(|error| match error.kind() {
+        std::io::ErrorKind::WouldBlock => StoreError::DirInUse {
+            dir: path.to_path_buf(),
+        },
+        _ => StoreError::io("lock data dir", path, error),
+    })?;
     let recovered = recover_dir(&*disk, path, options, config.index_capacity_per_dir)?;
     let dir = Arc::new(DataDir::new(
         path.to_path_buf(),
@@ -457,6 +469,7 @@ fn open_dir(config: &StoreConfig, disk: Arc<dyn Disk>, path: &Path) -> Result<Op
         queue: Some(queue),
         writer: Some(writer),
         recovery: recovered.report,
+        _lock: lock,
     })
 }
 

@@ -1,30 +1,41 @@
 //! A seeded fault harness over the real nodes and client, in process: each seed drives a
-//! cluster through a random schedule of puts, overwrites, deletes, node crashes and restarts,
-//! a node joining, a node draining, and network faults between the client and the nodes
-//! (delayed bytes, dropped connections), and after **every** step checks that every key
-//! reads back exactly what its last acknowledged write left (a write that failed may or may
-//! not have happened: either outcome is accepted). A node holds at most one shard of a
-//! stripe by construction (the stripe id is the shard's key), so no stripe ever has two
-//! shards on one node.
+//! cluster through a random schedule of puts, overwrites, deletes, node crashes (the node's
+//! task aborted mid-flight, no shutdown) and restarts, a node joining, a node draining, and
+//! network faults on every link — client to node *and* node to node, since each node's data
+//! and peer planes are reached only through a fault-injecting proxy (its advertised
+//! addresses): delayed bytes, connections cut every N chunks (message loss, as TCP sees it),
+//! dropped connections. After **every** step it checks that every key reads back exactly
+//! what its last acknowledged write left (a write that failed may or may not have happened:
+//! either outcome is accepted), and that the shards of every stripe sit on distinct nodes.
+//! At the end of a seed it heals everything and checks that repair and rebalancing bring
+//! every stripe to its full width on distinct nodes, one shard of each index.
 //!
 //! The schedule is a pure function of the seed (printed on failure, so a failing seed can be
 //! replayed with `NABU_CHAOS_SEEDS=<seed>`); the timing of threads and sockets is real, so
-//! this is a seeded harness, not a deterministic simulator. CI runs 5 seeds;
-//! `NABU_SOAK=1` runs many.
+//! this is a seeded harness, not a deterministic simulator: a replayed seed takes the same
+//! steps, not always the same interleaving. CI runs 10 seeds; `NABU_SOAK=1` runs 100.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use nabu_client::{Client, ClientConfig, ClientError, ClusterMap, Endpoint, MemberAddr};
+use nabu_client::{
+    CheckOptions, Client, ClientConfig, ClientError, ClusterMap, Endpoint, MemberAddr,
+};
+use nabu_core::policy::Durability;
 use nabu_core::ring::NodeId;
-use nabu_proto::ops::MemberEntry;
+use nabu_node::{ListenerAddrs, Listeners, MemberConfig};
+use nabu_proto::ops::ShardLayout;
 use rand::{Rng, SeedableRng, rngs::StdRng};
+use tokio::net::TcpListener;
 
-use super::{Faults, MIB, NS, TestCluster, faulty_proxy, random_bytes};
+use super::{
+    Faults, MIB, NS, TestCluster, TestNode, faulty_proxy, fresh_token, node_config, random_bytes,
+    spawn_node,
+};
 
 /// Steps per seed.
 const STEPS: usize = 20;
@@ -32,60 +43,149 @@ const STEPS: usize = 20;
 const KEYS: u64 = 8;
 /// How long a read may keep failing after a step before the harness calls it a loss.
 const READ_DEADLINE: Duration = Duration::from_secs(20);
+/// How long repair and rebalancing may take to settle a healed cluster.
+const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
+/// Nodes a run starts with; one more joins.
+const NODES: u32 = 7;
 
 /// What a key may read back as: one of these values (`None`: not found).
 type Expected = Vec<Option<Bytes>>;
 
+/// Where a node really listens, and where everyone reaches it: proxies in front of its data
+/// and peer planes (its http plane is not proxied).
+#[derive(Clone, Copy)]
+struct Addrs {
+    real: ListenerAddrs,
+    advertised: ListenerAddrs,
+}
+
 /// One seed's run.
 struct Run {
     cluster: TestCluster,
-    /// The client under test, behind the proxies.
+    /// The client under test; it reaches every node through the proxies, and publishes the
+    /// member lists.
     client: Client,
-    /// Publishes member lists (real addresses).
-    admin: Client,
     faults: BTreeMap<u32, Arc<Faults>>,
-    proxies: BTreeMap<u32, SocketAddr>,
+    addrs: BTreeMap<u32, Addrs>,
+    /// The member list last published (advertised addresses).
+    members: Vec<MemberConfig>,
     model: BTreeMap<String, Expected>,
     epoch: u64,
     joined: bool,
     drained: bool,
 }
 
+/// Binds a node's listeners on loopback and puts a proxy, applying `faults`, in front of its
+/// data and peer planes.
+async fn bind_behind_proxies(faults: &Arc<Faults>) -> (Listeners, Addrs) {
+    let listeners = Listeners::bind_loopback().await.expect("bind");
+    let real = listeners.addrs().expect("addrs");
+    let advertised = ListenerAddrs {
+        data: faulty_proxy(real.data, Arc::clone(faults)).await,
+        peer: faulty_proxy(real.peer, Arc::clone(faults)).await,
+        http: real.http,
+    };
+    (listeners, Addrs { real, advertised })
+}
+
+/// Waits until no store holds `data_dir` (a crashed node's last tasks may still hold it for
+/// a moment after its task was aborted).
+async fn until_unlocked(data_dir: &Path) {
+    let lock = data_dir.join(nabu_store::LOCK_FILE_NAME);
+    let started = Instant::now();
+    loop {
+        match std::fs::File::open(&lock).map(|file| file.try_lock()) {
+            Ok(Err(std::fs::TryLockError::WouldBlock)) => {}
+            _ => return,
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{} still locked 30 s after its node crashed",
+            data_dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 impl Run {
     async fn start() -> Self {
-        let cluster = TestCluster::start(7).await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let token = fresh_token();
         let mut faults = BTreeMap::new();
-        let mut proxies = BTreeMap::new();
-        let mut members = Vec::new();
-        for node in &cluster.nodes {
+        let mut addrs = BTreeMap::new();
+        let mut bound = Vec::new();
+        for id in 1..=NODES {
             let state = Arc::new(Faults::default());
-            let proxy = faulty_proxy(node.config.data_addr, Arc::clone(&state)).await;
-            faults.insert(node.id, state);
-            proxies.insert(node.id, proxy);
-            members.push(MemberAddr::new(node.id, "default", Endpoint::from(proxy)));
+            let (listeners, node_addrs) = bind_behind_proxies(&state).await;
+            faults.insert(id, state);
+            addrs.insert(id, node_addrs);
+            bound.push((id, listeners));
+        }
+        let members: Vec<MemberConfig> = addrs
+            .iter()
+            .map(|(id, addrs)| MemberConfig::new(*id, "default", addrs.advertised))
+            .collect();
+        let client_members = members
+            .iter()
+            .map(|m| MemberAddr::new(m.id, "default", Endpoint::from(m.data_addr)))
+            .collect();
+        let mut cluster = TestCluster {
+            _dir: dir,
+            token,
+            members: client_members,
+            nodes: Vec::new(),
+        };
+        for (id, listeners) in bound {
+            let config = Self::config(&cluster, id, addrs[&id], members.clone(), 1);
+            cluster.spawn(config, listeners);
         }
         let config = ClientConfig {
             request_timeout: Duration::from_secs(10),
             members_refresh: None,
             ..ClientConfig::default()
         };
-        let client =
-            Client::new(ClusterMap::new(cluster.token.clone(), members), config).expect("client");
-        let admin = cluster.client();
+        let map = ClusterMap::new(cluster.token.clone(), cluster.members.clone());
+        let client = Client::new(map, config).expect("client");
         let model = (0..KEYS)
             .map(|key| (format!("k{key}"), vec![None]))
             .collect();
         Self {
             cluster,
             client,
-            admin,
             faults,
-            proxies,
+            addrs,
+            members,
             model,
             epoch: 1,
             joined: false,
             drained: false,
         }
+    }
+
+    /// Node `id`'s config: it advertises its proxies' addresses, and has no Unix socket (so
+    /// every byte to it passes a proxy).
+    fn config(
+        cluster: &TestCluster,
+        id: u32,
+        addrs: Addrs,
+        members: Vec<MemberConfig>,
+        epoch: u64,
+    ) -> nabu_node::NodeConfig {
+        let mut config = node_config(
+            cluster._dir.path(),
+            &cluster.token,
+            id,
+            addrs.advertised,
+            members,
+        );
+        config.data_socket = None;
+        config.ring_epoch = epoch;
+        config
+    }
+
+    fn node(&mut self, id: u32) -> &mut TestNode {
+        let nodes = self.cluster.nodes.iter_mut();
+        nodes.into_iter().find(|node| node.id == id).expect("node")
     }
 
     fn running(&self) -> Vec<u32> {
@@ -104,33 +204,67 @@ impl Run {
             .collect()
     }
 
-    /// Publishes `members` at the next epoch; the client under test gets it with its proxies.
-    async fn publish(&mut self, members: Vec<MemberEntry>) {
-        self.epoch += 1;
-        // A node that does not take it now (stopped, or thought down by the admin client)
-        // catches up from its peers.
-        self.admin
-            .publish_members(self.epoch, &members)
-            .await
-            .expect("publish");
-        let proxied: Vec<MemberEntry> = members
-            .into_iter()
-            .map(|member| MemberEntry {
-                data_addr: self.proxies[&member.id.0],
-                ..member
-            })
-            .collect();
-        self.client
-            .apply_members(self.epoch, &proxied)
-            .expect("apply");
+    /// Kills node `id` the hard way: its task is aborted wherever it is, with requests in
+    /// flight, nothing drained and no shutdown run.
+    async fn crash(&mut self, id: u32) {
+        let node = self.node(id);
+        let task = node.task.take().expect("running");
+        task.abort();
+        let _ = task.await;
+        // Only now: dropping the stop sender would start a graceful shutdown.
+        node.stop.take();
     }
 
-    /// One random step; returns its description.
-    async fn step(&mut self, rng: &mut StdRng) -> String {
+    /// Starts a crashed node again on its data dir and real addresses.
+    async fn restart(&mut self, id: u32) {
+        let real = self.addrs[&id].real;
+        let node = self.node(id);
+        until_unlocked(&node.data_dir).await;
+        let bind = |addr| async move { TcpListener::bind(addr).await.expect("rebind") };
+        let listeners = Listeners {
+            data: bind(real.data).await,
+            peer: bind(real.peer).await,
+            http: bind(real.http).await,
+            data_unix: None,
+            resp: None,
+        };
+        let (stop, task) = spawn_node(node.config.clone(), listeners);
+        node.stop = Some(stop);
+        node.task = Some(task);
+    }
+
+    /// Publishes `members` at the next epoch through the client under test.
+    async fn publish(&mut self, members: Vec<MemberConfig>) {
+        self.epoch += 1;
+        let entries: Vec<_> = members.iter().map(MemberConfig::entry).collect();
+        // A node that does not take it now (crashed, or unreachable) catches up from its
+        // peers.
+        self.client
+            .publish_members(self.epoch, &entries)
+            .await
+            .expect("publish");
+        self.members = members;
+    }
+
+    /// Clears every network fault.
+    fn heal_network(&self) {
         for faults in self.faults.values() {
             faults.delay_ms.store(0, Ordering::Relaxed);
+            faults.cut_every.store(0, Ordering::Relaxed);
         }
-        match rng.random_range(0..10) {
+    }
+
+    /// A node picked by `rng` among those with proxies.
+    fn any_node(&self, rng: &mut StdRng) -> u32 {
+        let ids: Vec<u32> = self.faults.keys().copied().collect();
+        ids[rng.random_range(0..ids.len())]
+    }
+
+    /// One random step; returns its description. A step's network fault lasts until the
+    /// next step, so the check after it runs under it.
+    async fn step(&mut self, rng: &mut StdRng) -> String {
+        self.heal_network();
+        match rng.random_range(0..11) {
             0..=2 => {
                 let key = format!("k{}", rng.random_range(0..KEYS));
                 let length = if rng.random_bool(0.5) {
@@ -160,74 +294,175 @@ impl Run {
             4 if self.stopped().is_empty() => {
                 let running = self.running();
                 let id = running[rng.random_range(0..running.len())];
-                self.cluster.stop(NodeId(id)).await;
+                self.crash(id).await;
                 format!("crash node {id}")
             }
             4 | 5 if !self.stopped().is_empty() => {
                 let id = self.stopped()[0];
-                self.cluster.restart(NodeId(id)).await;
+                self.restart(id).await;
                 format!("restart node {id}")
             }
             6 => {
-                let ids: Vec<u32> = self.faults.keys().copied().collect();
-                let id = ids[rng.random_range(0..ids.len())];
+                let id = self.any_node(rng);
                 let delay = rng.random_range(5..60);
                 self.faults[&id].delay_ms.store(delay, Ordering::Relaxed);
-                format!("delay node {id} by {delay} ms per chunk")
+                format!("delay every byte to and from node {id} by {delay} ms per chunk")
             }
             7 => {
-                let ids: Vec<u32> = self.faults.keys().copied().collect();
-                let id = ids[rng.random_range(0..ids.len())];
+                let id = self.any_node(rng);
                 self.faults[&id].generation.fetch_add(1, Ordering::Relaxed);
-                format!("drop the client's connections to node {id}")
+                format!("drop every open connection to node {id}")
             }
-            8 if !self.joined => {
+            8 => {
+                let id = self.any_node(rng);
+                let every = rng.random_range(3..40);
+                self.faults[&id].cut_every.store(every, Ordering::Relaxed);
+                format!("lose the connections to node {id} every {every} chunks")
+            }
+            9 if !self.joined => {
                 self.joined = true;
-                let members = self.cluster.join(&[8], self.epoch + 1).await;
-                let node = self.cluster.nodes.last().expect("node 8");
+                let id = NODES + 1;
                 let state = Arc::new(Faults::default());
-                let proxy = faulty_proxy(node.config.data_addr, Arc::clone(&state)).await;
-                self.faults.insert(8, state);
-                self.proxies.insert(8, proxy);
+                let (listeners, addrs) = bind_behind_proxies(&state).await;
+                self.faults.insert(id, state);
+                self.addrs.insert(id, addrs);
+                let mut members = self.members.clone();
+                members.push(MemberConfig::new(id, "default", addrs.advertised));
+                let config =
+                    Self::config(&self.cluster, id, addrs, members.clone(), self.epoch + 1);
+                self.cluster.spawn(config, listeners);
                 self.publish(members).await;
-                "node 8 joins".to_owned()
+                format!("node {id} joins")
             }
-            // After the join: `join` lists every node at weight 1.
-            9 if self.joined && !self.drained && self.stopped().is_empty() => {
+            10 if self.joined && !self.drained && self.stopped().is_empty() => {
                 self.drained = true;
-                let id = rng.random_range(2..=7);
-                let members: Vec<MemberEntry> = self
-                    .admin
-                    .ring()
-                    .members()
-                    .iter()
-                    .map(|m| {
-                        let node = self
-                            .cluster
-                            .nodes
-                            .iter()
-                            .find(|n| n.id == m.id.0)
-                            .expect("node");
-                        MemberEntry {
-                            weight: if m.id.0 == id { 0 } else { m.weight },
-                            ..nabu_node::MemberConfig::new(
-                                m.id.0,
-                                m.zone.clone(),
-                                nabu_node::ListenerAddrs {
-                                    data: node.config.data_addr,
-                                    peer: node.config.peer_addr,
-                                    http: node.config.http_addr,
-                                },
-                            )
-                            .entry()
-                        }
-                    })
-                    .collect();
+                let id = rng.random_range(2..=NODES);
+                let mut members = self.members.clone();
+                for member in &mut members {
+                    if member.id == id {
+                        member.weight = 0;
+                    }
+                }
                 self.publish(members).await;
                 format!("drain node {id}")
             }
             _ => "nothing".to_owned(),
         }
+    }
+
+    /// The shards of every stripe of every key that has one acknowledged value: which
+    /// running node holds which shard (by SHARD_STAT), per stripe.
+    async fn holders(
+        &self,
+    ) -> Result<Vec<(String, Durability, Vec<(NodeId, ShardLayout)>)>, String> {
+        let mut stripes = Vec::new();
+        for (key, expected) in &self.model {
+            if !matches!(expected.as_slice(), [Some(_)]) {
+                continue;
+            }
+            let info = self
+                .client
+                .stat(NS, key.as_bytes())
+                .await
+                .map_err(|e| format!("{key}: stat: {e}"))?;
+            let manifest = self
+                .client
+                .read_manifest(NS, info.blob_id)
+                .await
+                .map_err(|e| format!("{key}: manifest: {e}"))?;
+            for (index, stripe_id) in manifest.node_stripe_ids().enumerate() {
+                let mut held = Vec::new();
+                for id in self.running() {
+                    let node = NodeId(id);
+                    match self.client.pool().shard_stat(node, stripe_id).await {
+                        Ok(Some(info)) => held.push((node, info.layout)),
+                        Ok(None) => {}
+                        Err(error) => return Err(format!("{key}: shard stat on {node}: {error}")),
+                    }
+                }
+                stripes.push((format!("{key} stripe {index}"), manifest.durability, held));
+            }
+        }
+        Ok(stripes)
+    }
+
+    /// Every stripe of every acknowledged value keeps enough distinct shards on the running
+    /// nodes to be read: K distinct indexes of an erasure-coded stripe, a copy of a
+    /// replicated one. (A node keys its shards by stripe id, so it cannot hold two of one
+    /// stripe; what could go wrong is a placement that lands a stripe's shards on fewer
+    /// nodes than it needs, and that shows here and, fully, after settling.) Retried for
+    /// [`READ_DEADLINE`], as reads are, since the step's network fault still holds.
+    async fn check_shards(&self) -> Result<(), String> {
+        let started = Instant::now();
+        let failure = loop {
+            let failure = match self.holders().await {
+                Ok(stripes) => stripes.into_iter().find_map(|(what, durability, held)| {
+                    let distinct = distinct_shards(&held);
+                    let needed = match durability {
+                        Durability::ErasureCoded { data, .. } => usize::from(data),
+                        _ => 1,
+                    };
+                    (distinct < needed).then(|| {
+                        format!(
+                            "{what} ({durability}): {distinct} shards on running nodes: {held:?}"
+                        )
+                    })
+                }),
+                Err(error) => Some(error),
+            };
+            match failure {
+                None => return Ok(()),
+                Some(failure) if started.elapsed() > READ_DEADLINE => break failure,
+                Some(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        };
+        Err(failure)
+    }
+
+    /// Heals everything (network, crashed nodes), then waits until repair and rebalancing
+    /// report every stripe full and in place, and checks that on the nodes themselves: each
+    /// erasure-coded stripe has K+M shards on K+M distinct nodes, one of each index; each
+    /// replicated stripe its copies on distinct nodes.
+    async fn settle_and_check(&mut self) -> Result<(), String> {
+        self.heal_network();
+        for id in self.stopped() {
+            self.restart(id).await;
+        }
+        let client = &self.client;
+        let options = CheckOptions {
+            repair: true,
+            rebalance: true,
+            bytes_per_s: None,
+        };
+        let started = Instant::now();
+        loop {
+            let last = match client.check_redundancy(options.clone(), |_| {}).await {
+                Ok(report) if report.all_full() && report.shards_misplaced == 0 => break,
+                Ok(report) => format!("{report:?}"),
+                Err(error) => error.to_string(),
+            };
+            if started.elapsed() > SETTLE_DEADLINE {
+                return Err(format!(
+                    "repair and rebalancing did not settle in {SETTLE_DEADLINE:?}: {last}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        // A restarted node may still be thought down by the client for a moment.
+        let started = Instant::now();
+        let stripes = loop {
+            match self.holders().await {
+                Ok(stripes) => break stripes,
+                Err(error) if started.elapsed() > READ_DEADLINE => return Err(error),
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        };
+        for (what, durability, held) in stripes {
+            if distinct_shards(&held) < durability.width() {
+                return Err(format!("{what} ({durability}) after settling: {held:?}"));
+            }
+        }
+        Ok(())
     }
 
     /// Every key reads back one of its expected values. A read may fail for a while when a
@@ -236,7 +471,7 @@ impl Run {
     /// succeed within [`READ_DEADLINE`].
     async fn check(&self) -> Result<(), String> {
         for (key, expected) in &self.model {
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             let got = loop {
                 match self.client.get(NS, key.as_bytes()).await {
                     Ok(bytes) => break Some(bytes),
@@ -262,6 +497,23 @@ impl Run {
     }
 }
 
+/// How many distinct shards `held` (per node, the layout of the shard it holds) counts: the
+/// distinct indexes of an erasure-coded stripe, the nodes holding a whole copy.
+fn distinct_shards(held: &[(NodeId, ShardLayout)]) -> usize {
+    let indexes: BTreeSet<Option<u8>> = held
+        .iter()
+        .map(|(_, layout)| match layout {
+            ShardLayout::Erasure { index, .. } => Some(*index),
+            ShardLayout::Whole => None,
+        })
+        .collect();
+    if indexes.contains(&None) {
+        held.len()
+    } else {
+        indexes.len()
+    }
+}
+
 fn outcome<T>(result: &Result<T, ClientError>) -> String {
     match result {
         Ok(_) => "ok".to_owned(),
@@ -269,7 +521,7 @@ fn outcome<T>(result: &Result<T, ClientError>) -> String {
     }
 }
 
-/// The seeds to run: `NABU_CHAOS_SEEDS` (comma-separated), else 5 (40 with `NABU_SOAK=1`).
+/// The seeds to run: `NABU_CHAOS_SEEDS` (comma-separated), else 10 (100 with `NABU_SOAK=1`).
 fn seeds() -> Vec<u64> {
     if let Ok(list) = std::env::var("NABU_CHAOS_SEEDS") {
         return list
@@ -278,9 +530,9 @@ fn seeds() -> Vec<u64> {
             .collect();
     }
     let count = if std::env::var("NABU_SOAK").is_ok_and(|v| v == "1") {
-        40
+        100
     } else {
-        5
+        10
     };
     (1..=count).collect()
 }
@@ -291,15 +543,24 @@ async fn seeded_faults_never_lose_an_acknowledged_write() {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut run = Run::start().await;
         let mut history = Vec::new();
+        let fail = |step: &str, failure: String, history: &[String]| -> ! {
+            panic!(
+                "seed {seed}, {step}: {failure}\nreplay: NABU_CHAOS_SEEDS={seed}\n\
+                 steps:\n  {}",
+                history.join("\n  ")
+            )
+        };
         for step in 0..STEPS {
             history.push(run.step(&mut rng).await);
             if let Err(failure) = run.check().await {
-                panic!(
-                    "seed {seed}, step {step}: {failure}\nreplay: NABU_CHAOS_SEEDS={seed}\n\
-                     steps:\n  {}",
-                    history.join("\n  ")
-                );
+                fail(&format!("step {step}"), failure, &history);
             }
+            if let Err(failure) = run.check_shards().await {
+                fail(&format!("step {step}"), failure, &history);
+            }
+        }
+        if let Err(failure) = run.settle_and_check().await {
+            fail("after healing", failure, &history);
         }
         println!("seed {seed}: {}", history.join("; "));
     }

@@ -98,3 +98,25 @@ fn a_dir_that_fails_to_open_leaves_the_others_serving() {
             );
         });
 }
+
+#[test]
+fn a_data_dir_in_use_is_refused_until_its_store_closes() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dirs = dirs_in(root.path());
+    let disk = || Arc::new(RealDisk::new());
+    let first = Store::open(small_config(dirs.clone()), disk()).expect("open");
+    // Sharing one dir of several is enough to be refused (not served around as a failed
+    // disk would be): two stores appending to one dir would each miss the other's records.
+    let other = vec![root.path().join("other"), dirs[1].clone()];
+    let error = Store::open(small_config(other.clone()), disk()).expect_err("a dir in use");
+    assert!(
+        matches!(&error, StoreError::DirInUse { dir } if *dir == dirs[1]),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("in use by another process"),
+        "{error}"
+    );
+    drop(first);
+    Store::open(small_config(other), disk()).expect("open once the first store closed");
+}

@@ -5,10 +5,54 @@
 //! where the `crc32c` crate's three-way CRC32 instruction loop takes about 34 µs; every shard
 //! read and written passes through here at least twice. Appending uses the `crc32c` crate's
 //! combine step (logarithmic in the length), so nothing is checksummed twice.
+//!
+//! `crc-fast` picks its kernel by CPU feature at run time (SSE4.2/PCLMULQDQ, AVX2 or
+//! AVX-512 with VPCLMULQDQ), so the kernel a machine runs may be one no test here ran. The
+//! first call checks it against the `crc32c` crate's on lengths and alignments that cover
+//! every kernel's edges, and uses the `crc32c` crate instead if they differ (a wrong checksum
+//! would make every node refuse every shard as corrupt); [`fast_kernel_in_use`] tells which,
+//! and a node logs a warning at start when it is the slow one.
+
+use std::sync::OnceLock;
+
+/// The kernel this process uses, chosen on first use.
+static KERNEL: OnceLock<fn(&[u8]) -> u32> = OnceLock::new();
 
 /// The CRC32C of `bytes`.
 pub fn crc32c(bytes: &[u8]) -> u32 {
+    (KERNEL.get_or_init(choose_kernel))(bytes)
+}
+
+fn fast_kernel(bytes: &[u8]) -> u32 {
     crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32
+}
+
+/// Whether this process checksums with `crc-fast`'s kernel (false: it disagreed with the
+/// reference on this CPU, and the `crc32c` crate's slower one is used).
+pub fn fast_kernel_in_use() -> bool {
+    std::ptr::fn_addr_eq(
+        *KERNEL.get_or_init(choose_kernel),
+        fast_kernel as fn(&[u8]) -> u32,
+    )
+}
+
+/// `crc-fast`'s kernel if it agrees with the portable one on this CPU.
+fn choose_kernel() -> fn(&[u8]) -> u32 {
+    let sample: Vec<u8> = (0..20_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let lengths = [
+        0, 1, 3, 15, 16, 17, 31, 63, 64, 127, 128, 255, 256, 257, 511, 1024, 4099,
+    ];
+    for offset in 0..4 {
+        for length in lengths.iter().copied().chain([sample.len() - offset]) {
+            let bytes = &sample[offset..offset + length];
+            if fast_kernel(bytes) != ::crc32c::crc32c(bytes) {
+                return ::crc32c::crc32c;
+            }
+        }
+    }
+    fast_kernel
 }
 
 /// The CRC32C of the bytes `crc` covers followed by `bytes`.

@@ -182,6 +182,12 @@ async fn open(config: NodeConfig, disk: Arc<dyn Disk>) -> anyhow::Result<Arc<Nod
     })
     .await??;
     metrics.shards.store(shard_count as i64, Ordering::Relaxed);
+    if !nabu_core::checksum::fast_kernel_in_use() {
+        tracing::warn!(
+            "crc-fast's CRC32C kernel disagrees with the reference on this CPU; checksumming \
+             with the crc32c crate's slower one"
+        );
+    }
     let cxl_hardware = crate::tier::detect_cxl(Path::new("/"));
     let tiers = crate::tier::Tiers::new(&config.tiers, cxl_hardware)
         .context("map the CXL tier's region (tiers.cxl_path, tiers.cxl_bytes)")?;

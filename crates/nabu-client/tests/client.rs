@@ -794,7 +794,7 @@ async fn forward(
     while let Ok(read @ 1..) = from.read(&mut buffer).await {
         chunks += 1;
         let cut_every = faults.cut_every.load(Ordering::Relaxed);
-        if cut_every > 0 && chunks % cut_every == 0 {
+        if cut_every > 0 && chunks.is_multiple_of(cut_every) {
             return; // this chunk is lost, and the connection with it
         }
         while replies && faults.stalled.load(Ordering::Relaxed) {

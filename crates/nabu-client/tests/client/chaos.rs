@@ -436,7 +436,7 @@ impl Run {
         };
         let started = Instant::now();
         loop {
-            let last = match client.check_redundancy(options.clone(), |_| {}).await {
+            let last = match client.check_redundancy(options, |_| {}).await {
                 Ok(report) if report.all_full() && report.shards_misplaced == 0 => break,
                 Ok(report) => format!("{report:?}"),
                 Err(error) => error.to_string(),

@@ -156,6 +156,14 @@ impl Connection {
             reason: format!("connect to {endpoint}: {error}"),
         };
         let (read_half, write_half): (BoxRead, BoxWrite) = match endpoint {
+            Endpoint::Tcp(address) if crate::sim::SimNet::current().is_some() => {
+                let addr = address.parse().map_err(|error| {
+                    io_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, error))
+                })?;
+                let stream = crate::sim::connect_tcp(addr).await.map_err(io_error)?;
+                let (read_half, write_half) = tokio::io::split(stream);
+                (Box::new(read_half), Box::new(write_half))
+            }
             Endpoint::Tcp(address) => {
                 let stream = tokio::net::TcpStream::connect(address.as_str())
                     .await

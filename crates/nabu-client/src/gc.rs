@@ -29,7 +29,9 @@
 //! stripe was written within `grace` of the sweep and its node keeps it.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use nabu_core::id::{BlobId, StripeId};

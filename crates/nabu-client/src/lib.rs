@@ -57,6 +57,7 @@ mod pacer;
 pub mod pool;
 mod read;
 mod redundancy;
+pub mod sim;
 mod system;
 mod write;
 

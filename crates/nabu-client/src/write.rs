@@ -21,7 +21,7 @@
 //! changes nothing visible.
 
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use nabu_core::aligned::AlignedBuf;

@@ -23,7 +23,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use nabu_core::id::StripeId;
 use nabu_proto::ops::{GcSweepReply, ManifestRef, MetaTable, SweepRun};

@@ -308,7 +308,7 @@ async fn blocking<T: Send + 'static>(
     call: impl FnOnce(&Node) -> Result<T, OpError> + Send + 'static,
 ) -> Result<T, OpError> {
     let node = Arc::clone(node);
-    tokio::task::spawn_blocking(move || call(&node))
+    nabu_client::sim::spawn_blocking(move || call(&node))
         .await
         .map_err(|error| {
             tracing::error!(%error, "a request's store call panicked");

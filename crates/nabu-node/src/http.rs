@@ -182,7 +182,7 @@ async fn readyz(State(node): State<Arc<Node>>) -> Response {
 }
 
 async fn metrics(State(node): State<Arc<Node>>) -> Response {
-    let rendered = tokio::task::spawn_blocking(move || {
+    let rendered = nabu_client::sim::spawn_blocking(move || {
         let mut text = node.metrics.render(&node.snapshot());
         crate::kv::render_metrics(&node, &mut text);
         crate::tier::render_metrics(&node.tiers_view(), &mut text);
@@ -203,7 +203,7 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
 }
 
 async fn cluster(State(node): State<Arc<Node>>) -> Response {
-    match tokio::task::spawn_blocking(move || cluster_view(&node)).await {
+    match nabu_client::sim::spawn_blocking(move || cluster_view(&node)).await {
         Ok(view) => Json(view).into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }

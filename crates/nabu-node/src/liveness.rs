@@ -333,7 +333,7 @@ async fn catch_up(
     let members = decode_members(&body, header.members)?;
     let taker = Arc::clone(node);
     let offered =
-        tokio::task::spawn_blocking(move || taker.membership.offer(header.epoch, &members));
+        nabu_client::sim::spawn_blocking(move || taker.membership.offer(header.epoch, &members));
     if offered.await?? {
         tracing::info!(
             epoch = header.epoch,

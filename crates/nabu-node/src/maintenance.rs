@@ -21,7 +21,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use nabu_client::{CheckOptions, RedundancyReport};
 use tokio::sync::watch;

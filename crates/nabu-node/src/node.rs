@@ -6,7 +6,9 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use anyhow::Context;
 use nabu_core::ring::NodeId;
@@ -168,7 +170,7 @@ async fn open(config: NodeConfig, disk: Arc<dyn Disk>) -> anyhow::Result<Arc<Nod
     let store_config = config.store_config();
     let metrics = Arc::new(Metrics::default());
     let hints_max = config.hints_max as usize;
-    let (store, meta, hints, shard_count) = tokio::task::spawn_blocking(move || {
+    let (store, meta, hints, shard_count) = nabu_client::sim::spawn_blocking(move || {
         let store = Arc::new(Store::open(store_config, disk).context("open the chunk store")?);
         let shard_count = store
             .keys()
@@ -236,8 +238,8 @@ pub(crate) async fn serve(
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut planes = vec![
-            (PlaneListener::Tcp(listeners.data), Plane::Data),
-            (PlaneListener::Tcp(listeners.peer), Plane::Peer),
+            (PlaneListener::tcp(listeners.data), Plane::Data),
+            (PlaneListener::tcp(listeners.peer), Plane::Peer),
         ];
         let socket_path = listeners.data_unix.map(|(listener, path)| {
             planes.push((PlaneListener::Unix(listener), Plane::Data));
@@ -298,5 +300,5 @@ pub async fn until_stopped(shutdown: &mut watch::Receiver<bool>) {
 /// Drops the node's store on the blocking pool (joining its writer threads), once every task
 /// holding the node has ended.
 async fn close_store(node: Arc<Node>) {
-    let _ = tokio::task::spawn_blocking(move || drop(node)).await;
+    let _ = nabu_client::sim::spawn_blocking(move || drop(node)).await;
 }

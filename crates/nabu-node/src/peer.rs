@@ -13,7 +13,6 @@ use nabu_proto::{
     ClusterToken, ErrorFrame, Frame, FrameDecoder, FrameKind, Limits, Meta, Response,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Why a peer request failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +52,7 @@ pub fn member_of_client_name(name: &str) -> Option<u32> {
 
 /// One authenticated peer-plane connection.
 pub struct PeerConnection {
-    stream: TcpStream,
+    stream: Box<dyn nabu_client::sim::Stream>,
     decoder: FrameDecoder,
     buffer: BytesMut,
     next_id: u64,
@@ -74,8 +73,7 @@ impl PeerConnection {
         purpose: &str,
         limits: Limits,
     ) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+        let stream = nabu_client::sim::connect_tcp(addr).await?;
         let mut peer = Self {
             stream,
             decoder: FrameDecoder::new(limits),

@@ -488,7 +488,7 @@ async fn reconstruct(
     if found < k {
         anyhow::bail!("only {found} of the {k} shards needed to rebuild are reachable");
     }
-    tokio::task::spawn_blocking(move || {
+    nabu_client::sim::spawn_blocking(move || {
         let codec = codec_for_id(codec, k, width - k)?;
         codec.reconstruct(&mut shards)?;
         anyhow::Ok(shards)
@@ -597,5 +597,5 @@ async fn blocking<T: Send + 'static>(
     call: impl FnOnce(&Node) -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
     let node = Arc::clone(node);
-    tokio::task::spawn_blocking(move || call(&node)).await?
+    nabu_client::sim::spawn_blocking(move || call(&node)).await?
 }

@@ -23,7 +23,9 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use nabu_core::id::StripeId;
 use nabu_store::RecordCheck;
@@ -170,7 +172,7 @@ async fn pass(node: &Arc<Node>, shutdown: &watch::Receiver<bool>) {
     counters.running.store(true, Ordering::Relaxed);
     tracing::info!("scrub pass started");
     let (checking, stop) = (Arc::clone(node), shutdown.clone());
-    let found = tokio::task::spawn_blocking(move || check_all(&checking, &stop)).await;
+    let found = nabu_client::sim::spawn_blocking(move || check_all(&checking, &stop)).await;
     let (mut report, damaged) = match found {
         Ok(found) => found,
         Err(error) => {

@@ -11,8 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use nabu_client::sim::{SimListener, SimNet};
 use nabu_proto::ops::Plane;
 use nabu_proto::{ErrorCode, ErrorFrame, Frame};
+use tokio::io::DuplexStream;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -32,12 +34,16 @@ pub enum PlaneListener {
     Tcp(TcpListener),
     /// A Unix stream socket.
     Unix(UnixListener),
+    /// An address of the simulated network ([`nabu_client::sim`]), and the TCP listener
+    /// that keeps the address reserved.
+    Sim(SimListener, TcpListener),
 }
 
 /// An accepted connection.
 enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Sim(DuplexStream),
 }
 
 impl Stream {
@@ -46,6 +52,7 @@ impl Stream {
         let _ = match self {
             Stream::Tcp(stream) => stream.try_write(bytes),
             Stream::Unix(stream) => stream.try_write(bytes),
+            Stream::Sim(_) => Ok(0),
         };
     }
 
@@ -60,13 +67,26 @@ impl Stream {
                 let (read, write) = stream.into_split();
                 (Box::new(read), Box::new(write))
             }
+            Stream::Sim(stream) => {
+                let (read, write) = tokio::io::split(stream);
+                (Box::new(read), Box::new(write))
+            }
         }
     }
 }
 
 impl PlaneListener {
+    /// `listener`, or, while a simulated network is installed on this thread, its address on
+    /// that network (the TCP listener is kept only for its address).
+    pub fn tcp(listener: TcpListener) -> Self {
+        match (SimNet::current(), listener.local_addr()) {
+            (Some(net), Ok(addr)) => PlaneListener::Sim(net.listen(addr), listener),
+            _ => PlaneListener::Tcp(listener),
+        }
+    }
+
     /// The next connection and where it came from.
-    async fn accept(&self) -> std::io::Result<(Stream, String)> {
+    async fn accept(&mut self) -> std::io::Result<(Stream, String)> {
         match self {
             PlaneListener::Tcp(listener) => {
                 let (stream, peer) = listener.accept().await?;
@@ -76,6 +96,13 @@ impl PlaneListener {
                 let (stream, _) = listener.accept().await?;
                 Ok((Stream::Unix(stream), "unix socket".to_owned()))
             }
+            PlaneListener::Sim(listener, _) => {
+                let stream = listener.accept().await?;
+                Ok((
+                    Stream::Sim(stream),
+                    format!("simulated peer of {}", listener.addr()),
+                ))
+            }
         }
     }
 }
@@ -83,7 +110,7 @@ impl PlaneListener {
 /// Serves `plane` on `listener` until `shutdown` turns true, then drains.
 pub async fn serve_plane(
     node: Arc<Node>,
-    listener: PlaneListener,
+    mut listener: PlaneListener,
     plane: Plane,
     mut shutdown: watch::Receiver<bool>,
 ) {

@@ -1,27 +1,34 @@
-//! A seeded fault harness over the real nodes and client, in process: each seed drives a
-//! cluster through a random schedule of puts, overwrites, deletes, node crashes (the node's
-//! task aborted mid-flight, no shutdown) and restarts, a node joining, a node draining, and
-//! network faults on every link — client to node *and* node to node, since each node's data
-//! and peer planes are reached only through a fault-injecting proxy (its advertised
-//! addresses): delayed bytes, connections cut every N chunks (message loss, as TCP sees it),
-//! dropped connections. After **every** step it checks that every key reads back exactly
-//! what its last acknowledged write left (a write that failed may or may not have happened:
-//! either outcome is accepted), and that the shards of every stripe sit on distinct nodes.
-//! At the end of a seed it heals everything and checks that repair and rebalancing bring
-//! every stripe to its full width on distinct nodes, one shard of each index.
+//! Fault schedules over the real nodes and client, in process, on two networks:
 //!
-//! The schedule is a pure function of the seed (printed on failure, so a failing seed can be
-//! replayed with `NABU_CHAOS_SEEDS=<seed>`); the timing of threads and sockets is real, so
-//! this is a seeded harness, not a deterministic simulator: a replayed seed takes the same
-//! steps, not always the same interleaving. CI runs 10 seeds; `NABU_SOAK=1` runs 100.
+//! - **Simulation** (`simulated_seeds_replay_exactly…`): one thread, virtual time (a
+//!   current-thread Tokio runtime, paused), the in-memory network of `nabu_client::sim`, and
+//!   the nodes' blocking work run inline on that thread. Nothing else decides the order of
+//!   events, so a seed is an execution: each runs twice and the traces (every step's
+//!   outcome, the bytes and chunks the network carried, the virtual time taken) must match.
+//! - **Real sockets** (`seeded_faults_never_lose…`): loopback TCP through a fault-injecting
+//!   proxy in front of each node's data and peer planes, real threads and real time; the
+//!   schedule is the seed's, the interleaving the machine's.
+//!
+//! A seed drives a cluster through a random schedule of puts, overwrites, deletes, node
+//! crashes (the node's task aborted wherever it is: no shutdown, requests in flight) and
+//! restarts, a node joining, a node draining, and faults on every link — client to node and
+//! node to node: delayed bytes, connections losing a chunk (and with it the connection)
+//! every N chunks, dropped connections. After **every** step it checks that every key reads
+//! back exactly what its last acknowledged write left (a write that failed may or may not
+//! have happened: either outcome is accepted), and that every stripe keeps enough distinct
+//! shards on the running nodes. At the end it heals everything and checks that repair and
+//! rebalancing bring every stripe to its full width on distinct nodes, one shard of each
+//! index. A failure prints the seed and the steps; `NABU_SIM_SEEDS=<seed>` (or
+//! `NABU_CHAOS_SEEDS`) replays it. CI runs 10 seeds of each; `NABU_SOAK=1` runs 100.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
+use nabu_client::sim::{LinkFaults, SimNet};
 use nabu_client::{
     CheckOptions, Client, ClientConfig, ClientError, ClusterMap, Endpoint, MemberAddr,
 };
@@ -31,6 +38,8 @@ use nabu_node::{ListenerAddrs, Listeners, MemberConfig};
 use nabu_proto::ops::ShardLayout;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tokio::net::TcpListener;
+// Virtual under simulation, so retries and deadlines are part of the execution.
+use tokio::time::Instant;
 
 use super::{
     Faults, MIB, NS, TestCluster, TestNode, faulty_proxy, fresh_token, node_config, random_bytes,
@@ -51,8 +60,55 @@ const NODES: u32 = 7;
 /// What a key may read back as: one of these values (`None`: not found).
 type Expected = Vec<Option<Bytes>>;
 
-/// Where a node really listens, and where everyone reaches it: proxies in front of its data
-/// and peer planes (its http plane is not proxied).
+/// How a run's bytes travel.
+#[derive(Clone)]
+enum Network {
+    /// Loopback TCP through a [`faulty_proxy`] in front of each node's data and peer planes.
+    Proxies,
+    /// The in-memory network installed on the simulation's thread.
+    Sim(SimNet),
+}
+
+/// The faults on the links into one node, on either network.
+enum NodeFaults {
+    Proxy(Arc<Faults>),
+    /// Its data and peer addresses' links.
+    Sim([Arc<LinkFaults>; 2]),
+}
+
+impl NodeFaults {
+    fn delay(&self, ms: u64) {
+        match self {
+            NodeFaults::Proxy(faults) => faults.delay_ms.store(ms, Ordering::Relaxed),
+            NodeFaults::Sim(links) => links
+                .iter()
+                .for_each(|link| link.delay_ms.store(ms, Ordering::Relaxed)),
+        }
+    }
+
+    fn cut_every(&self, chunks: u64) {
+        match self {
+            NodeFaults::Proxy(faults) => faults.cut_every.store(chunks, Ordering::Relaxed),
+            NodeFaults::Sim(links) => links
+                .iter()
+                .for_each(|link| link.cut_every.store(chunks, Ordering::Relaxed)),
+        }
+    }
+
+    fn drop_connections(&self) {
+        match self {
+            NodeFaults::Proxy(faults) => {
+                faults.generation.fetch_add(1, Ordering::Relaxed);
+            }
+            NodeFaults::Sim(links) => links.iter().for_each(|link| {
+                link.generation.fetch_add(1, Ordering::Relaxed);
+            }),
+        }
+    }
+}
+
+/// Where a node really listens, and where everyone reaches it (behind proxies: the proxies'
+/// addresses; simulated: the same); its http plane is not proxied.
 #[derive(Clone, Copy)]
 struct Addrs {
     real: ListenerAddrs,
@@ -65,7 +121,8 @@ struct Run {
     /// The client under test; it reaches every node through the proxies, and publishes the
     /// member lists.
     client: Client,
-    faults: BTreeMap<u32, Arc<Faults>>,
+    network: Network,
+    faults: BTreeMap<u32, NodeFaults>,
     addrs: BTreeMap<u32, Addrs>,
     /// The member list last published (advertised addresses).
     members: Vec<MemberConfig>,
@@ -75,17 +132,35 @@ struct Run {
     drained: bool,
 }
 
-/// Binds a node's listeners on loopback and puts a proxy, applying `faults`, in front of its
-/// data and peer planes.
-async fn bind_behind_proxies(faults: &Arc<Faults>) -> (Listeners, Addrs) {
+/// Binds a node's listeners on loopback and puts the network's faults in front of its data
+/// and peer planes: a proxy each, or the simulated links into their addresses (the TCP
+/// listeners then only reserve the addresses; the node accepts from the simulated network).
+async fn bind(network: &Network) -> (Listeners, Addrs, NodeFaults) {
     let listeners = Listeners::bind_loopback().await.expect("bind");
     let real = listeners.addrs().expect("addrs");
-    let advertised = ListenerAddrs {
-        data: faulty_proxy(real.data, Arc::clone(faults)).await,
-        peer: faulty_proxy(real.peer, Arc::clone(faults)).await,
-        http: real.http,
-    };
-    (listeners, Addrs { real, advertised })
+    match network {
+        Network::Proxies => {
+            let faults = Arc::new(Faults::default());
+            let advertised = ListenerAddrs {
+                data: faulty_proxy(real.data, Arc::clone(&faults)).await,
+                peer: faulty_proxy(real.peer, Arc::clone(&faults)).await,
+                http: real.http,
+            };
+            (
+                listeners,
+                Addrs { real, advertised },
+                NodeFaults::Proxy(faults),
+            )
+        }
+        Network::Sim(net) => {
+            let links = [net.faults(real.data), net.faults(real.peer)];
+            let addrs = Addrs {
+                real,
+                advertised: real,
+            };
+            (listeners, addrs, NodeFaults::Sim(links))
+        }
+    }
 }
 
 /// Waits until no store holds `data_dir` (a crashed node's last tasks may still hold it for
@@ -108,16 +183,15 @@ async fn until_unlocked(data_dir: &Path) {
 }
 
 impl Run {
-    async fn start() -> Self {
+    async fn start(network: Network) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let token = fresh_token();
         let mut faults = BTreeMap::new();
         let mut addrs = BTreeMap::new();
         let mut bound = Vec::new();
         for id in 1..=NODES {
-            let state = Arc::new(Faults::default());
-            let (listeners, node_addrs) = bind_behind_proxies(&state).await;
-            faults.insert(id, state);
+            let (listeners, node_addrs, node_faults) = bind(&network).await;
+            faults.insert(id, node_faults);
             addrs.insert(id, node_addrs);
             bound.push((id, listeners));
         }
@@ -152,6 +226,7 @@ impl Run {
         Self {
             cluster,
             client,
+            network,
             faults,
             addrs,
             members,
@@ -180,7 +255,28 @@ impl Run {
         );
         config.data_socket = None;
         config.ring_epoch = epoch;
+        // The scrubber's pass is one long blocking scan (inline under simulation); the
+        // schedule checks shards itself.
+        config.scrub_bytes_per_s = 0;
         config
+    }
+
+    /// `text` with this run's addresses and temp dir replaced by names (`n3.data`, `<dir>`):
+    /// they differ between two runs of one seed, the execution must not.
+    fn anonymize(&self, text: &str) -> String {
+        let mut text = text.replace(&self.cluster._dir.path().display().to_string(), "<dir>");
+        for (id, addrs) in &self.addrs {
+            for (listener, plane) in [(addrs.real, "real"), (addrs.advertised, "")] {
+                for (addr, name) in [
+                    (listener.data, "data"),
+                    (listener.peer, "peer"),
+                    (listener.http, "http"),
+                ] {
+                    text = replace_whole(&text, &addr.to_string(), &format!("n{id}.{name}{plane}"));
+                }
+            }
+        }
+        text
     }
 
     fn node(&mut self, id: u32) -> &mut TestNode {
@@ -249,8 +345,8 @@ impl Run {
     /// Clears every network fault.
     fn heal_network(&self) {
         for faults in self.faults.values() {
-            faults.delay_ms.store(0, Ordering::Relaxed);
-            faults.cut_every.store(0, Ordering::Relaxed);
+            faults.delay(0);
+            faults.cut_every(0);
         }
     }
 
@@ -305,26 +401,25 @@ impl Run {
             6 => {
                 let id = self.any_node(rng);
                 let delay = rng.random_range(5..60);
-                self.faults[&id].delay_ms.store(delay, Ordering::Relaxed);
+                self.faults[&id].delay(delay);
                 format!("delay every byte to and from node {id} by {delay} ms per chunk")
             }
             7 => {
                 let id = self.any_node(rng);
-                self.faults[&id].generation.fetch_add(1, Ordering::Relaxed);
+                self.faults[&id].drop_connections();
                 format!("drop every open connection to node {id}")
             }
             8 => {
                 let id = self.any_node(rng);
                 let every = rng.random_range(3..40);
-                self.faults[&id].cut_every.store(every, Ordering::Relaxed);
+                self.faults[&id].cut_every(every);
                 format!("lose the connections to node {id} every {every} chunks")
             }
             9 if !self.joined => {
                 self.joined = true;
                 let id = NODES + 1;
-                let state = Arc::new(Faults::default());
-                let (listeners, addrs) = bind_behind_proxies(&state).await;
-                self.faults.insert(id, state);
+                let (listeners, addrs, faults) = bind(&self.network).await;
+                self.faults.insert(id, faults);
                 self.addrs.insert(id, addrs);
                 let mut members = self.members.clone();
                 members.push(MemberConfig::new(id, "default", addrs.advertised));
@@ -497,6 +592,24 @@ impl Run {
     }
 }
 
+/// `text` with each `addr` (an `ip:port`) not followed by another digit replaced by `name`.
+fn replace_whole(text: &str, addr: &str, name: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(addr) {
+        let after = &rest[at + addr.len()..];
+        out.push_str(&rest[..at]);
+        if after.starts_with(|c: char| c.is_ascii_digit()) {
+            out.push_str(addr);
+        } else {
+            out.push_str(name);
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
 /// How many distinct shards `held` (per node, the layout of the shard it holds) counts: the
 /// distinct indexes of an erasure-coded stripe, the nodes holding a whole copy.
 fn distinct_shards(held: &[(NodeId, ShardLayout)]) -> usize {
@@ -521,9 +634,9 @@ fn outcome<T>(result: &Result<T, ClientError>) -> String {
     }
 }
 
-/// The seeds to run: `NABU_CHAOS_SEEDS` (comma-separated), else 10 (100 with `NABU_SOAK=1`).
-fn seeds() -> Vec<u64> {
-    if let Ok(list) = std::env::var("NABU_CHAOS_SEEDS") {
+/// The seeds to run: `$var` (comma-separated), else 10 (100 with `NABU_SOAK=1`).
+fn seeds(var: &str) -> Vec<u64> {
+    if let Ok(list) = std::env::var(var) {
         return list
             .split(',')
             .map(|seed| seed.trim().parse().expect("a seed is a number"))
@@ -537,31 +650,90 @@ fn seeds() -> Vec<u64> {
     (1..=count).collect()
 }
 
+/// Runs seed `seed`'s schedule on `network` and returns its trace: each step with its
+/// outcome (the run's addresses and paths replaced by names, so two runs compare), then the
+/// time it took and, simulated, what the network carried. Panics with the seed and the
+/// steps at the first failed check.
+async fn run_seed(seed: u64, network: Network) -> Vec<String> {
+    let started = Instant::now();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut run = Run::start(network).await;
+    let mut history = Vec::new();
+    let fail = |step: &str, failure: String, history: &[String]| -> ! {
+        panic!(
+            "seed {seed}, {step}: {failure}\nreplay: NABU_SIM_SEEDS={seed} (simulated) or \
+             NABU_CHAOS_SEEDS={seed} (real sockets)\nsteps:\n  {}",
+            history.join("\n  ")
+        )
+    };
+    for step in 0..STEPS {
+        let done = run.step(&mut rng).await;
+        history.push(run.anonymize(&done));
+        if let Err(failure) = run.check().await {
+            fail(&format!("step {step}"), run.anonymize(&failure), &history);
+        }
+        if let Err(failure) = run.check_shards().await {
+            fail(&format!("step {step}"), run.anonymize(&failure), &history);
+        }
+    }
+    if let Err(failure) = run.settle_and_check().await {
+        fail("after healing", run.anonymize(&failure), &history);
+    }
+    history.push(format!(
+        "settled after {} ms",
+        started.elapsed().as_millis()
+    ));
+    if let Network::Sim(net) = &run.network {
+        let counters = net.counters();
+        let count = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        history.push(format!(
+            "network: {} connections, {} chunks, {} bytes, {} chunks lost",
+            count(&counters.connections),
+            count(&counters.chunks),
+            count(&counters.bytes),
+            count(&counters.lost)
+        ));
+    }
+    history
+}
+
+/// Seed `seed` on the simulated network: one thread, virtual time.
+fn simulate(seed: u64) -> Vec<String> {
+    let net = SimNet::new();
+    let _installed = net.install();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    runtime.block_on(run_seed(seed, Network::Sim(net)))
+}
+
+#[test]
+fn simulated_seeds_replay_exactly_and_never_lose_an_acknowledged_write() {
+    for seed in seeds("NABU_SIM_SEEDS") {
+        let first = simulate(seed);
+        let second = simulate(seed);
+        if first != second {
+            let at = first.iter().zip(&second).position(|(a, b)| a != b);
+            let line = |trace: &[String]| at.and_then(|at| trace.get(at).cloned());
+            panic!(
+                "seed {seed} ran two ways (nondeterminism): first difference at line {at:?}: \
+                 {:?} vs {:?}\nfirst run:\n  {}\nsecond run:\n  {}",
+                line(&first),
+                line(&second),
+                first.join("\n  "),
+                second.join("\n  ")
+            );
+        }
+        println!("seed {seed}: {}", first.join("; "));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeded_faults_never_lose_an_acknowledged_write() {
-    for seed in seeds() {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut run = Run::start().await;
-        let mut history = Vec::new();
-        let fail = |step: &str, failure: String, history: &[String]| -> ! {
-            panic!(
-                "seed {seed}, {step}: {failure}\nreplay: NABU_CHAOS_SEEDS={seed}\n\
-                 steps:\n  {}",
-                history.join("\n  ")
-            )
-        };
-        for step in 0..STEPS {
-            history.push(run.step(&mut rng).await);
-            if let Err(failure) = run.check().await {
-                fail(&format!("step {step}"), failure, &history);
-            }
-            if let Err(failure) = run.check_shards().await {
-                fail(&format!("step {step}"), failure, &history);
-            }
-        }
-        if let Err(failure) = run.settle_and_check().await {
-            fail("after healing", failure, &history);
-        }
+    for seed in seeds("NABU_CHAOS_SEEDS") {
+        let history = run_seed(seed, Network::Proxies).await;
         println!("seed {seed}: {}", history.join("; "));
     }
 }

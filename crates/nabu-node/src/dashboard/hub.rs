@@ -262,9 +262,11 @@ async fn sample_members(node: &Arc<Node>) -> HashMap<u32, NodeStats> {
         let own = member.id == node.id.0;
         tasks.spawn(async move {
             let stats = if own {
-                tokio::task::spawn_blocking(move || node_stats(&node, node.dashboard.hardware()))
-                    .await
-                    .ok()
+                nabu_client::sim::spawn_blocking(move || {
+                    node_stats(&node, node.dashboard.hardware())
+                })
+                .await
+                .ok()
             } else {
                 fetch_json(http_addr, "/api/v1/node").await
             };

@@ -103,7 +103,7 @@ fn api_error(status: StatusCode, message: impl Into<String>) -> Response {
 async fn blocking_json<T: serde::Serialize + Send + 'static>(
     work: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Response {
-    match tokio::task::spawn_blocking(work).await {
+    match nabu_client::sim::spawn_blocking(work).await {
         Ok(Ok(value)) => Json(value).into_response(),
         Ok(Err(message)) => api_error(StatusCode::BAD_REQUEST, message),
         Err(_) => api_error(

@@ -392,7 +392,7 @@ async fn apply(node: &Arc<Node>, list: &EpochMembers) {
     let taker = Arc::clone(node);
     let EpochMembers { epoch, members } = list.clone();
     let offered =
-        tokio::task::spawn_blocking(move || taker.membership.offer(epoch, &members)).await;
+        nabu_client::sim::spawn_blocking(move || taker.membership.offer(epoch, &members)).await;
     match offered {
         Ok(Ok(true)) => {}
         Ok(Ok(false)) if node.membership.epoch() > list.epoch => tracing::warn!(

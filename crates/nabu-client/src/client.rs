@@ -617,10 +617,12 @@ impl Client {
                 .await;
             answers.extend(more.into_iter().flatten());
         }
-        if failed_primaries > 0 {
-            // Some primaries are unreachable: the value may have been handed off. Every
-            // handoff node is asked; after the first answer the slower ones get the same grace
-            // period as primaries (a handed-off copy is found on any of them).
+        if failed_primaries > 0 || absent_primaries > 0 {
+            // Some primaries are unreachable, or lack the value: it may have been handed off
+            // (those primaries were unreachable when it was written, and its hints have not
+            // been replayed to them yet). Every handoff node is asked; after the first answer
+            // the slower ones get the same grace period as primaries (a handed-off copy is
+            // found on any of them). A key no node holds pays this one extra parallel round.
             let handoff = &walk[primary.len()..];
             let more = self
                 .gather(handoff, 1.min(handoff.len()), self.hedge_after(), &ask)
@@ -845,7 +847,7 @@ impl Client {
         }
         let mut pending: Vec<NodeId> = nodes.to_vec();
         let mut answers: Vec<Result<T>> = Vec::with_capacity(nodes.len());
-        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut deadline: Option<Instant> = None;
         loop {
             // Only successful answers count towards `enough`: failures that arrive first
             // (nodes that are down answer fastest) must not start the grace period and cut
@@ -856,7 +858,7 @@ impl Client {
                     break;
                 }
                 if deadline.is_none() {
-                    deadline = grace.map(|grace| tokio::time::Instant::now() + grace);
+                    deadline = grace.map(|grace| Instant::now() + grace);
                 }
             }
             let next = match deadline {

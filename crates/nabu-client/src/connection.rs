@@ -13,7 +13,7 @@
 //! [`ClientError::Connection`] (their outcomes are unknown; all writes are idempotent) and
 //! the connection reports itself closed, so the [`Pool`](crate::pool::Pool) reconnects.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -72,7 +72,9 @@ struct Pending {
 
 #[derive(Debug, Default)]
 struct State {
-    pending: HashMap<u64, Pending>,
+    /// By request id: BTreeMap, so a lost connection fails its requests in the order they
+    /// were sent (the same every run, which the deterministic simulation relies on).
+    pending: BTreeMap<u64, Pending>,
     /// Why the connection closed; `None` while it is open.
     closed: Option<String>,
 }

@@ -566,6 +566,7 @@ impl Client {
                 return Err(StripeFailure::Unavailable);
             }
             tokio::select! {
+                biased;
                 joined = tasks.join_next() => {
                     let Some(joined) = joined else { continue };
                     let (node, started, result) = joined.expect("shard read task panicked");

@@ -14,7 +14,13 @@
 //!   whenever another thread gets to it.
 //!
 //! With one thread, virtual time, and faults decided by the schedule, a seed replays the
-//! same execution: the simulation test runs a seed twice and compares the traces.
+//! same execution: the simulation test runs a seed twice and compares the traces. Keeping it
+//! so is a rule for the node and client code: nothing that decides what runs next may come
+//! from a random source — every `tokio::select!` is `biased` (polled in order, not in
+//! tokio's random order), maps whose iteration order starts work are ordered (a connection's
+//! pending requests by id; hints are replayed in stripe order), and timers read
+//! `tokio::time::Instant`, never `std::time::Instant`. The test catches a breach as a trace
+//! that differs between two runs of one seed.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};

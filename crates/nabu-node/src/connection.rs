@@ -14,7 +14,7 @@
 //! knows it is free; with the books owned by the reader alone, a reused id could race the
 //! completion notice and be taken for a duplicate (fatal).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -116,7 +116,9 @@ struct Connection {
     authenticated: bool,
     responses: mpsc::Sender<Frame>,
     inflight: Arc<Mutex<InflightRequests>>,
-    pending: HashMap<u64, Pending>,
+    /// By request id: BTreeMap, so a lost connection fails its requests in the order they
+    /// were sent (the same every run, which the deterministic simulation relies on).
+    pending: BTreeMap<u64, Pending>,
     requests: JoinSet<()>,
     /// When the first byte of a frame not yet complete arrived.
     frame_started: Option<Instant>,
@@ -147,7 +149,7 @@ pub async fn serve(
         authenticated: false,
         responses,
         inflight: Arc::new(Mutex::new(InflightRequests::new(&limits))),
-        pending: HashMap::new(),
+        pending: BTreeMap::new(),
         requests: JoinSet::new(),
         frame_started: None,
         last_activity: Instant::now(),
@@ -236,6 +238,7 @@ impl Connection {
                 }
             }
             tokio::select! {
+                biased;
                 read = Self::read_more(&mut self.reader, &mut self.buffer, &self.decoder, false) => read?,
                 _ = sleep_until(deadline) => {
                     return Err(Ending::Fatal(ErrorFrame::new(ErrorCode::TIMEOUT, "no HELLO within hello_timeout")));
@@ -306,6 +309,7 @@ impl Connection {
             self.process_buffered().await?;
             let deadline = self.next_deadline();
             tokio::select! {
+                biased;
                 _ = until_stopped(&mut shutdown) => return Err(Ending::Shutdown),
                 Some(_) = self.requests.join_next(), if !self.requests.is_empty() => {
                     self.last_activity = Instant::now();

@@ -119,8 +119,11 @@ impl Hints {
         self.matching(|id| id == stripe_id)
     }
 
+    /// The matching hints in (stripe, home) order: replay then goes in the same order every
+    /// time, whatever the table's hashing (the deterministic simulation relies on it).
     fn matching(&self, wanted: impl Fn(&StripeId) -> bool) -> Vec<Hint> {
-        self.table()
+        let mut hints: Vec<Hint> = self
+            .table()
             .iter()
             .filter(|((id, _), _)| wanted(id))
             .map(|(&(stripe_id, home), &(kind, shard))| Hint {
@@ -129,7 +132,9 @@ impl Hints {
                 kind,
                 shard,
             })
-            .collect()
+            .collect();
+        hints.sort_unstable_by_key(|hint| (hint.stripe_id, hint.home));
+        hints
     }
 
     /// How many hints are kept.

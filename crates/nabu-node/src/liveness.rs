@@ -222,6 +222,7 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
             running.insert(id, (slot, task));
         }
         tokio::select! {
+            biased;
             changed = changes.changed() => {
                 if changed.is_err() {
                     break;

@@ -48,6 +48,7 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     let mut next_try = Instant::now();
     loop {
         tokio::select! {
+            biased;
             () = tokio::time::sleep(tick) => {}
             changed = changes.changed() => {
                 if changed.is_err() {
@@ -96,6 +97,7 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
             continue;
         }
         let done = tokio::select! {
+            biased;
             done = coordinate(&node, options, &lost) => done,
             () = until_stopped(&mut shutdown) => return,
         };

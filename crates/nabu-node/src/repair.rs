@@ -71,10 +71,12 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     let mut retries: HashMap<(StripeId, u32), Retry> = HashMap::new();
     loop {
         tokio::select! {
+            biased;
             () = tokio::time::sleep(interval) => {}
             () = until_stopped(&mut shutdown) => return,
         }
         tokio::select! {
+            biased;
             () = replay_round(&node, &pacer, &mut retries) => {}
             () = until_stopped(&mut shutdown) => return,
         }

@@ -153,12 +153,14 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     let mut next = Instant::now() + interval;
     loop {
         tokio::select! {
+            biased;
             () = tokio::time::sleep_until(next.into()) => {}
             () = until_stopped(&mut shutdown) => return,
         }
         next = Instant::now() + interval;
         let stop = shutdown.clone();
         tokio::select! {
+            biased;
             () = pass(&node, &stop) => {}
             () = until_stopped(&mut shutdown) => return,
         }

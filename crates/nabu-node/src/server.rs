@@ -36,7 +36,12 @@ pub enum PlaneListener {
     Unix(UnixListener),
     /// An address of the simulated network ([`nabu_client::sim`]), and the TCP listener
     /// that keeps the address reserved.
-    Sim(SimListener, TcpListener),
+    Sim {
+        /// Where connections arrive.
+        listener: SimListener,
+        /// Held, not used.
+        _reservation: TcpListener,
+    },
 }
 
 /// An accepted connection.
@@ -80,7 +85,10 @@ impl PlaneListener {
     /// that network (the TCP listener is kept only for its address).
     pub fn tcp(listener: TcpListener) -> Self {
         match (SimNet::current(), listener.local_addr()) {
-            (Some(net), Ok(addr)) => PlaneListener::Sim(net.listen(addr), listener),
+            (Some(net), Ok(addr)) => PlaneListener::Sim {
+                listener: net.listen(addr),
+                _reservation: listener,
+            },
             _ => PlaneListener::Tcp(listener),
         }
     }
@@ -96,7 +104,7 @@ impl PlaneListener {
                 let (stream, _) = listener.accept().await?;
                 Ok((Stream::Unix(stream), "unix socket".to_owned()))
             }
-            PlaneListener::Sim(listener, _) => {
+            PlaneListener::Sim { listener, .. } => {
                 let stream = listener.accept().await?;
                 Ok((
                     Stream::Sim(stream),
@@ -119,6 +127,7 @@ pub async fn serve_plane(
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
+            biased;
             _ = until_stopped(&mut shutdown) => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {

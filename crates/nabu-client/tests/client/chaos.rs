@@ -669,6 +669,13 @@ async fn run_seed(seed: u64, network: Network) -> Vec<String> {
     for step in 0..STEPS {
         let done = run.step(&mut rng).await;
         history.push(run.anonymize(&done));
+        if let Network::Sim(net) = &run.network {
+            let bytes = net.counters().bytes.load(Ordering::Relaxed);
+            history.push(format!(
+                "  after step {step}: {bytes} bytes, {} ms",
+                started.elapsed().as_millis()
+            ));
+        }
         if let Err(failure) = run.check().await {
             fail(&format!("step {step}"), run.anonymize(&failure), &history);
         }

@@ -226,6 +226,7 @@ async fn collect(node: Weak<Node>, mut shutdown: watch::Receiver<bool>) {
     let mut events_seen: HashMap<u32, u64> = HashMap::new();
     loop {
         tokio::select! {
+            biased;
             _ = until_stopped(&mut shutdown) => break,
             _ = ticks.tick() => {}
         }

@@ -180,6 +180,7 @@ async fn stream(State(dashboard): State<Dashboard>) -> Response {
         }
         loop {
             let message = tokio::select! {
+                biased;
                 _ = until_stopped(&mut shutdown) => return,
                 message = messages.recv() => message,
             };

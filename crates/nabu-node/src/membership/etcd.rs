@@ -229,6 +229,7 @@ pub(crate) async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let mut stop = shutdown.clone();
         let result = tokio::select! {
+            biased;
             result = session(&node, &joined, &mut shutdown) => result,
             () = until_stopped(&mut stop) => return,
         };
@@ -245,6 +246,7 @@ pub(crate) async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
             }
         }
         tokio::select! {
+            biased;
             () = tokio::time::sleep(backoff) => {}
             () = until_stopped(&mut shutdown) => return,
         }
@@ -308,6 +310,7 @@ async fn session(
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            biased;
             () = until_stopped(shutdown) => {
                 // Leave the registry now rather than a lease TTL later.
                 let _ = tokio::time::timeout(REQUEST_TIMEOUT, etcd.lease_revoke(lease)).await;

@@ -97,6 +97,7 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, mut shutdown: watch::
     let mut next_id = 0u64;
     loop {
         tokio::select! {
+            biased;
             _ = until_stopped(&mut shutdown) => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
@@ -206,6 +207,7 @@ async fn connection(
             let permits = need.min(node.config.request_bodies_bytes_max as usize) as u32;
             let acquire = Arc::clone(&node.body_budget).acquire_many_owned(permits);
             tokio::select! {
+                biased;
                 acquired = acquire => match acquired {
                     Ok(permit) => budget = Some(permit),
                     Err(_) => return,
@@ -214,6 +216,7 @@ async fn connection(
             }
         }
         tokio::select! {
+            biased;
             read = read_more(&mut reader, &mut buffer, need) => match read {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}

@@ -38,14 +38,35 @@ pub fn fast_kernel_in_use() -> bool {
 
 /// `crc-fast`'s kernel if it agrees with the portable one on this CPU.
 fn choose_kernel() -> fn(&[u8]) -> u32 {
-    let sample: Vec<u8> = (0..20_000u32)
+    // Up to a little over 1 MiB (a shard, a frame), at four alignments: the folding loops of
+    // the wide kernels run only on long inputs. About 2 ms, once per process.
+    let sample: Vec<u8> = (0..(1u32 << 20) + 8)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
         .collect();
     let lengths = [
-        0, 1, 3, 15, 16, 17, 31, 63, 64, 127, 128, 255, 256, 257, 511, 1024, 4099,
+        0,
+        1,
+        3,
+        15,
+        16,
+        17,
+        31,
+        63,
+        64,
+        127,
+        128,
+        255,
+        256,
+        257,
+        511,
+        1024,
+        4099,
+        65_536,
+        262_145,
+        1 << 20,
     ];
     for offset in 0..4 {
-        for length in lengths.iter().copied().chain([sample.len() - offset]) {
+        for length in lengths {
             let bytes = &sample[offset..offset + length];
             if fast_kernel(bytes) != ::crc32c::crc32c(bytes) {
                 return ::crc32c::crc32c;

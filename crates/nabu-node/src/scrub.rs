@@ -154,7 +154,7 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             biased;
-            () = tokio::time::sleep_until(next.into()) => {}
+            () = tokio::time::sleep_until(next) => {}
             () = until_stopped(&mut shutdown) => return,
         }
         next = Instant::now() + interval;

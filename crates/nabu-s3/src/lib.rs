@@ -36,12 +36,15 @@ mod multipart;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use hyper::body::{Body, Incoming};
+use hyper::service::HttpService;
 use hyper_util::rt::TokioIo;
 use nabu_client::Client;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 pub use body::BodyError;
@@ -61,22 +64,35 @@ pub fn service(client: Client) -> S3Service {
     builder.build()
 }
 
-/// Serves S3 on `listener` until `shutdown` completes; then stops accepting and closes the
-/// open connections.
-pub async fn serve(
+/// Serves S3 on `listener` until `shutdown` completes, then drains: it stops accepting, lets
+/// every request in flight finish (its connection then closes instead of waiting for the
+/// next request; idle connections close at once) for up to `grace`, and drops what still
+/// runs after that. A rolling restart so loses no request that was already being served.
+pub async fn serve<S>(
     listener: TcpListener,
-    service: S3Service,
+    service: S,
     shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
+    grace: Duration,
+) -> std::io::Result<()>
+where
+    S: HttpService<Incoming> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as Body>::Data: Send,
+    <S::ResBody as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let (drain, draining) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {
+            biased;
             () = &mut shutdown => break,
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
         };
         let accepted = tokio::select! {
+            biased;
             () = &mut shutdown => break,
             accepted = listener.accept() => accepted,
         };
@@ -85,23 +101,123 @@ pub async fn serve(
             Err(error) => {
                 // Out of file descriptors and the like: wait for connections to close.
                 tracing::warn!(%error, "S3 accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
         let service = service.clone();
+        let mut draining = draining.clone();
         connections.spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(error) = connection.await {
+            tokio::pin!(connection);
+            // Returns nothing, so no guard of the channel is held across an await.
+            let drain = async move {
+                let _ = draining.wait_for(|draining| *draining).await;
+            };
+            let result = tokio::select! {
+                biased;
+                result = connection.as_mut() => result,
+                () = drain => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = result {
                 tracing::debug!(%peer, %error, "S3 connection ended with an error");
             }
             drop(slot);
         });
         while connections.try_join_next().is_some() {}
     }
-    connections.shutdown().await;
+    drop(listener);
+    let _ = drain.send(true);
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            ?grace,
+            "S3 requests still running after the shutdown grace period; dropping them"
+        );
+        connections.shutdown().await;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    /// A request that arrives, then a shutdown while it is being served.
+    #[tokio::test]
+    async fn a_shutdown_lets_requests_in_flight_finish_and_takes_no_new_ones() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (started, serving) = oneshot::channel::<()>();
+        let started = Arc::new(std::sync::Mutex::new(Some(started)));
+        let (release, released) = watch::channel(false);
+        let service = hyper::service::service_fn(move |_request| {
+            let (started, mut released) = (Arc::clone(&started), released.clone());
+            async move {
+                if let Some(started) = started.lock().expect("lock").take() {
+                    let _ = started.send(());
+                }
+                let _ = released.wait_for(|released| *released).await;
+                Ok::<_, Infallible>(hyper::Response::new(String::from("all of the body")))
+            }
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let server = tokio::spawn(serve(listener, service, shutdown, Duration::from_secs(30)));
+
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        client
+            .write_all(b"GET /bucket/key HTTP/1.1\r\nhost: nabu\r\n\r\n")
+            .await
+            .expect("request");
+        serving.await.expect("the request is being served");
+        stop.send(()).expect("shut down");
+        // The listener is gone once the server has seen the shutdown: new clients are refused.
+        let refused = async {
+            loop {
+                if TcpStream::connect(addr).await.is_err() {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), refused)
+            .await
+            .expect("new connections are refused while draining");
+        assert!(
+            !server.is_finished(),
+            "the server waits for the request in flight"
+        );
+        release.send(true).expect("release");
+        let mut response = String::new();
+        client
+            .read_to_string(&mut response)
+            .await
+            .expect("the whole response, then the connection closes");
+        assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+        assert!(response.ends_with("all of the body"), "{response}");
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the server returns once drained")
+            .expect("task")
+            .expect("serve");
+    }
 }

@@ -6,6 +6,7 @@
 //! lives here, in the binary, because the node library does not depend on the client.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use nabu_client::{Client, ClientConfig, ClusterMap, MemberAddr};
@@ -53,7 +54,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let client = gateway_client(&config)?;
             let service = nabu_s3::service(client);
             let shutdown = stopped(stop.clone());
-            Some(tokio::spawn(nabu_s3::serve(listener, service, shutdown)))
+            let grace = Duration::from_millis(config.shutdown_grace_ms);
+            Some(tokio::spawn(nabu_s3::serve(
+                listener, service, shutdown, grace,
+            )))
         }
         None => None,
     };

@@ -186,6 +186,9 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
         let mut text = node.metrics.render(&node.snapshot());
         crate::kv::render_metrics(&node, &mut text);
         crate::tier::render_metrics(&node.tiers_view(), &mut text);
+        for source in &node.metrics_sources.0 {
+            source(&mut text);
+        }
         text
     })
     .await;

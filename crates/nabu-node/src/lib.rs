@@ -193,12 +193,27 @@ pub async fn run(
     NodeBuilder::new(config).run(listeners, shutdown).await
 }
 
+/// Appends more Prometheus text to the node's `/metrics` (families of something running in
+/// the node's process beside it: the S3 gateway).
+pub type MetricsSource = Arc<dyn Fn(&mut String) + Send + Sync>;
+
 /// Builds a node with non-default parts: a [`Disk`] other than [`RealDisk`] (tests inject
-/// `nabu_store::FaultDisk`).
+/// `nabu_store::FaultDisk`), more metrics for `/metrics`.
 #[derive(Debug)]
 pub struct NodeBuilder {
     config: NodeConfig,
     disk: Arc<dyn Disk>,
+    metrics_sources: MetricsSources,
+}
+
+/// The [`MetricsSource`]s a node renders after its own families.
+#[derive(Clone, Default)]
+pub(crate) struct MetricsSources(pub(crate) Vec<MetricsSource>);
+
+impl std::fmt::Debug for MetricsSources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} metrics sources", self.0.len())
+    }
 }
 
 impl NodeBuilder {
@@ -207,7 +222,14 @@ impl NodeBuilder {
         Self {
             config,
             disk: Arc::new(RealDisk::new()),
+            metrics_sources: MetricsSources::default(),
         }
+    }
+
+    /// Adds `source`'s families to `/metrics`, after the node's own.
+    pub fn metrics_source(mut self, source: MetricsSource) -> Self {
+        self.metrics_sources.0.push(source);
+        self
     }
 
     /// Uses `disk` for the chunk store.
@@ -223,6 +245,10 @@ impl NodeBuilder {
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
         self.config.validate().context("validate the node config")?;
-        node::serve(self.config, self.disk, listeners, shutdown).await
+        let parts = node::Parts {
+            disk: self.disk,
+            metrics_sources: self.metrics_sources,
+        };
+        node::serve(self.config, parts, listeners, shutdown).await
     }
 }

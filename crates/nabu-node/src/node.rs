@@ -78,6 +78,8 @@ pub struct Node {
     pub events: EventLog,
     /// The dashboard's cluster-wide live view (fed while a page or script listens).
     pub dashboard: crate::dashboard::Hub,
+    /// More `/metrics` families from beside the node (the S3 gateway).
+    pub(crate) metrics_sources: crate::MetricsSources,
 }
 
 impl Node {
@@ -166,7 +168,17 @@ fn statvfs(path: &Path) -> Option<(u64, u64)> {
 }
 
 /// Opens the store and builds the shared state.
-async fn open(config: NodeConfig, disk: Arc<dyn Disk>) -> anyhow::Result<Arc<Node>> {
+/// What a node is built from besides its config.
+pub(crate) struct Parts {
+    pub(crate) disk: Arc<dyn Disk>,
+    pub(crate) metrics_sources: crate::MetricsSources,
+}
+
+async fn open(config: NodeConfig, parts: Parts) -> anyhow::Result<Arc<Node>> {
+    let Parts {
+        disk,
+        metrics_sources,
+    } = parts;
     let store_config = config.store_config();
     let metrics = Arc::new(Metrics::default());
     let hints_max = config.hints_max as usize;
@@ -221,6 +233,7 @@ async fn open(config: NodeConfig, disk: Arc<dyn Disk>) -> anyhow::Result<Arc<Nod
         resp_metrics: crate::resp::RespCounters::default(),
         events: EventLog::new(config.id, EVENTS_MAX),
         dashboard: crate::dashboard::Hub::default(),
+        metrics_sources,
         config,
     }))
 }
@@ -228,13 +241,13 @@ async fn open(config: NodeConfig, disk: Arc<dyn Disk>) -> anyhow::Result<Arc<Nod
 /// Runs the node until `shutdown`; see [`crate::run`].
 pub(crate) async fn serve(
     config: NodeConfig,
-    disk: Arc<dyn Disk>,
+    parts: Parts,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let span = tracing::info_span!("node", node = config.id);
     async move {
-        let node = open(config, disk).await?;
+        let node = open(config, parts).await?;
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut planes = vec![

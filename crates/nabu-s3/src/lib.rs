@@ -32,6 +32,7 @@ mod gateway;
 mod keys;
 mod list;
 mod meta;
+pub mod metrics;
 mod multipart;
 
 use std::future::Future;
@@ -58,10 +59,11 @@ pub use keys::{
 pub const CONNECTIONS_MAX: usize = 1024;
 
 /// The S3 service over `client`: every request must be signed by a key in the cluster.
-pub fn service(client: Client) -> S3Service {
+/// Counted: its [`metrics::Metered::metrics`] render into the node's `/metrics`.
+pub fn service(client: Client) -> metrics::Metered<S3Service> {
     let mut builder = S3ServiceBuilder::new(Gateway::new(client.clone()));
     builder.set_auth(ClusterKeys::new(client));
-    builder.build()
+    metrics::Metered::new(builder.build())
 }
 
 /// Serves S3 on `listener` until `shutdown` completes, then drains: it stops accepting, lets

@@ -6,6 +6,7 @@
 //! lives here, in the binary, because the node library does not depend on the client.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -49,10 +50,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let stopped = |mut stop: watch::Receiver<bool>| async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
+    let mut node = nabu_node::NodeBuilder::new(config.clone());
     let gateway = match s3_listener {
         Some(listener) => {
             let client = gateway_client(&config)?;
             let service = nabu_s3::service(client);
+            let metrics = service.metrics();
+            node = node.metrics_source(Arc::new(move |out: &mut String| metrics.render(out)));
             let shutdown = stopped(stop.clone());
             let grace = Duration::from_millis(config.shutdown_grace_ms);
             Some(tokio::spawn(nabu_s3::serve(
@@ -61,7 +65,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let node = nabu_node::run(config, listeners, stopped(stop)).await;
+    let node = node.run(listeners, stopped(stop)).await;
     if let Some(gateway) = gateway {
         gateway
             .await

@@ -12,7 +12,7 @@ use std::time::Duration;
 use nabu_client::{Client, ClientConfig, ClusterMap, KvItem, MemberAddr};
 use nabu_proto::ClusterToken;
 
-use crate::support::{TestCluster, http_ok, test_python};
+use crate::support::{TestCluster, http_get, http_ok, test_python};
 
 /// The Python interpreter with redis-py installed.
 fn python() -> PathBuf {
@@ -165,15 +165,6 @@ fn metric_sum(cluster: &TestCluster, name: &str) -> u64 {
                 .unwrap()
         })
         .sum()
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).expect("connect http");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
 }
 
 #[test]

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::{TestCluster, nabu_binary, run_reported, test_python};
+use crate::support::{TestCluster, http_get, nabu_binary, run_reported, test_python};
 
 /// The Python interpreter with the S3 clients installed.
 fn python() -> PathBuf {
@@ -45,11 +45,57 @@ fn endpoints(cluster: &TestCluster, skip: &[u32]) -> Vec<String> {
         .collect()
 }
 
+/// The sum over the cluster's nodes of the `/metrics` samples of `metric` whose labels
+/// include every one of `labels` (`op="GetObject"`).
+fn s3_metric(cluster: &TestCluster, metric: &str, labels: &[&str]) -> f64 {
+    let mut sum = 0.0;
+    for node in &cluster.nodes {
+        let text = http_get(&node.http_addr, "/metrics");
+        for line in text.lines() {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Some(rest) = series.strip_prefix(metric) else {
+                continue;
+            };
+            let this_metric = rest.is_empty() || rest.starts_with('{');
+            if this_metric && labels.iter().all(|label| rest.contains(label)) {
+                sum += value.parse::<f64>().expect("a number");
+            }
+        }
+    }
+    sum
+}
+
 #[test]
 fn s3_gateway_serves_real_clients_and_survives_two_lost_nodes() {
     let python = python();
     let cluster = TestCluster::up(6);
     pytest(&cluster, &python, &endpoints(&cluster, &[]), "not degraded");
+    // What the clients did shows in the nodes' /metrics, by operation and status class.
+    let requests = |labels: &[&str]| s3_metric(&cluster, "nabu_s3_requests_total", labels);
+    for op in [
+        "PutObject",
+        "GetObject",
+        "HeadObject",
+        "ListObjectsV2",
+        "UploadPart",
+    ] {
+        let answered = requests(&[&format!("op=\"{op}\""), "status=\"2xx\""]);
+        assert!(answered > 0.0, "no successful {op} in /metrics");
+    }
+    // The wrong-secret and unknown-key tests were answered 403.
+    assert!(requests(&["status=\"4xx\""]) > 0.0, "no 4xx in /metrics");
+    let sent = s3_metric(&cluster, "nabu_s3_sent_bytes_total", &["op=\"GetObject\""]);
+    let received = s3_metric(
+        &cluster,
+        "nabu_s3_received_bytes_total",
+        &["op=\"UploadPart\""],
+    );
+    assert!(
+        sent >= 1e6 && received >= 256e6,
+        "sent {sent}, received {received}"
+    );
     cluster.kill(2);
     cluster.kill(5);
     pytest(&cluster, &python, &endpoints(&cluster, &[2, 5]), "degraded");

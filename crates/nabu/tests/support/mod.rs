@@ -347,6 +347,21 @@ pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool, what: &s
     }
 }
 
+/// The whole HTTP/1.1 response (head and body) to `GET path` on `addr`.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect http");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .expect("send the request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("read the response");
+    response
+}
+
 /// Whether `GET path` on `addr` answers 200.
 pub fn http_ok(addr: &str, path: &str) -> bool {
     use std::io::{Read, Write};

@@ -75,4 +75,4 @@ pub use pacer::Pacer;
 pub use read::{BlobReader, OpenObject};
 pub use redundancy::{CheckOptions, RedundancyReport};
 pub use system::NamespaceInfo;
-pub use write::{MissingShard, PutOptions, PutReceipt, REPAIR_HINT_COPIES};
+pub use write::{MetadataAtEnd, MissingShard, PutOptions, PutReceipt, REPAIR_HINT_COPIES};

@@ -77,8 +77,12 @@ pub struct MissingShard {
     pub shard_index: u8,
 }
 
+/// Metadata a put learns only from its body: called once the body has been read to its end,
+/// before the key record is written.
+pub type MetadataAtEnd = Arc<dyn Fn() -> UserMetadata + Send + Sync>;
+
 /// Options of a put.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct PutOptions {
     /// User metadata stored with the key (at most 64 entries, 8 KiB).
     pub metadata: UserMetadata,
@@ -88,6 +92,19 @@ pub struct PutOptions {
     /// one layout only, so the small tail of a composed object must already have the layout
     /// of the rest.
     pub keep_policy_layout: bool,
+    /// Entries added to `metadata` once the body has been read to its end (the S3 gateway
+    /// stores the checksums it verified on the way); the same limits apply to the sum.
+    pub metadata_at_end: Option<MetadataAtEnd>,
+}
+
+impl std::fmt::Debug for PutOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PutOptions")
+            .field("metadata", &self.metadata)
+            .field("keep_policy_layout", &self.keep_policy_layout)
+            .field("metadata_at_end", &self.metadata_at_end.is_some())
+            .finish()
+    }
 }
 
 /// A stripe once durable.
@@ -255,6 +272,19 @@ impl Client {
         }
         written.sort_by_key(|stripe| stripe.index);
         let blob_id = BlobId::from_bytes(*hasher.finalize().as_bytes());
+        let mut metadata = options.metadata;
+        if let Some(at_end) = &options.metadata_at_end {
+            metadata.extend(at_end());
+            let probe = KeyRecord {
+                blob_id,
+                blob_bytes: 0,
+                hlc_timestamp: 0,
+                metadata: metadata.clone(),
+            };
+            probe.encode().map_err(|error| {
+                ClientError::InvalidArgument(format!("metadata of {what}: {error}"))
+            })?;
+        }
         // Garbage collection spares stripes written within its grace period, which is at
         // least twice this: a PUT slower than it must not make its stripes reachable.
         let deadline = self.inner.config.put_deadline;
@@ -272,7 +302,7 @@ impl Client {
             layout,
             codec.as_deref(),
             written,
-            options.metadata,
+            metadata,
         )
         .await
     }

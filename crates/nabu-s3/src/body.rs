@@ -12,6 +12,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
@@ -167,8 +168,9 @@ pub struct BodyReader {
     expected: ExpectedChecksums,
     bytes_read: u64,
     bytes_max: u64,
-    /// The checksums computed, once the body ended and matched.
-    computed: Option<Checksum>,
+    /// The checksums computed, once the body ended and matched (shared: the put reads them
+    /// into the key record's metadata through [`BodyReader::computed_later`]).
+    computed: Arc<OnceLock<Checksum>>,
     /// Stripe chaining values for a later composition (multipart parts).
     part_hasher: Option<PartHasher>,
 }
@@ -193,7 +195,7 @@ impl BodyReader {
             expected,
             bytes_read: 0,
             bytes_max,
-            computed: None,
+            computed: Arc::default(),
             part_hasher: None,
         }
     }
@@ -206,20 +208,25 @@ impl BodyReader {
 
     /// The stripe chaining values, once the body was read to its end and matched.
     pub fn take_part_hashes(&mut self) -> Option<PartHashes> {
-        self.computed.as_ref()?;
+        self.computed.get()?;
         self.part_hasher.take().map(PartHasher::finish)
     }
 
     /// The checksums of the whole body, once it was read to its end and matched.
     pub fn computed(&self) -> Option<&Checksum> {
-        self.computed.as_ref()
+        self.computed.get()
+    }
+
+    /// Where the checksums will be once the body ended and matched.
+    pub fn computed_later(&self) -> Arc<OnceLock<Checksum>> {
+        Arc::clone(&self.computed)
     }
 
     fn finish(&mut self) -> Result<(), BodyError> {
         let computed = std::mem::take(&mut self.hasher).finalize();
         let md5 = self.md5.take().map(Md5::finalize);
         self.expected.verify(&computed, md5)?;
-        self.computed = Some(computed);
+        let _ = self.computed.set(computed);
         Ok(())
     }
 }
@@ -244,7 +251,7 @@ impl AsyncRead for BodyReader {
             }
             let Some(stream) = this.stream.as_mut() else {
                 // The end (or no body at all): verify once.
-                if this.computed.is_none()
+                if this.computed.get().is_none()
                     && let Err(error) = this.finish()
                 {
                     return Poll::Ready(Err(body_error(error)));

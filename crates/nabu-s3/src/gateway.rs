@@ -120,6 +120,28 @@ pub(crate) fn expected_checksums<T>(
     }
 }
 
+/// The checksums an object was uploaded with, when the request has
+/// `x-amz-checksum-mode: ENABLED` (none otherwise, and none for an object uploaded without).
+fn checksum_if_asked(mode: Option<&ChecksumMode>, stored: &nabu_client::UserMetadata) -> Checksum {
+    if mode.is_none_or(|mode| mode.as_str() != ChecksumMode::ENABLED) {
+        return Checksum::default();
+    }
+    let mut checksum = meta::stored_checksum(stored);
+    let any = [
+        &checksum.checksum_crc32,
+        &checksum.checksum_crc32c,
+        &checksum.checksum_crc64nvme,
+        &checksum.checksum_sha1,
+        &checksum.checksum_sha256,
+    ]
+    .iter()
+    .any(|value| value.is_some());
+    if any {
+        checksum.checksum_type = Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT));
+    }
+    checksum
+}
+
 /// The options of a put of a whole object.
 pub(crate) fn put_options(metadata: nabu_client::UserMetadata) -> PutOptions {
     PutOptions {
@@ -269,8 +291,20 @@ impl S3 for Gateway {
         let (bucket, key) = (input.bucket.clone(), input.key.clone());
         let mut req = req;
         let mut reader = BodyReader::new(req.input.body.take(), expected, PUT_BYTES_MAX);
+        // The checksums verified against the body go into the key record, for GETs and HEADs
+        // with `x-amz-checksum-mode: ENABLED`.
+        let verified = reader.computed_later();
+        let options = PutOptions {
+            metadata_at_end: Some(Arc::new(move || {
+                verified
+                    .get()
+                    .map(meta::checksum_entries)
+                    .unwrap_or_default()
+            })),
+            ..put_options(metadata)
+        };
         let (receipt, checksum) = self
-            .put_body(&bucket, key.as_bytes(), &mut reader, put_options(metadata))
+            .put_body(&bucket, key.as_bytes(), &mut reader, options)
             .await?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(meta::etag(&receipt.blob_id)),
@@ -325,8 +359,19 @@ impl S3 for Gateway {
         };
         let (blob_id, total) = (info.blob_id, info.size);
         let (headers, user) = meta::from_stored(&info.metadata);
+        // Checksums describe the whole object: none for a range, as S3 does.
+        let checksum = match &range {
+            None => checksum_if_asked(input.checksum_mode.as_ref(), &info.metadata),
+            Some(_) => Checksum::default(),
+        };
         let content_range = range.map(|r| format!("bytes {}-{}/{total}", r.start, r.end - 1));
         Ok(S3Response::new(GetObjectOutput {
+            checksum_crc32: checksum.checksum_crc32,
+            checksum_crc32c: checksum.checksum_crc32c,
+            checksum_crc64nvme: checksum.checksum_crc64nvme,
+            checksum_sha1: checksum.checksum_sha1,
+            checksum_sha256: checksum.checksum_sha256,
+            checksum_type: checksum.checksum_type,
             body: Some(ChunkStream::spawn(first, reader, slot)),
             content_length: Some((wanted.end - wanted.start) as i64),
             content_range,
@@ -358,7 +403,14 @@ impl S3 for Gateway {
             input.if_none_match.as_ref(),
         )?;
         let (headers, user) = meta::from_stored(&info.metadata);
+        let checksum = checksum_if_asked(input.checksum_mode.as_ref(), &info.metadata);
         Ok(S3Response::new(HeadObjectOutput {
+            checksum_crc32: checksum.checksum_crc32,
+            checksum_crc32c: checksum.checksum_crc32c,
+            checksum_crc64nvme: checksum.checksum_crc64nvme,
+            checksum_sha1: checksum.checksum_sha1,
+            checksum_sha256: checksum.checksum_sha256,
+            checksum_type: checksum.checksum_type,
             content_length: Some(info.size as i64),
             accept_ranges: Some("bytes".into()),
             e_tag: Some(meta::etag(&info.blob_id)),
@@ -470,7 +522,10 @@ impl S3 for Gateway {
                 content_language: input.content_language.clone(),
                 cache_control: input.cache_control.clone(),
             };
-            meta::to_stored(&headers, input.metadata.as_ref())?
+            // New headers and user metadata; the same bytes, so the same checksums.
+            let mut stored = meta::to_stored(&headers, input.metadata.as_ref())?;
+            stored.extend(meta::checksum_entries_of(&info.metadata));
+            stored
         } else {
             info.metadata.clone()
         };

@@ -10,7 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use nabu_client::UserMetadata;
 use nabu_core::id::BlobId;
-use s3s::dto::{ETag, Metadata, Timestamp};
+use s3s::dto::{Checksum, ETag, Metadata, Timestamp};
 use s3s::{S3Result, s3_error};
 
 /// The prefix of user metadata entries.
@@ -69,6 +69,50 @@ pub fn to_stored(headers: &ObjectHeaders, user: Option<&Metadata>) -> S3Result<U
         ));
     }
     Ok(stored)
+}
+
+/// The metadata entries of an object's verified upload checksums (`x-amz-checksum-*` as the
+/// client sent them, base64); not user metadata, so never returned as `x-amz-meta-*`.
+const CHECKSUM_PREFIX: &str = "nabu-checksum-";
+
+/// The stored entries for the checksums an upload was verified against.
+pub fn checksum_entries(checksum: &Checksum) -> UserMetadata {
+    let mut stored = UserMetadata::new();
+    for (name, value) in [
+        ("crc32", &checksum.checksum_crc32),
+        ("crc32c", &checksum.checksum_crc32c),
+        ("crc64nvme", &checksum.checksum_crc64nvme),
+        ("sha1", &checksum.checksum_sha1),
+        ("sha256", &checksum.checksum_sha256),
+    ] {
+        if let Some(value) = value {
+            stored.insert(format!("{CHECKSUM_PREFIX}{name}"), value.clone());
+        }
+    }
+    stored
+}
+
+/// The checksums stored by [`checksum_entries`], for a GET or HEAD with
+/// `x-amz-checksum-mode: ENABLED`.
+pub fn stored_checksum(stored: &UserMetadata) -> Checksum {
+    let get = |name: &str| stored.get(&format!("{CHECKSUM_PREFIX}{name}")).cloned();
+    Checksum {
+        checksum_crc32: get("crc32"),
+        checksum_crc32c: get("crc32c"),
+        checksum_crc64nvme: get("crc64nvme"),
+        checksum_sha1: get("sha1"),
+        checksum_sha256: get("sha256"),
+        ..Checksum::default()
+    }
+}
+
+/// The checksum entries of `stored`, to carry to a copy of the same bytes.
+pub fn checksum_entries_of(stored: &UserMetadata) -> UserMetadata {
+    stored
+        .iter()
+        .filter(|(name, _)| name.starts_with(CHECKSUM_PREFIX))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
 }
 
 /// The standard headers and the S3 user metadata (if any) in stored metadata.

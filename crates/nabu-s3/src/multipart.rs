@@ -82,6 +82,7 @@ fn part_options(metadata: Option<UserMetadata>) -> PutOptions {
     PutOptions {
         metadata: metadata.unwrap_or_default(),
         keep_policy_layout: true,
+        metadata_at_end: None,
     }
 }
 

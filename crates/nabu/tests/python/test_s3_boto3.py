@@ -408,6 +408,24 @@ def test_checksums_are_verified(s3, bucket):
     for algorithm in ["SHA256", "SHA1"]:
         s3.put_object(Bucket=bucket, Key=f"sum-{algorithm}", Body=data, ChecksumAlgorithm=algorithm)
 
+    # With x-amz-checksum-mode: ENABLED, GET and HEAD return the checksum the object was
+    # uploaded with (boto3 then checks the body against it); a range gets none, as from S3;
+    # a copy keeps it (same bytes).
+    got = s3.get_object(Bucket=bucket, Key="crc", ChecksumMode="ENABLED")
+    assert got["ChecksumCRC32"] == crc
+    assert got["Body"].read() == data
+    head = s3.head_object(Bucket=bucket, Key="crc", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32"] == crc
+    ranged = s3.get_object(Bucket=bucket, Key="crc", Range="bytes=0-9", ChecksumMode="ENABLED")
+    assert "ChecksumCRC32" not in ranged and ranged["Body"].read() == data[:10]
+    sha256 = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    head = s3.head_object(Bucket=bucket, Key="sum-SHA256", ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == sha256
+    s3.copy_object(Bucket=bucket, Key="crc-copy", CopySource={"Bucket": bucket, "Key": "crc"},
+                   MetadataDirective="REPLACE", Metadata={"copied": "yes"})
+    head = s3.head_object(Bucket=bucket, Key="crc-copy", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32"] == crc and head["Metadata"] == {"copied": "yes"}
+
     # A wrong checksum: refused, and nothing becomes visible.
     with pytest.raises(botocore.exceptions.ClientError) as excinfo:
         s3.put_object(Bucket=bucket, Key="bad", Body=data, ChecksumCRC32="AAAAAA==")

@@ -13,6 +13,7 @@
 //! peer_addr = "10.0.0.2:7401"
 //! http_addr = "10.0.0.2:7402"
 //! s3_addr = "10.0.0.2:7700"
+//! s3_domains = ["s3.nabu.example"]   # virtual-hosted-style: BUCKET.s3.nabu.example
 //! cluster_token = "…64 hex digits…"
 //!
 //! [[members]]
@@ -99,6 +100,10 @@ pub struct NodeConfig {
     /// default): no S3 listener. `nabu up` gives every node one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub s3_addr: Option<SocketAddr>,
+    /// Host names S3 clients reach this node under, for virtual-hosted-style addressing: a
+    /// request to `BUCKET.NAME[:port]` is for bucket `BUCKET`; requests to an IP address or
+    /// to a name itself are path-style. Default `["localhost"]`.
+    pub s3_domains: Vec<String>,
     /// The cluster token as hex (16..=256 bytes; `nabu up` generates 32 random bytes).
     /// Required: there is no safe default for a secret.
     pub cluster_token: String,
@@ -331,6 +336,7 @@ impl Default for NodeConfig {
             http_addr: loopback(7402),
             data_socket: None,
             s3_addr: None,
+            s3_domains: vec!["localhost".to_owned()],
             cluster_token: String::new(),
             members: Vec::new(),
             ring_epoch: 1,
@@ -629,6 +635,20 @@ impl NodeConfig {
                 "s3_addr {s3_addr} is also this node's data, peer or http address"
             ));
         }
+        for domain in &self.s3_domains {
+            let label_ok = |label: &str| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            };
+            if !domain.split('.').all(label_ok) {
+                return fail(format!(
+                    "s3_domains entry {domain:?} is not a host name (letters, digits, `-` and \
+                     dots; no port, no scheme)"
+                ));
+            }
+        }
         if self.weight > WEIGHT_MAX {
             return fail(format!("weight {} is over {WEIGHT_MAX}", self.weight));
         }
@@ -783,6 +803,14 @@ mod tests {
             (
                 format!("cluster_token = \"{TOKEN}\"\n[store]\nsegment_bytes_max = 1"),
                 "segment_bytes_max",
+            ),
+            (
+                format!("cluster_token = \"{TOKEN}\"\ns3_domains = [\"s3.local:7700\"]"),
+                "s3_domains entry \"s3.local:7700\" is not a host name",
+            ),
+            (
+                format!("cluster_token = \"{TOKEN}\"\ns3_domains = [\"\"]"),
+                "s3_domains",
             ),
         ];
         for (text, expected) in cases {

@@ -29,6 +29,7 @@
 mod body;
 mod error;
 mod gateway;
+pub mod host;
 mod keys;
 mod list;
 mod meta;
@@ -59,10 +60,13 @@ pub use keys::{
 pub const CONNECTIONS_MAX: usize = 1024;
 
 /// The S3 service over `client`: every request must be signed by a key in the cluster.
-/// Counted: its [`metrics::Metered::metrics`] render into the node's `/metrics`.
-pub fn service(client: Client) -> metrics::Metered<S3Service> {
+/// `domains` are the host names it is reached under, for virtual-hosted-style addressing
+/// ([`host::Domains`]). Counted: its [`metrics::Metered::metrics`] render into the node's
+/// `/metrics`.
+pub fn service(client: Client, domains: &[String]) -> metrics::Metered<S3Service> {
     let mut builder = S3ServiceBuilder::new(Gateway::new(client.clone()));
     builder.set_auth(ClusterKeys::new(client));
+    builder.set_host(host::Domains::new(domains));
     metrics::Metered::new(builder.build())
 }
 

@@ -54,7 +54,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let gateway = match s3_listener {
         Some(listener) => {
             let client = gateway_client(&config)?;
-            let service = nabu_s3::service(client);
+            let service = nabu_s3::service(client, &config.s3_domains);
             let metrics = service.metrics();
             node = node.metrics_source(Arc::new(move |out: &mut String| metrics.render(out)));
             let shutdown = stopped(stop.clone());

@@ -13,6 +13,8 @@ import uuid
 import zlib
 
 import blake3
+import boto3
+import botocore.config
 import botocore.exceptions
 import pytest
 
@@ -532,3 +534,43 @@ def test_any_node_serves_any_bucket(endpoints, credentials, s3, bucket):
     for endpoint in endpoints:
         client = make_client(endpoint, *credentials)
         assert client.get_object(Bucket=bucket, Key="everywhere")["Body"].read() == b"hello"
+
+
+def test_virtual_hosted_style_addressing(endpoint, credentials, bucket, s3, monkeypatch):
+    """The AWS SDKs' default addressing: the bucket in the host name (`BUCKET.localhost`, a
+    name every node answers to by default), the key in the path."""
+    real = socket.getaddrinfo
+
+    def resolve(host, *args, **kwargs):
+        # No DNS here: names under localhost are this machine, as browsers and curl treat them.
+        if isinstance(host, str) and host.endswith(".localhost"):
+            host = "127.0.0.1"
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    port = endpoint.rsplit(":", 1)[1]
+    access_key, secret = credentials
+    virtual = boto3.client(
+        "s3",
+        endpoint_url=f"http://localhost:{port}",
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret,
+        region_name="us-east-1",
+        config=botocore.config.Config(s3={"addressing_style": "virtual"}, retries={"max_attempts": 1}),
+    )
+    data = os.urandom(300_000)
+    sent = []
+    virtual.meta.events.register("before-send.s3.*", lambda request, **_: sent.append(request.url))
+    virtual.put_object(Bucket=bucket, Key="dir/virtual.bin", Body=data, Metadata={"via": "vhost"})
+    assert sent[-1].startswith(f"http://{bucket}.localhost:{port}/dir/virtual.bin"), sent[-1]
+    assert virtual.get_object(Bucket=bucket, Key="dir/virtual.bin")["Body"].read() == data
+    ranged = virtual.get_object(Bucket=bucket, Key="dir/virtual.bin", Range="bytes=10-19")
+    assert ranged["Body"].read() == data[10:20]
+    listed = virtual.list_objects_v2(Bucket=bucket, Prefix="dir/")["Contents"]
+    assert [item["Key"] for item in listed] == ["dir/virtual.bin"]
+    # The same object, path-style on the IP address.
+    head = s3.head_object(Bucket=bucket, Key="dir/virtual.bin")
+    assert head["ContentLength"] == len(data) and head["Metadata"] == {"via": "vhost"}
+    with pytest.raises(botocore.exceptions.ClientError) as excinfo:
+        virtual.head_object(Bucket=f"{bucket}-missing", Key="dir/virtual.bin")
+    assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404

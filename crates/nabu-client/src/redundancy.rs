@@ -75,6 +75,8 @@ pub struct RedundancyReport {
     /// Shards (or copies) found on nodes outside their stripe's current placement: handed
     /// off, or not moved yet after a membership change.
     pub shards_misplaced: u64,
+    /// Bytes of those shards.
+    pub bytes_misplaced: u64,
     /// Degraded stripes written back to full redundancy.
     pub stripes_repaired: u64,
     /// Stripe bytes read and written again by repair.
@@ -338,13 +340,17 @@ impl Client {
         let placement = self
             .ring()
             .placement(stripe_id.ring_point(), layout.width());
-        let misplaced = answers
+        let (misplaced, misplaced_bytes) = answers
             .iter()
-            .filter(|(node, info)| info.is_some() && !placement.contains(node))
-            .count() as u64;
+            .filter(|(node, _)| !placement.contains(node))
+            .filter_map(|(_, info)| info.as_ref())
+            .fold((0, 0), |(count, bytes), info| {
+                (count + 1, bytes + info.shard_bytes)
+            });
         let mut checked = Checked {
             state,
             misplaced,
+            misplaced_bytes,
             ..Checked::default()
         };
         let what = |error: ClientError| {
@@ -553,6 +559,7 @@ fn later_duplicate(placed: &[(NodeId, ShardInfo)]) -> Option<usize> {
 struct Checked {
     state: StripeState,
     misplaced: u64,
+    misplaced_bytes: u64,
     repaired_bytes: u64,
     moved: u64,
     moved_bytes: u64,
@@ -565,6 +572,7 @@ impl Default for Checked {
         Self {
             state: StripeState::Lost,
             misplaced: 0,
+            misplaced_bytes: 0,
             repaired_bytes: 0,
             moved: 0,
             moved_bytes: 0,
@@ -606,6 +614,7 @@ fn settle(
         report.bytes_repaired += checked.repaired_bytes;
     }
     report.shards_misplaced += checked.misplaced;
+    report.bytes_misplaced += checked.misplaced_bytes;
     report.shards_moved += checked.moved;
     report.bytes_moved += checked.moved_bytes;
     report.surplus_dropped += checked.surplus_dropped;

@@ -179,7 +179,9 @@ pub struct NodeConfig {
     pub hints_max: u32,
     /// How long a member may go unheard before its data is re-protected on the others (the
     /// lowest-id member that is up writes every degraded stripe back to full redundancy).
-    /// Default 900,000 ms (15 min): long enough for a restart or a reboot.
+    /// Default 900,000 ms (15 min): long enough for a restart or a reboot. Also accepted as
+    /// `repair_after = "15m"` (a duration: `ms`, `s`, `m`, `h`, `d`).
+    #[serde(alias = "repair_after", deserialize_with = "millis_or_duration")]
     pub repair_after_ms: u64,
     /// Bytes per second the coordinator's rebalancing and re-protection send (shards moved,
     /// stripes read and written again), so client traffic keeps the network. Default
@@ -777,6 +779,31 @@ mod tests {
     }
 
     #[test]
+    fn repair_after_takes_a_duration_or_milliseconds() {
+        let parse =
+            |line: &str| NodeConfig::from_toml(&format!("cluster_token = \"{TOKEN}\"\n{line}"));
+        assert_eq!(
+            parse("").unwrap().repair_after_ms,
+            900_000,
+            "default 15 min"
+        );
+        assert_eq!(
+            parse("repair_after = \"15m\"").unwrap().repair_after_ms,
+            900_000
+        );
+        assert_eq!(
+            parse("repair_after = \"3s\"").unwrap().repair_after_ms,
+            3_000
+        );
+        assert_eq!(
+            parse("repair_after_ms = 2500").unwrap().repair_after_ms,
+            2_500
+        );
+        let error = parse("repair_after = \"soon\"").unwrap_err().to_string();
+        assert!(error.contains("not a duration"), "{error}");
+    }
+
+    #[test]
     fn bad_configs_are_refused_with_the_reason() {
         let cases = [
             (String::new(), "cluster_token"),
@@ -861,5 +888,43 @@ mod tests {
         config.validate().unwrap();
         assert_eq!(config.ring().unwrap().members().len(), 2);
         assert_eq!(NodeConfig::from_toml(&config.to_toml()).unwrap(), config);
+    }
+}
+
+/// Parses `10s`, `500ms`, `1.5s`, `2m`, `6h`, `1d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let unit_start = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(unit_start);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 10s, 500ms, 2m, 6h)"))?;
+    let seconds = match unit {
+        "ms" => number / 1e3,
+        "s" | "" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        "d" => number * 86_400.0,
+        _ => return Err(format!("{text:?}: unknown unit (ms, s, m, h, d)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// A count of milliseconds, or a duration string (`"15m"`) for the `…` fields that also take
+/// one (`repair_after`).
+fn millis_or_duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Millis {
+        Count(u64),
+        Text(String),
+    }
+    match Millis::deserialize(deserializer)? {
+        Millis::Count(ms) => Ok(ms),
+        Millis::Text(text) => parse_duration(&text)
+            .map(|duration| duration.as_millis() as u64)
+            .map_err(serde::de::Error::custom),
     }
 }

@@ -82,6 +82,16 @@ pub struct MaintenanceView {
     pub bytes_moved: u64,
     /// Stripes it wrote back to full redundancy after members were lost.
     pub stripes_repaired: u64,
+    /// Shards the running rebalance still has to move (counted before it started, less
+    /// those moved since; 0 when idle).
+    #[serde(default)]
+    pub shards_pending: u64,
+    /// Bytes of those shards: what is left to move.
+    #[serde(default)]
+    pub bytes_pending: u64,
+    /// Degraded stripes the running re-protection still has to write back.
+    #[serde(default)]
+    pub stripes_pending: u64,
     /// Members unheard for `repair_after_ms`, as this node sees them.
     pub members_lost: u64,
 }
@@ -118,7 +128,7 @@ pub struct MemberView {
     pub peer_addr: SocketAddr,
     /// Its management address.
     pub http_addr: SocketAddr,
-    /// Up or down, as this node's heartbeats see it.
+    /// Up, suspect (missed heartbeats) or down, as this node's heartbeats see it.
     pub state: MemberState,
     /// Milliseconds since it last answered a heartbeat (`null`: never).
     pub last_heard_ms_ago: Option<u64>,
@@ -222,6 +232,9 @@ fn maintenance_view(node: &Node) -> MaintenanceView {
         shards_moved: load(&metrics.rebalance_shards_moved_total),
         bytes_moved: load(&metrics.rebalance_bytes_moved_total),
         stripes_repaired: load(&metrics.reprotect_stripes_repaired_total),
+        shards_pending: load(&metrics.rebalance_shards_pending),
+        bytes_pending: load(&metrics.rebalance_bytes_pending),
+        stripes_pending: load(&metrics.reprotect_stripes_pending),
         members_lost: load(&metrics.members_lost),
     }
 }

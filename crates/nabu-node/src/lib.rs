@@ -69,7 +69,7 @@ use tokio::net::{TcpListener, UnixListener};
 
 pub use config::{
     ConfigError, DATA_SOCKET_PATH_BYTES_MAX, DirectIoOption, MemberConfig, MembershipKind,
-    NodeConfig, REQUEST_BODY_BYTES_MAX_DEFAULT, StoreOptions,
+    NodeConfig, REQUEST_BODY_BYTES_MAX_DEFAULT, StoreOptions, parse_duration,
 };
 pub use connection::RESPONSE_QUEUE_FRAMES_MAX;
 pub use http::{

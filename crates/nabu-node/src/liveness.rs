@@ -2,8 +2,10 @@
 //!
 //! Failure detection needs no consensus (DESIGN.md §5): every node keeps one long-lived,
 //! authenticated peer-plane connection to every other member and sends a PING each
-//! `heartbeat_interval_ms`; a member whose last answer is older than `down_after_ms` (or that
-//! never answered) is down. A broken connection is re-made with exponential backoff, capped
+//! `heartbeat_interval_ms`; a member whose last answer is older than two heartbeat intervals
+//! is **suspect** (still counted as up: nothing is routed around it yet, but operators see
+//! it), and one whose last answer is older than `down_after_ms` (or that never answered) is
+//! **down**. A broken connection is re-made with exponential backoff, capped
 //! at [`RECONNECT_BACKOFF_MAX`], so a dead member costs one connect attempt per backoff.
 //! Nothing here changes placement: the state is reported (`/api/v1/cluster`, `/metrics`) for
 //! clients and operators to act on, and every change of a member's state is recorded in the
@@ -46,10 +48,20 @@ pub const TRANSITION_CHECK_INTERVAL_MAX: Duration = Duration::from_millis(250);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MemberState {
-    /// Heard from within `down_after_ms` (this node itself is always up).
+    /// Heard from within two heartbeat intervals (this node itself is always up).
     Up,
+    /// Missed heartbeats: not heard from for two heartbeat intervals, but within
+    /// `down_after_ms`. Still a member in good standing (reads and writes go to it).
+    Suspect,
     /// Not heard from for `down_after_ms`, or never.
     Down,
+}
+
+impl MemberState {
+    /// Up or suspect: not (yet) given up on.
+    pub fn is_alive(self) -> bool {
+        self != MemberState::Down
+    }
 }
 
 /// One member and when it last answered.
@@ -65,6 +77,7 @@ struct Slot {
 pub struct Liveness {
     self_id: u32,
     started: Instant,
+    suspect_after: Duration,
     down_after: Duration,
     slots: RwLock<Vec<Arc<Slot>>>,
 }
@@ -81,11 +94,18 @@ pub struct MemberStatus {
 }
 
 impl Liveness {
-    /// The table for `members`, none heard from yet.
-    pub fn new(self_id: u32, members: Vec<MemberConfig>, down_after: Duration) -> Self {
+    /// The table for `members`, none heard from yet. A member is suspect after
+    /// `suspect_after` without an answer (capped at `down_after`), down after `down_after`.
+    pub fn new(
+        self_id: u32,
+        members: Vec<MemberConfig>,
+        suspect_after: Duration,
+        down_after: Duration,
+    ) -> Self {
         let liveness = Self {
             self_id,
             started: Instant::now(),
+            suspect_after: suspect_after.min(down_after),
             down_after,
             slots: RwLock::new(Vec::new()),
         };
@@ -123,11 +143,12 @@ impl Liveness {
         slot.last_heard_ms.store(since_start, Ordering::Relaxed);
     }
 
-    /// Whether member `id` answers heartbeats (this node always does).
+    /// Whether member `id` answers heartbeats, or missed only a few (up or suspect; this
+    /// node always is).
     pub fn is_up(&self, id: u32) -> bool {
         self.statuses()
             .iter()
-            .any(|status| status.config.id == id && status.state == MemberState::Up)
+            .any(|status| status.config.id == id && status.state.is_alive())
     }
 
     /// The peer-plane address of member `id`.
@@ -142,6 +163,7 @@ impl Liveness {
     pub fn statuses(&self) -> Vec<MemberStatus> {
         let now_ms = self.started.elapsed().as_millis() as u64 + 1;
         let down_after_ms = self.down_after.as_millis() as u64;
+        let suspect_after_ms = self.suspect_after.as_millis() as u64;
         self.slots()
             .iter()
             .map(|slot| {
@@ -153,14 +175,14 @@ impl Liveness {
                         heard => Some(now_ms.saturating_sub(heard)),
                     }
                 };
-                let up = last_heard_ms_ago.is_some_and(|ago| ago <= down_after_ms);
+                let state = match last_heard_ms_ago {
+                    Some(ago) if ago <= suspect_after_ms => MemberState::Up,
+                    Some(ago) if ago <= down_after_ms => MemberState::Suspect,
+                    _ => MemberState::Down,
+                };
                 MemberStatus {
                     config: slot.config.clone(),
-                    state: if up {
-                        MemberState::Up
-                    } else {
-                        MemberState::Down
-                    },
+                    state,
                     last_heard_ms_ago,
                 }
             })
@@ -182,11 +204,18 @@ impl Liveness {
                 MemberState::Down
             };
             let known = known.entry(node).or_insert(initial);
-            if *known != status.state {
-                *known = status.state;
-                events.push(match status.state {
-                    MemberState::Up => Event::NodeUp { node },
+            // Events tell up from down; suspect counts as up here (missing a heartbeat
+            // or two on a busy host is not news).
+            let state = if status.state.is_alive() {
+                MemberState::Up
+            } else {
+                MemberState::Down
+            };
+            if *known != state {
+                *known = state;
+                events.push(match state {
                     MemberState::Down => Event::NodeDown { node },
+                    _ => Event::NodeUp { node },
                 });
             }
         }
@@ -363,7 +392,12 @@ mod tests {
     #[test]
     fn state_changes_become_events_once() {
         let down_after = Duration::from_millis(20);
-        let liveness = Liveness::new(1, vec![member(1), member(2), member(3)], down_after);
+        let liveness = Liveness::new(
+            1,
+            vec![member(1), member(2), member(3)],
+            down_after / 2,
+            down_after,
+        );
         let mut known = HashMap::new();
         assert_eq!(
             liveness.changes(&mut known),
@@ -385,5 +419,39 @@ mod tests {
             std::thread::yield_now();
         }
         assert_eq!(liveness.changes(&mut known), [Event::NodeDown { node: 3 }]);
+    }
+
+    #[test]
+    fn a_member_is_suspect_after_missed_heartbeats_then_down() {
+        let (suspect_after, down_after) = (Duration::from_millis(40), Duration::from_secs(3600));
+        let liveness = Liveness::new(1, vec![member(1), member(2)], suspect_after, down_after);
+        let state_of_2 = |liveness: &Liveness| liveness.statuses()[1].state;
+        assert_eq!(
+            state_of_2(&liveness),
+            MemberState::Down,
+            "never heard: down"
+        );
+        liveness.heard(&liveness.slots()[1]);
+        assert_eq!(state_of_2(&liveness), MemberState::Up);
+        let quiet_until = std::time::Instant::now() + suspect_after * 2;
+        while std::time::Instant::now() < quiet_until {
+            std::thread::yield_now();
+        }
+        assert_eq!(state_of_2(&liveness), MemberState::Suspect);
+        assert!(liveness.is_up(2), "a suspect member is still routed to");
+        assert_eq!(liveness.statuses()[0].state, MemberState::Up, "this node");
+        let mut known = HashMap::from([(2, MemberState::Up)]);
+        assert_eq!(liveness.changes(&mut known), [], "suspect is not an event");
+        let down = Liveness::new(1, vec![member(1), member(2)], suspect_after, suspect_after);
+        down.heard(&down.slots()[1]);
+        let quiet_until = std::time::Instant::now() + suspect_after * 2;
+        while std::time::Instant::now() < quiet_until {
+            std::thread::yield_now();
+        }
+        assert_eq!(
+            state_of_2(&down),
+            MemberState::Down,
+            "past down_after: down"
+        );
     }
 }

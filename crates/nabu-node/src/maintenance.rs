@@ -90,7 +90,7 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
         }
         let coordinator = statuses
             .iter()
-            .filter(|status| status.state == MemberState::Up)
+            .filter(|status| status.state.is_alive())
             .map(|status| status.config.id)
             .min();
         if coordinator != Some(node.id.0) {
@@ -137,10 +137,26 @@ async fn coordinate(node: &Node, options: CheckOptions, lost: &BTreeSet<u32>) ->
     }
     let mut totals = RedundancyReport::default();
     metrics.maintenance_running.store(1, Ordering::Relaxed);
+    let plan = plan_work(node, options).await;
     let mut done = false;
     for pass in 1..=REBALANCE_PASSES_MAX {
         let started = Instant::now();
-        let checked = node.cluster.check_redundancy(options, |_| {}).await;
+        let (moved_before, bytes_before, repaired_before) = (
+            totals.shards_moved,
+            totals.bytes_moved,
+            totals.stripes_repaired,
+        );
+        let checked = node
+            .cluster
+            .check_redundancy(options, |so_far| {
+                plan.show_left(
+                    metrics,
+                    moved_before + so_far.shards_moved,
+                    bytes_before + so_far.bytes_moved,
+                    repaired_before + so_far.stripes_repaired,
+                );
+            })
+            .await;
         metrics
             .maintenance_passes_total
             .fetch_add(1, Ordering::Relaxed);
@@ -208,6 +224,13 @@ async fn coordinate(node: &Node, options: CheckOptions, lost: &BTreeSet<u32>) ->
         }
     }
     metrics.maintenance_running.store(0, Ordering::Relaxed);
+    for pending in [
+        &metrics.rebalance_shards_pending,
+        &metrics.rebalance_bytes_pending,
+        &metrics.reprotect_stripes_pending,
+    ] {
+        pending.store(0, Ordering::Relaxed);
+    }
     if options.rebalance {
         node.events.record(Event::RebalanceFinished {
             ring_epoch: epoch,
@@ -226,6 +249,82 @@ async fn coordinate(node: &Node, options: CheckOptions, lost: &BTreeSet<u32>) ->
         }
     }
     done
+}
+
+/// The work a maintenance run starts with, counted by a check that changes nothing: what
+/// `nabu status`, `/metrics` and `/api/v1/cluster` show as left to do while passes run.
+#[derive(Debug, Default)]
+struct Plan {
+    shards: u64,
+    bytes: u64,
+    stripes_degraded: u64,
+}
+
+impl Plan {
+    /// Publishes what is left of the plan after `moved` shards (`bytes_moved` bytes) moved
+    /// and `repaired` stripes were re-protected. Later passes may find work the plan did not
+    /// count (writes on the old ring meanwhile); the figures then stay at 0 until done.
+    fn show_left(
+        &self,
+        metrics: &crate::metrics::Metrics,
+        moved: u64,
+        bytes_moved: u64,
+        repaired: u64,
+    ) {
+        let left = [
+            (&metrics.rebalance_shards_pending, self.shards, moved),
+            (&metrics.rebalance_bytes_pending, self.bytes, bytes_moved),
+            (
+                &metrics.reprotect_stripes_pending,
+                self.stripes_degraded,
+                repaired,
+            ),
+        ];
+        for (gauge, planned, done) in left {
+            gauge.store(planned.saturating_sub(done), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Counts the shards outside their placement (when rebalancing) and the degraded stripes
+/// (when repairing) before anything moves; an unreadable cluster plans nothing (the passes
+/// report their own failures).
+async fn plan_work(node: &Node, options: CheckOptions) -> Plan {
+    let plan = match node
+        .cluster
+        .check_redundancy(CheckOptions::default(), |_| {})
+        .await
+    {
+        Ok(report) => Plan {
+            shards: if options.rebalance {
+                report.shards_misplaced
+            } else {
+                0
+            },
+            bytes: if options.rebalance {
+                report.bytes_misplaced
+            } else {
+                0
+            },
+            stripes_degraded: if options.repair {
+                report.stripes_degraded
+            } else {
+                0
+            },
+        },
+        Err(error) => {
+            tracing::debug!(%error, "could not count the maintenance work ahead");
+            Plan::default()
+        }
+    };
+    tracing::info!(
+        shards = plan.shards,
+        bytes = plan.bytes,
+        stripes_degraded = plan.stripes_degraded,
+        "maintenance work ahead"
+    );
+    plan.show_left(&node.metrics, 0, 0, 0);
+    plan
 }
 
 /// Members not heard from for `repair_after_ms` (never heard: since this node started).

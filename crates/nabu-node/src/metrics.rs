@@ -89,6 +89,13 @@ pub struct Metrics {
     pub rebalance_shards_moved_total: AtomicU64,
     /// Bytes of those shards.
     pub rebalance_bytes_moved_total: AtomicU64,
+    /// Shards the running rebalance still has to move: counted by a check before it starts,
+    /// less those moved since (0 when idle).
+    pub rebalance_shards_pending: AtomicU64,
+    /// Bytes of those shards.
+    pub rebalance_bytes_pending: AtomicU64,
+    /// Degraded stripes the running re-protection still has to write back (0 when idle).
+    pub reprotect_stripes_pending: AtomicU64,
     /// Request latency, one histogram per [`OpClass`] (indexed by [`OpClass::index`]).
     latency: [LatencyHistogram; OpClass::ALL.len()],
     /// Peer-plane bytes per member, in the order members first connected; at most
@@ -146,6 +153,9 @@ impl Default for Metrics {
             reprotect_stripes_repaired_total: AtomicU64::new(0),
             rebalance_shards_moved_total: AtomicU64::new(0),
             rebalance_bytes_moved_total: AtomicU64::new(0),
+            rebalance_shards_pending: AtomicU64::new(0),
+            rebalance_bytes_pending: AtomicU64::new(0),
+            reprotect_stripes_pending: AtomicU64::new(0),
             latency: std::array::from_fn(|_| LatencyHistogram::default()),
             peers: RwLock::new(Vec::new()),
         }
@@ -380,6 +390,24 @@ impl Metrics {
                 "counter",
                 "Bytes of shards moved to their placement after membership changes.",
                 self.rebalance_bytes_moved_total.load(Ordering::Relaxed),
+            ),
+            (
+                "nabu_rebalance_shards_pending",
+                "gauge",
+                "Shards the running rebalance still has to move to their placement.",
+                self.rebalance_shards_pending.load(Ordering::Relaxed),
+            ),
+            (
+                "nabu_rebalance_bytes_pending",
+                "gauge",
+                "Bytes the running rebalance still has to move to their placement.",
+                self.rebalance_bytes_pending.load(Ordering::Relaxed),
+            ),
+            (
+                "nabu_reprotect_stripes_pending",
+                "gauge",
+                "Degraded stripes the running re-protection still has to write back.",
+                self.reprotect_stripes_pending.load(Ordering::Relaxed),
             ),
             (
                 "nabu_meta_entries",

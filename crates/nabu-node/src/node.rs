@@ -123,7 +123,7 @@ impl Node {
         Snapshot {
             members: members
                 .iter()
-                .map(|m| (m.config.id, m.state == liveness::MemberState::Up))
+                .map(|m| (m.config.id, m.state.is_alive()))
                 .collect(),
             store: Some(self.store.stats()),
             meta_entries: self.meta.len() as u64,
@@ -222,6 +222,7 @@ async fn open(config: NodeConfig, parts: Parts) -> anyhow::Result<Arc<Node>> {
         liveness: Liveness::new(
             config.id,
             view.members.clone(),
+            Duration::from_millis(config.heartbeat_interval_ms) * 2,
             Duration::from_millis(config.down_after_ms),
         ),
         membership,

@@ -116,3 +116,100 @@ def test_the_asyncio_client_runs_calls_concurrently(cluster_file, prefix):
         assert not await client.exists(f"{prefix}a0")
 
     asyncio.run(main())
+
+
+def test_every_asyncio_call_does_what_the_sync_one_does(cluster_file, prefix):
+    """The `AsyncClient` calls, many of them at once through `asyncio.gather`: the same
+    answers as the sync `Client`'s, buffers written in place, errors raised the same."""
+    sync = nabustore.Client(cluster_file)
+
+    async def main():
+        client = nabustore.AsyncClient(cluster_file)
+        assert (client.cluster, client.namespace) == (cluster_file, "default")
+        assert repr(client).startswith("nabustore.AsyncClient(")
+        keys = [f"{prefix}o{i}" for i in range(6)]
+        payloads = [bytes([i + 1]) * ((i + 1) * 700_000) for i in range(6)]
+
+        # put, stat, get, get_into: six of each at once.
+        infos = await asyncio.gather(
+            *(client.put(k, v, metadata={"i": str(i)}) for i, (k, v) in enumerate(zip(keys, payloads)))
+        )
+        assert [i.size for i in infos] == [len(v) for v in payloads]
+        stats = await asyncio.gather(*(client.stat(k) for k in keys))
+        assert [(s.key, s.size, s.blob_id, s.metadata) for s in stats] == [
+            (k, len(v), info.blob_id, {"i": str(i)})
+            for i, (k, v, info) in enumerate(zip(keys, payloads, infos))
+        ]
+        assert [s.blob_id for s in stats] == [sync.stat(k).blob_id for k in keys]
+        assert await asyncio.gather(*(client.get(k) for k in keys)) == payloads
+        buffers = [np.full(len(v) + 8, 0xEE, dtype=np.uint8) for v in payloads]
+        addresses = [b.ctypes.data for b in buffers]
+        written = await asyncio.gather(*(client.get_into(k, b) for k, b in zip(keys, buffers)))
+        assert written == [len(v) for v in payloads]
+        assert [b.ctypes.data for b in buffers] == addresses
+        for value, buffer in zip(payloads, buffers):
+            assert buffer[: len(value)].tobytes() == value and (buffer[len(value) :] == 0xEE).all()
+        tail = bytearray(100)
+        assert await client.get_into(keys[5], tail, offset=len(payloads[5]) - 10) == 10
+        assert bytes(tail[:10]) == payloads[5][-10:]
+
+        # ls and delete.
+        assert await client.ls(prefix) == sorted(keys) == sync.ls(prefix)
+        await asyncio.gather(*(client.delete(k) for k in keys[:3]))
+        assert await client.ls(prefix) == keys[3:]
+        gone = await asyncio.gather(*(client.stat(k) for k in keys[:2]), return_exceptions=True)
+        assert all(isinstance(error, nabustore.NotFound) for error in gone)
+        assert not await client.exists(keys[0]) and await client.exists(keys[3])
+
+        # The other object calls.
+        assert await client.get_range(keys[3], 5, 9) == payloads[3][5:9]
+        assert await client.get_ranges(keys[3:5], [0, 1], [2, 4]) == [payloads[3][:2], payloads[4][1:4]]
+        assert [s.size if s else None for s in await client.stat_many([keys[3], keys[0]])] == [len(payloads[3]), None]
+        many = [(f"{prefix}m{i}", bytes([i]) * 1000) for i in range(4)]
+        assert [i.size for i in await client.put_many(many)] == [1000] * 4
+        targets = [bytearray(1000) for _ in many]
+        assert await client.get_many_into([k for k, _ in many], targets) == [1000] * 4
+        assert [bytes(t) for t in targets] == [v for _, v in many]
+        assert (await client.copy(keys[3], f"{prefix}copy")).blob_id == stats[3].blob_id
+        await client.rename(f"{prefix}copy", f"{prefix}renamed")
+        reader = await client.open(f"{prefix}renamed")
+        with reader:
+            reader.seek(10)
+            assert reader.read(5) == payloads[3][10:15]
+        await client.delete_many([k for k, _ in many] + keys[3:] + [f"{prefix}renamed"])
+        assert await client.ls(prefix) == []
+        assert "default" in await client.namespaces()
+
+        # KV: puts, gets and prefix lookups at once.
+        blocks = {f"{prefix}kv{i}": np.full(4096, i + 1, dtype=np.uint8) for i in range(4)}
+        kv_keys = list(blocks)
+        stored = await asyncio.gather(
+            client.kv_put_many([(k, blocks[k]) for k in kv_keys[:2]]),
+            client.kv_put_many({kv_keys[2]: blocks[kv_keys[2]]}, ttl_ms=60_000),
+        )
+        assert stored == [[True, True], [True]]
+        kv_buffers = [np.zeros(4096, dtype=np.uint8) for _ in kv_keys]
+        got, cached, none = await asyncio.gather(
+            client.kv_get_many(kv_keys, kv_buffers),
+            client.kv_prefix_lookup(kv_keys, lease_ms=1000),
+            client.kv_prefix_lookup(kv_keys[3:]),
+        )
+        assert (got, cached, none) == ([4096, 4096, 4096, None], 3, 0)
+        for key, buffer in zip(kv_keys[:3], kv_buffers):
+            assert np.array_equal(buffer, blocks[key])
+        assert not kv_buffers[3].any()
+        assert sync.kv_prefix_lookup(kv_keys) == 3
+        with pytest.raises(nabustore.InvalidArgument, match="4096 bytes, its buffer 10"):
+            await client.kv_get_many(kv_keys[:1], [bytearray(10)])
+        assert await client.kv_delete_many(kv_keys) == 3
+        assert await client.kv_get_many(kv_keys[:1], [bytearray(4096)]) == [None]
+
+        # Other namespaces, and the asyncio face of an existing client.
+        assert client.with_namespace("kv").namespace == "kv"
+        shared = nabustore.AsyncClient.of(sync)
+        assert shared.sync is sync
+        await shared.put(f"{prefix}shared", b"one client")
+        assert sync.get(f"{prefix}shared") == b"one client"
+        await shared.delete(f"{prefix}shared")
+
+    asyncio.run(main())

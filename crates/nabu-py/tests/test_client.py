@@ -1,10 +1,13 @@
 """The object API: put, get, ranges, stat, ls, delete, open, copy, rename, batches, errors."""
 
+import ast
+import asyncio
 import hashlib
 import io
 import mmap
 import threading
 
+import fsspec
 import numpy as np
 import pytest
 
@@ -198,3 +201,129 @@ def test_the_type_stubs_name_every_native_method():
     for name in ("Client", "Object", "ObjectInfo"):
         public = {m for m in dir(getattr(_native, name)) if not m.startswith("_")}
         assert public <= declared[name], f"{name}: not in the stub: {public - declared[name]}"
+
+
+def test_a_client_from_a_node_address(cluster_file, prefix, monkeypatch):
+    """`Client("host:port")`: a node's management address, the member list from it and the
+    token from `$NABU_CLUSTER_TOKEN`; the same cluster as through the file."""
+    import socket
+    import tomllib
+
+    with open(cluster_file, "rb") as file:
+        config = tomllib.load(file)
+    address = config["node"][0]["http_addr"]
+    monkeypatch.setenv("NABU_CLUSTER_TOKEN", config["cluster_token"])
+    by_address = nabustore.Client(address)
+    assert by_address.cluster == address and by_address.namespace == "default"
+    by_file = nabustore.Client(cluster_file)
+    data = np.random.default_rng(6).integers(0, 256, (5 << 20) + 3, dtype=np.uint8)
+    info = by_address.put(prefix + "via-address", data)
+    assert by_file.get(prefix + "via-address") == data.tobytes()
+    by_file.put(prefix + "via-file", b"from the file's client")
+    assert by_address.get(prefix + "via-file") == b"from the file's client"
+    assert by_address.stat(prefix + "via-address").blob_id == info.blob_id
+    assert by_address.ls(prefix) == [prefix + "via-address", prefix + "via-file"]
+    assert set(by_address.namespaces()) == set(by_file.namespaces())
+    # Another node's address, the async client and fsspec take it too.
+    other = config["node"][-1]["http_addr"]
+    assert nabustore.Client(other, "kv").with_namespace("default").get(prefix + "via-file") == b"from the file's client"
+    assert asyncio.run(nabustore.AsyncClient(address).get(prefix + "via-file")) == b"from the file's client"
+    fs = fsspec.filesystem("nabu", cluster=address, skip_instance_cache=True)
+    assert fs.cat(f"default/{prefix}via-file") == b"from the file's client"
+    # As the default cluster (`$NABU_CLUSTER`), as for the `nabu` commands.
+    monkeypatch.setenv("NABU_CLUSTER", address)
+    assert nabustore.Client().cluster == address
+    by_address.delete_many([prefix + "via-address", prefix + "via-file"])
+    assert by_file.ls(prefix) == []
+
+    # Without the token, or with a malformed one: an error that names the variable.
+    monkeypatch.delenv("NABU_CLUSTER_TOKEN")
+    with pytest.raises(nabustore.InvalidArgument, match="set NABU_CLUSTER_TOKEN"):
+        nabustore.Client(address)
+    monkeypatch.setenv("NABU_CLUSTER_TOKEN", "not hex")
+    with pytest.raises(nabustore.InvalidArgument, match="NABU_CLUSTER_TOKEN"):
+        nabustore.Client(address)
+    # An address where no node listens.
+    monkeypatch.setenv("NABU_CLUSTER_TOKEN", config["cluster_token"])
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        nobody = f"127.0.0.1:{free.getsockname()[1]}"
+    with pytest.raises(nabustore.NabuError, match=f"ask the node at {nobody}"):
+        nabustore.Client(nobody)
+
+
+def stub_classes(module):
+    """`{class: {method or attribute: its node}}` and the top-level names of the `.pyi`
+    beside `module`'s source."""
+    import pathlib
+
+    source = pathlib.Path(module.__file__)
+    tree = ast.parse(source.with_suffix(".pyi").read_text())
+    classes, names = {}, set()
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            classes[node.name] = {
+                item.name: item
+                for item in node.body
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))
+            }
+            classes[node.name].update(
+                (item.target.id, item) for item in node.body if isinstance(item, ast.AnnAssign)
+            )
+            names.add(node.name)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.AnnAssign):
+            names.add(node.target.id)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets)
+        elif isinstance(node, ast.ImportFrom):
+            names.update(a.asname for a in node.names if a.asname == a.name)
+    return classes, names
+
+
+def stub_parameters(function):
+    arguments = function.args
+    return [a.arg for a in arguments.posonlyargs + arguments.args + arguments.kwonlyargs]
+
+
+def test_the_type_stubs_cover_the_python_layer():
+    """`__init__.pyi`, `errors.pyi`, `filesystem.pyi` and `safetensors.pyi` declare every
+    public name of their modules and every public method of their classes; `AsyncClient`'s
+    stub has each I/O method as an `async def` with the parameters of `Client`'s."""
+    import inspect
+
+    import nabustore.errors
+    import nabustore.filesystem
+    import nabustore.safetensors
+
+    for module in (nabustore, nabustore.errors, nabustore.filesystem, nabustore.safetensors):
+        classes, names = stub_classes(module)
+        public = set(getattr(module, "__all__", ())) | {
+            name
+            for name, value in vars(module).items()
+            if not name.startswith("_")
+            and not inspect.ismodule(value)
+            and getattr(value, "__module__", module.__name__) == module.__name__
+        }
+        assert public <= names, f"{module.__name__}: not in the stub: {public - names}"
+        for name in classes:
+            runtime = getattr(module, name)
+            if runtime.__module__ != module.__name__:
+                continue
+            methods = {m for m in vars(runtime) if not m.startswith("_") or m in ("__init__", "_open")}
+            assert methods <= set(classes[name]), f"{name}: not in the stub: {methods - set(classes[name])}"
+
+    classes, _ = stub_classes(nabustore)
+    for name, function in classes["AsyncClient"].items():
+        runtime = getattr(nabustore.AsyncClient, name, None)
+        if inspect.iscoroutinefunction(runtime):
+            assert isinstance(function, ast.AsyncFunctionDef), f"AsyncClient.{name} is not async def"
+            sync = classes["Client"][name]
+            assert stub_parameters(function) == stub_parameters(sync), name
+            assert list(inspect.signature(getattr(nabustore.Client, name)).parameters) == stub_parameters(sync), name
+    # Every I/O method of `Client` has its coroutine.
+    for name, value in vars(nabustore.Client).items():
+        if not name.startswith("_") and inspect.isfunction(value) and name != "with_namespace":
+            assert inspect.iscoroutinefunction(getattr(nabustore.AsyncClient, name)), name
+            assert isinstance(classes["AsyncClient"][name], ast.AsyncFunctionDef), name

@@ -16,7 +16,8 @@ from safetensors import safe_open
 import nabustore
 from conftest import record, recorded
 
-#: Every safetensors dtype with a numpy representation, as numpy dtypes.
+#: Every byte-sized safetensors dtype (all but the sub-byte `SUB_BYTE_DTYPES`), as numpy
+#: dtypes.
 DTYPES = {
     "BOOL": np.dtype(bool),
     "U8": np.dtype(np.uint8),
@@ -34,8 +35,12 @@ DTYPES = {
     "C64": np.dtype(np.complex64),
     "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn),
     "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
+    "F8_E4M3FNUZ": np.dtype(ml_dtypes.float8_e4m3fnuz),
+    "F8_E5M2FNUZ": np.dtype(ml_dtypes.float8_e5m2fnuz),
     "F8_E8M0": np.dtype(ml_dtypes.float8_e8m0fnu),
 }
+#: The sub-byte safetensors dtypes (bits per value): refused.
+SUB_BYTE_DTYPES = {"F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
 
 
 def random_tensor(rng, dtype, shape):
@@ -165,7 +170,7 @@ def test_a_file_written_by_the_safetensors_package_loads_identically(client, pre
     for key, tensor in tensors.items():
         assert same_bits(loaded[key], tensor), key
     # The package's own numpy loader reads the numpy-native dtypes: the same arrays.
-    native = {k: v for k, v in tensors.items() if not k.endswith(("BF16", "E4M3", "E5M2", "E8M0"))}
+    native = {k: v for k, v in tensors.items() if not k.endswith(("BF16", "E4M3", "E5M2", "E8M0", "FNUZ"))}
     plain = tmp_path / "plain.safetensors"
     safetensors.numpy.save_file(native, str(plain))
     client.put(prefix + "plain.safetensors", plain.read_bytes())
@@ -174,6 +179,75 @@ def test_a_file_written_by_the_safetensors_package_loads_identically(client, pre
     assert sorted(ours) == sorted(theirs) and len(theirs) >= 14
     for key, tensor in theirs.items():
         assert same_bits(ours[key], tensor), key
+
+
+def test_the_dtype_list_is_the_safetensors_packages(tmp_path):
+    """`DTYPES` and `SUB_BYTE_DTYPES` are every dtype the pinned `safetensors` package
+    writes: each byte-sized one read back from a file it wrote, with its own name."""
+    import ml_dtypes as ml
+
+    rng = np.random.default_rng(7)
+    for name, dtype in DTYPES.items():
+        path = tmp_path / f"{name}.safetensors"
+        safetensors.numpy.save_file({"x": random_tensor(rng, dtype, (3, 2))}, str(path))
+        with open(path, "rb") as file:
+            length = int.from_bytes(file.read(8), "little")
+            assert json.loads(file.read(length))["x"]["dtype"] == name
+    assert nabustore.safetensors.SUB_BYTE_DTYPES == SUB_BYTE_DTYPES
+    # The package's Rust core names its dtypes in its error for an unknown numpy dtype.
+    with pytest.raises(Exception) as unknown:
+        safetensors.numpy.save({"x": np.zeros(2, dtype=ml.int4)})
+    named = {
+        name
+        for name in str(unknown.value).split(": ", 1)[1].replace(" ", "").split(",")
+        if name != "float4_e2m1fn_x2"  # F4, two values to a byte (torch's)
+    }
+    assert named == {dtype.name for dtype in DTYPES.values()}
+
+
+def packed_file(name, bits):
+    """A safetensors file with an F32 tensor and a tensor of the sub-byte dtype `name` (2x8
+    values), laid out as the format says: `F4` as the `safetensors` package writes it, the
+    F6 types by hand (the package can write them only from torch)."""
+    from safetensors import TensorSpec, serialize
+
+    packed = np.arange(2 * 8 * bits // 8, dtype=np.uint8)
+    plain = np.arange(4, dtype=np.float32)
+    if name == "F4":
+        return bytes(
+            serialize(
+                {
+                    "plain": TensorSpec(dtype="float32", shape=(4,), data_ptr=plain.ctypes.data, data_len=plain.nbytes),
+                    "packed": TensorSpec(
+                        dtype="float4_e2m1fn_x2", shape=(2, 4), data_ptr=packed.ctypes.data, data_len=packed.nbytes
+                    ),
+                }
+            )
+        )
+    header = {
+        "packed": {"dtype": name, "shape": [2, 8], "data_offsets": [0, packed.nbytes]},
+        "plain": {"dtype": "F32", "shape": [4], "data_offsets": [packed.nbytes, packed.nbytes + 16]},
+    }
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + packed.tobytes() + plain.tobytes()
+
+
+@pytest.mark.parametrize("name", sorted(SUB_BYTE_DTYPES))
+def test_a_sub_byte_dtype_is_refused_with_a_clear_error(client, prefix, name):
+    data = packed_file(name, SUB_BYTE_DTYPES[name])
+    # A valid file: the `safetensors` package reads its header.
+    tensors = dict(safetensors.deserialize(data))
+    assert (tensors["packed"]["dtype"], tensors["packed"]["shape"]) == (name, [2, 8])
+    client.put(prefix + name, data)
+    message = (
+        f"tensor 'packed': safetensors dtype {name} is not supported: it packs "
+        f"{SUB_BYTE_DTYPES[name]}-bit values several to a byte, which a numpy array cannot view"
+    )
+    with pytest.raises(nabustore.InvalidArgument, match=message):
+        client.load_safetensors(prefix + name)
+    with pytest.raises(nabustore.InvalidArgument, match=f"dtype {name} is not supported"):
+        nabustore.safetensors.numpy_dtype(name)
 
 
 def test_tensors_are_views_into_one_buffer(client, prefix):

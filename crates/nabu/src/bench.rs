@@ -439,26 +439,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
-/// Parses `10s`, `500ms`, `1.5s`, `2m`, `6h`, `1d`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let unit_start = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(unit_start);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 10s, 500ms, 2m, 6h)"))?;
-    let seconds = match unit {
-        "ms" => number / 1e3,
-        "s" | "" => number,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        "d" => number * 86_400.0,
-        _ => return Err(format!("{text:?}: unknown unit (ms, s, m, h, d)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
-}
+pub use nabu_node::parse_duration;
 
 /// `4KiB`, `1MiB`, `64MiB`, or bytes when not a whole number of KiB.
 pub fn format_size(bytes: u64) -> String {

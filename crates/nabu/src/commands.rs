@@ -575,6 +575,8 @@ pub async fn status(cluster: &ClusterArg) -> anyhow::Result<()> {
     );
     let mut coordinated = Vec::new();
     let mut tiers = Vec::new();
+    // Heartbeat states as the first node that answers sees them (up, suspect, down).
+    let mut heartbeats: Option<serde_json::Value> = None;
     for (id, zone, weight, http_addr) in members.rows {
         let weight = weight.map_or("-".to_owned(), |weight| weight.to_string());
         let view = tokio::time::timeout(Duration::from_secs(3), cluster_view(http_addr)).await;
@@ -584,7 +586,17 @@ pub async fn status(cluster: &ClusterArg) -> anyhow::Result<()> {
                 let used = store["bytes_used"].as_u64().unwrap_or(0);
                 let capacity = store["bytes_capacity"].as_u64().unwrap_or(0);
                 let shards = store["shards"].as_u64().unwrap_or(0);
-                let state = if weight == "0" { "drain" } else { "up" };
+                let heartbeats = heartbeats.get_or_insert_with(|| view["members"].clone());
+                let suspect = heartbeats
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|member| member["id"] == id && member["state"] == "suspect");
+                let state = match () {
+                    () if weight == "0" => "drain",
+                    () if suspect => "suspect",
+                    () => "up",
+                };
                 println!(
                     "n{id:<5} {zone:<10} {weight:>6} {state:<6} {:>12} {:>12} {shards:>10}",
                     human_bytes(used),
@@ -616,19 +628,24 @@ pub async fn status(cluster: &ClusterArg) -> anyhow::Result<()> {
     }
     for (id, maintenance) in coordinated {
         let number = |field: &str| maintenance[field].as_u64().unwrap_or(0);
+        let running = maintenance["running"].as_bool() == Some(true);
         println!(
             "maintenance by n{id}: {}, {} passes; {} shards moved ({}), {} stripes re-protected; {} members lost",
-            if maintenance["running"].as_bool() == Some(true) {
-                "running"
-            } else {
-                "idle"
-            },
+            if running { "running" } else { "idle" },
             number("passes"),
             number("shards_moved"),
             human_bytes(number("bytes_moved")),
             number("stripes_repaired"),
             number("members_lost"),
         );
+        if running {
+            println!(
+                "  left to do: {} shards to move ({}), {} stripes to re-protect",
+                number("shards_pending"),
+                human_bytes(number("bytes_pending")),
+                number("stripes_pending"),
+            );
+        }
     }
     print_tiers(&tiers);
     Ok(())

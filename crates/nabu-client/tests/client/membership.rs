@@ -322,4 +322,28 @@ async fn a_client_on_the_new_ring_reads_everything_before_anything_moved() {
             .unwrap_or_else(|error| panic!("{key} on the new ring: {error}"));
         assert_same(&got, bytes, key);
     }
+    // What a rebalance would have to move (the figure `nabu status` shows as left to move):
+    // counted without moving anything. Every object is stored as whole copies of its
+    // 64 KiB + seed bytes, so the misplaced bytes are that many copies of such sizes.
+    let plan = reader
+        .check_redundancy(CheckOptions::default(), |_| {})
+        .await
+        .expect("check");
+    assert!(
+        plan.shards_misplaced > 0,
+        "twelve nodes: copies are misplaced"
+    );
+    assert_eq!(
+        (plan.shards_moved, plan.bytes_moved),
+        (0, 0),
+        "a check moves nothing"
+    );
+    let (smallest, largest) = (64 * 1024, 64 * 1024 + 47);
+    assert!(
+        (plan.shards_misplaced * smallest..=plan.shards_misplaced * largest)
+            .contains(&plan.bytes_misplaced),
+        "{} misplaced copies hold {} bytes",
+        plan.shards_misplaced,
+        plan.bytes_misplaced
+    );
 }

@@ -431,10 +431,18 @@ class AsyncClient:
         wrapper.sync = client
         return wrapper
 
+    def __repr__(self) -> str:
+        return f"nabustore.AsyncClient(cluster={self.cluster!r}, namespace={self.namespace!r})"
+
     @property
     def namespace(self) -> str:
         """The namespace this client reads and writes."""
         return self.sync.namespace
+
+    @property
+    def cluster(self) -> str:
+        """The cluster it was given."""
+        return self.sync.cluster
 
     def with_namespace(self, namespace: str) -> "AsyncClient":
         """A client of `namespace` sharing this one's connections."""

@@ -3,10 +3,11 @@ the `safetensors` package: an 8-byte little-endian header length, a JSON header
 (`{name: {"dtype", "shape", "data_offsets": [begin, end]}}`, offsets relative to the data
 section, optional `"__metadata__"` of strings), then the tensors' bytes, little-endian.
 
-Every dtype with a numpy representation is supported: the numpy ones directly, `BF16` and
-the 8-bit floats through `ml_dtypes` (installed with `pip install nabustore[ml-dtypes]`).
-The sub-byte types (`F4`, `F6_E2M3`, `F6_E3M2`) pack several values per byte, which numpy
-cannot view; they are refused with a clear error.
+Every byte-sized dtype is supported: `BOOL`, `U8`..`U64`, `I8`..`I64`, `F16`, `F32`, `F64`
+and `C64` as numpy's own, and `BF16`, `F8_E4M3`, `F8_E5M2`, `F8_E4M3FNUZ`, `F8_E5M2FNUZ`
+and `F8_E8M0` through `ml_dtypes` (installed with `pip install nabustore[ml-dtypes]`).
+The sub-byte types (`F4`, `F6_E2M3`, `F6_E3M2`) pack several values per byte, which a
+numpy array cannot view; a file holding one is refused with an error naming the tensor.
 """
 
 from __future__ import annotations
@@ -40,8 +41,13 @@ _ML_DTYPES = {
     "BF16": "bfloat16",
     "F8_E4M3": "float8_e4m3fn",
     "F8_E5M2": "float8_e5m2",
+    "F8_E4M3FNUZ": "float8_e4m3fnuz",
+    "F8_E5M2FNUZ": "float8_e5m2fnuz",
     "F8_E8M0": "float8_e8m0fnu",
 }
+#: The sub-byte safetensors dtypes (bits per value): several values share a byte, which no
+#: numpy dtype can view, so they are refused.
+SUB_BYTE_DTYPES = {"F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
 
 #: The longest header accepted (the format's own limit is 100 MB).
 HEADER_BYTES_MAX = 100_000_000
@@ -63,6 +69,12 @@ def numpy_dtype(name: str) -> np.dtype:
                 f"dtype {name} needs ml_dtypes (pip install nabustore[ml-dtypes])"
             ) from error
         return np.dtype(getattr(ml_dtypes, _ML_DTYPES[name]))
+    if name in SUB_BYTE_DTYPES:
+        raise InvalidArgument(
+            f"safetensors dtype {name} is not supported: it packs {SUB_BYTE_DTYPES[name]}-bit "
+            "values several to a byte, which a numpy array cannot view (every byte-sized "
+            "dtype is supported)"
+        )
     raise InvalidArgument(f"safetensors dtype {name} has no numpy representation")
 
 
@@ -103,11 +115,18 @@ def parse_header(header: bytes, data_bytes: int) -> tuple[dict[str, Any], dict[s
     tensors = {}
     for name, entry in table.items():
         try:
-            dtype = numpy_dtype(entry["dtype"])
+            dtype_text = entry["dtype"]
             shape = tuple(int(d) for d in entry["shape"])
             begin, end = (int(o) for o in entry["data_offsets"])
         except (KeyError, TypeError, ValueError) as error:
             raise InvalidArgument(f"tensor {name!r}: malformed entry {entry!r}") from error
+        if not isinstance(dtype_text, str):
+            raise InvalidArgument(f"tensor {name!r}: malformed entry {entry!r}")
+        try:
+            dtype = numpy_dtype(dtype_text)
+        except InvalidArgument as error:
+            # The dtype's own reason (sub-byte, ml_dtypes missing, unknown), with the tensor.
+            raise InvalidArgument(f"tensor {name!r}: {error}") from error
         count = int(np.prod(shape, dtype=np.int64))
         if not 0 <= begin <= end <= data_bytes or end - begin != count * dtype.itemsize:
             raise InvalidArgument(

@@ -234,6 +234,43 @@ fn status_row(cluster: &TestCluster, id: u32) -> (String, String) {
 }
 
 #[test]
+fn nabu_node_add_brings_a_new_node_in_under_static_membership() {
+    let mut cluster = TestCluster::up(6);
+    let dir = cluster.dir.path().to_owned();
+    let data = random_file(&dir.join("model"), 9 << 20, 90);
+    let put = cluster.nabu(&["put", "model", dir.join("model").to_str().unwrap()]);
+    assert!(put.status.success(), "{}", stderr(&put));
+    // A node started on its own (its member list names only itself) is not a member until
+    // an operator adds it.
+    cluster.serve_new_node(7);
+    let data_addr = cluster
+        .nodes
+        .iter()
+        .find(|node| node.id == 7)
+        .map(|node| node.data_addr.clone())
+        .expect("node 7");
+    let (table, row) = status_row(&cluster, 7);
+    assert!(row.is_empty(), "node 7 is no member yet:\n{table}");
+    let add = cluster.nabu(&["node", "add", "7", "--addr", &data_addr]);
+    assert!(add.status.success(), "{}", stderr(&add));
+    support::wait_until(
+        std::time::Duration::from_secs(60),
+        || {
+            let (table, row) = status_row(&cluster, 7);
+            table.contains("ring epoch 2, 7 members (static membership)")
+                && !row.is_empty()
+                && !row.trim_end().ends_with(" 0")
+        },
+        "node 7 to become a member and hold shards",
+    );
+    let get = cluster.nabu(&["get", "model"]);
+    assert!(get.status.success(), "{}", stderr(&get));
+    assert!(get.stdout == data, "bytes differ after the join");
+    let again = cluster.nabu(&["node", "add", "7", "--addr", &data_addr]);
+    assert!(!again.status.success(), "added a member twice");
+}
+
+#[test]
 fn a_node_is_drained_then_removed_and_the_data_stays_whole() {
     let cluster = TestCluster::up(7);
     let dir = cluster.dir.path();

@@ -752,6 +752,44 @@ impl NodeConfig {
     }
 }
 
+/// Parses `10s`, `500ms`, `1.5s`, `2m`, `6h`, `1d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let unit_start = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(unit_start);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 10s, 500ms, 2m, 6h)"))?;
+    let seconds = match unit {
+        "ms" => number / 1e3,
+        "s" | "" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        "d" => number * 86_400.0,
+        _ => return Err(format!("{text:?}: unknown unit (ms, s, m, h, d)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// A count of milliseconds, or a duration string (`"15m"`) for the `…` fields that also take
+/// one (`repair_after`).
+fn millis_or_duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Millis {
+        Count(u64),
+        Text(String),
+    }
+    match Millis::deserialize(deserializer)? {
+        Millis::Count(ms) => Ok(ms),
+        Millis::Text(text) => parse_duration(&text)
+            .map(|duration| duration.as_millis() as u64)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -888,43 +926,5 @@ mod tests {
         config.validate().unwrap();
         assert_eq!(config.ring().unwrap().members().len(), 2);
         assert_eq!(NodeConfig::from_toml(&config.to_toml()).unwrap(), config);
-    }
-}
-
-/// Parses `10s`, `500ms`, `1.5s`, `2m`, `6h`, `1d`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let unit_start = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(unit_start);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 10s, 500ms, 2m, 6h)"))?;
-    let seconds = match unit {
-        "ms" => number / 1e3,
-        "s" | "" => number,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        "d" => number * 86_400.0,
-        _ => return Err(format!("{text:?}: unknown unit (ms, s, m, h, d)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
-}
-
-/// A count of milliseconds, or a duration string (`"15m"`) for the `…` fields that also take
-/// one (`repair_after`).
-fn millis_or_duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Millis {
-        Count(u64),
-        Text(String),
-    }
-    match Millis::deserialize(deserializer)? {
-        Millis::Count(ms) => Ok(ms),
-        Millis::Text(text) => parse_duration(&text)
-            .map(|duration| duration.as_millis() as u64)
-            .map_err(serde::de::Error::custom),
     }
 }

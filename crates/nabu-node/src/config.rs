@@ -773,8 +773,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
-/// A count of milliseconds, or a duration string (`"15m"`) for the `…` fields that also take
-/// one (`repair_after`).
+/// A `*_ms` field given as a count of milliseconds or, under its duration alias
+/// (`repair_after = "15m"`), as a duration string.
 fn millis_or_duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -814,6 +814,20 @@ mod tests {
         assert_eq!(config.effective_members().len(), 1);
         assert_eq!(config.store_config().segment_bytes_max, 256 << 20);
         assert_eq!(NodeConfig::from_toml(&config.to_toml()).unwrap(), config);
+    }
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("6h"), Ok(Duration::from_secs(6 * 3600)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("10y").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("-1s").is_err());
     }
 
     #[test]

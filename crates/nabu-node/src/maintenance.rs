@@ -224,13 +224,8 @@ async fn coordinate(node: &Node, options: CheckOptions, lost: &BTreeSet<u32>) ->
         }
     }
     metrics.maintenance_running.store(0, Ordering::Relaxed);
-    for pending in [
-        &metrics.rebalance_shards_pending,
-        &metrics.rebalance_bytes_pending,
-        &metrics.reprotect_stripes_pending,
-    ] {
-        pending.store(0, Ordering::Relaxed);
-    }
+    // Idle: nothing is left to do until the next run counts again.
+    Plan::default().show_left(metrics, 0, 0, 0);
     if options.rebalance {
         node.events.record(Event::RebalanceFinished {
             ring_epoch: epoch,
@@ -288,30 +283,22 @@ impl Plan {
 
 /// Counts the shards outside their placement (when rebalancing) and the degraded stripes
 /// (when repairing) before anything moves; an unreadable cluster plans nothing (the passes
-/// report their own failures).
+/// report their own failures). The count is one more walk of every stripe's holders
+/// (SHARD_STAT, which verifies each shard on its node), the price of an honest "left to do".
 async fn plan_work(node: &Node, options: CheckOptions) -> Plan {
-    let plan = match node
+    let counted = node
         .cluster
         .check_redundancy(CheckOptions::default(), |_| {})
-        .await
-    {
-        Ok(report) => Plan {
-            shards: if options.rebalance {
-                report.shards_misplaced
-            } else {
-                0
-            },
-            bytes: if options.rebalance {
-                report.bytes_misplaced
-            } else {
-                0
-            },
-            stripes_degraded: if options.repair {
-                report.stripes_degraded
-            } else {
-                0
-            },
-        },
+        .await;
+    let plan = match counted {
+        Ok(report) => {
+            let only = |wanted: bool, count: u64| if wanted { count } else { 0 };
+            Plan {
+                shards: only(options.rebalance, report.shards_misplaced),
+                bytes: only(options.rebalance, report.bytes_misplaced),
+                stripes_degraded: only(options.repair, report.stripes_degraded),
+            }
+        }
         Err(error) => {
             tracing::debug!(%error, "could not count the maintenance work ahead");
             Plan::default()

@@ -281,11 +281,11 @@ pub struct GcArgs {
     cluster: ClusterArg,
     /// Keep anything a node wrote within this long (PUTs in flight are safe as long as no
     /// client's put deadline exceeds half of it).
-    #[arg(long, value_parser = crate::bench::parse_duration, default_value = "6h")]
+    #[arg(long, value_parser = nabu_node::parse_duration, default_value = "6h")]
     grace: Duration,
     /// The longest PUT the cluster's clients allow (their `put_deadline`; 1h by default).
     /// The grace period must be at least twice it.
-    #[arg(long, value_parser = crate::bench::parse_duration, default_value = "1h")]
+    #[arg(long, value_parser = nabu_node::parse_duration, default_value = "1h")]
     put_deadline: Duration,
     /// Report what would be reclaimed; delete nothing.
     #[arg(long)]
@@ -592,10 +592,12 @@ pub async fn status(cluster: &ClusterArg) -> anyhow::Result<()> {
                     .into_iter()
                     .flatten()
                     .any(|member| member["id"] == id && member["state"] == "suspect");
-                let state = match () {
-                    () if weight == "0" => "drain",
-                    () if suspect => "suspect",
-                    () => "up",
+                let state = if weight == "0" {
+                    "drain"
+                } else if suspect {
+                    "suspect"
+                } else {
+                    "up"
                 };
                 println!(
                     "n{id:<5} {zone:<10} {weight:>6} {state:<6} {:>12} {:>12} {shards:>10}",

@@ -233,6 +233,26 @@ fn status_row(cluster: &TestCluster, id: u32) -> (String, String) {
     (table, row)
 }
 
+/// Waits until `nabu status` says `membership` (e.g. ", 7 members (etcd membership)") and
+/// shows node `id` holding shards.
+fn wait_for_member_with_shards(cluster: &TestCluster, id: u32, membership: &str) {
+    support::wait_until(
+        std::time::Duration::from_secs(60),
+        || {
+            let (table, row) = status_row(cluster, id);
+            table.contains(membership) && !row.is_empty() && !row.trim_end().ends_with(" 0")
+        },
+        &format!("node {id} to become a member and hold shards"),
+    );
+}
+
+/// `nabu get KEY` succeeds with exactly `data`.
+fn assert_reads_back(cluster: &TestCluster, key: &str, data: &[u8], when: &str) {
+    let get = cluster.nabu(&["get", key]);
+    assert!(get.status.success(), "{}", stderr(&get));
+    assert!(get.stdout == data, "bytes of {key} differ {when}");
+}
+
 #[test]
 fn nabu_node_add_brings_a_new_node_in_under_static_membership() {
     let mut cluster = TestCluster::up(6);
@@ -253,19 +273,8 @@ fn nabu_node_add_brings_a_new_node_in_under_static_membership() {
     assert!(row.is_empty(), "node 7 is no member yet:\n{table}");
     let add = cluster.nabu(&["node", "add", "7", "--addr", &data_addr]);
     assert!(add.status.success(), "{}", stderr(&add));
-    support::wait_until(
-        std::time::Duration::from_secs(60),
-        || {
-            let (table, row) = status_row(&cluster, 7);
-            table.contains("ring epoch 2, 7 members (static membership)")
-                && !row.is_empty()
-                && !row.trim_end().ends_with(" 0")
-        },
-        "node 7 to become a member and hold shards",
-    );
-    let get = cluster.nabu(&["get", "model"]);
-    assert!(get.status.success(), "{}", stderr(&get));
-    assert!(get.stdout == data, "bytes differ after the join");
+    wait_for_member_with_shards(&cluster, 7, "ring epoch 2, 7 members (static membership)");
+    assert_reads_back(&cluster, "model", &data, "after the join");
     let again = cluster.nabu(&["node", "add", "7", "--addr", &data_addr]);
     assert!(!again.status.success(), "added a member twice");
 }
@@ -321,9 +330,7 @@ fn a_node_is_drained_then_removed_and_the_data_stays_whole() {
     let table = String::from_utf8_lossy(&status.stdout);
     assert!(table.contains("ring epoch 3, 6 members"), "{table}");
     assert!(!table.contains("\nn7 "), "{table}");
-    let get = cluster.nabu(&["get", "model"]);
-    assert!(get.status.success(), "{}", stderr(&get));
-    assert!(get.stdout == data, "bytes differ after the drain");
+    assert_reads_back(&cluster, "model", &data, "after the drain");
     let scrub = cluster.nabu(&["scrub"]);
     assert!(scrub.status.success(), "{}", stderr(&scrub));
 }
@@ -348,17 +355,6 @@ fn nabu_up_runs_through_etcd_and_a_new_node_joins_by_itself() {
 
     cluster.serve_new_node(7);
     // Node 7 registers and adds itself; the cluster moves its share to it.
-    support::wait_until(
-        std::time::Duration::from_secs(60),
-        || {
-            let (table, row) = status_row(&cluster, 7);
-            table.contains(", 7 members (etcd membership)")
-                && !row.is_empty()
-                && !row.trim_end().ends_with(" 0")
-        },
-        "node 7 to join and hold shards",
-    );
-    let get = cluster.nabu(&["get", "model"]);
-    assert!(get.status.success(), "{}", stderr(&get));
-    assert!(get.stdout == data, "bytes differ after the join");
+    wait_for_member_with_shards(&cluster, 7, ", 7 members (etcd membership)");
+    assert_reads_back(&cluster, "model", &data, "after the join");
 }
